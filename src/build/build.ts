@@ -1,0 +1,218 @@
+import { existsSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
+import { planBuild, type Plan, type StepId } from "../plan/plan.js";
+import { loadSpec } from "../spec/load.js";
+import { parseSize } from "../spec/schema.js";
+import { onCleanup } from "../util/cleanup.js";
+import { KilnError } from "../util/errors.js";
+import { sha256File } from "../util/hash.js";
+import { step } from "../util/log.js";
+import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
+import { listPackages, mib, treeBytes } from "./report.js";
+import { configureStep, filesStep } from "./steps/configure.js";
+import { diskStep } from "./steps/disk.js";
+import { kernelStep } from "./steps/kernel.js";
+import { minimizeStep } from "./steps/minimize.js";
+import { directoryStep, qcow2Step, tarStep } from "./steps/outputs.js";
+import { rootfsStep } from "./steps/rootfs.js";
+import { usersStep } from "./steps/users.js";
+
+export interface BuildOptions {
+  outDir?: string;
+  refresh?: boolean;
+}
+
+export interface BuildResult {
+  outDir: string;
+  manifest: Manifest;
+  credentials: Credential[];
+}
+
+export interface Manifest {
+  kiln: string;
+  name: string;
+  version: string;
+  specHash: string;
+  distribution: { id: string; release: string; architecture: string };
+  kernel: string | undefined;
+  packages: { name: string; version: string }[];
+  sizes: { installed: number };
+  artifacts: ArtifactRecord[];
+  disk?: unknown;
+  steps: { id: StepId; seconds: number; note?: string }[];
+  builtAt: string;
+}
+
+type StepFn = (ctx: BuildContext) => Promise<string | undefined | void>;
+
+const STEPS: Partial<Record<StepId, StepFn>> = {
+  rootfs: rootfsStep,
+  configure: configureStep,
+  users: async (ctx) => {
+    await usersStep(ctx);
+    await filesStep(ctx);
+  },
+  kernel: kernelStep,
+  minimize: async (ctx) => {
+    await minimizeStep(ctx);
+    ctx.facts.installedBytes = await treeBytes(ctx.root);
+    ctx.facts.packages = await listPackages(ctx.root);
+    checkInstalledLimit(ctx);
+    return mib(ctx.facts.installedBytes as number);
+  },
+  tar: tarStep,
+  disk: diskStep,
+  qcow2: qcow2Step,
+  directory: directoryStep,
+};
+
+/** Directory outputs move the root filesystem away, so they run after everything that reads it. */
+const ORDER: StepId[] = ["rootfs", "configure", "users", "kernel", "minimize", "tar", "disk", "qcow2", "directory", "manifest"];
+
+export function planFor(specPath: string): { plan: Plan; loaded: ReturnType<typeof loadSpec> } {
+  const loaded = loadSpec(specPath);
+  return { loaded, plan: planBuild(loaded.spec, loaded.canonical) };
+}
+
+/**
+ * Plan, then apply. Everything happens in a work directory beside the
+ * output; the finished output replaces the previous one with a rename, so an
+ * error or Ctrl-C leaves the last good build untouched and nothing half-made.
+ */
+export async function build(specPath: string, opts: BuildOptions = {}): Promise<BuildResult> {
+  const { loaded, plan } = planFor(specPath);
+  const spec = loaded.spec;
+  const outDir = resolve(opts.outDir ?? join("out", spec.name));
+  await mkdir(dirname(outDir), { recursive: true });
+  const work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.kiln-work-`));
+  const dropCleanup = onCleanup(`build work directory ${work}`, () => rm(work, { recursive: true, force: true }));
+  const ctx: BuildContext = {
+    loaded,
+    spec,
+    plan,
+    work,
+    root: join(work, "root"),
+    stage: join(work, "stage"),
+    outDir,
+    refresh: opts.refresh ?? false,
+    credentials: [],
+    artifacts: [],
+    durations: {},
+    facts: {},
+    detail: () => {},
+  };
+  await mkdir(ctx.stage, { recursive: true });
+  const stepLog: Manifest["steps"] = [];
+  try {
+    const byId = new Map(plan.steps.map((s) => [s.id, s]));
+    for (const id of ORDER) {
+      const planned = byId.get(id);
+      const fn = STEPS[id];
+      if (!planned || !fn) continue;
+      const progress = step(planned.title);
+      ctx.detail = (t) => progress.detail(t);
+      let note: string | undefined;
+      try {
+        const r = await fn(ctx);
+        if (typeof r === "string" && id !== "rootfs") note = r;
+        if (id === "rootfs" && typeof r === "string") note = r;
+        if (typeof r === "string" && spec.outputs.includes(id as never) && r.startsWith(ctx.stage)) {
+          await recordArtifact(ctx, id, r);
+          note = mib(ctx.artifacts[ctx.artifacts.length - 1]!.size);
+        }
+      } catch (err) {
+        progress.fail();
+        throw err;
+      }
+      const seconds = progress.done(note);
+      ctx.durations[id] = seconds;
+      stepLog.push({ id, seconds: round(seconds), ...(note ? { note } : {}) });
+    }
+    checkCompressedLimit(ctx);
+    if (ctx.credentials.length) {
+      const file = join(ctx.stage, "credentials");
+      await writeFile(file, ctx.credentials.map((c) => `${c.user}:${c.password}\n`).join(""), { mode: 0o600 });
+      await chmod(file, 0o600);
+    }
+    const manifest = makeManifest(ctx, stepLog);
+    await writeFile(join(ctx.stage, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
+    await swapInto(ctx.stage, outDir, work);
+    return { outDir, manifest, credentials: ctx.credentials };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+    dropCleanup();
+  }
+}
+
+async function recordArtifact(ctx: BuildContext, format: string, path: string): Promise<void> {
+  const st = await stat(path);
+  const isDir = st.isDirectory();
+  ctx.artifacts.push({
+    format,
+    path: basename(path),
+    size: isDir ? await treeBytes(path) : st.size,
+    sha256: isDir ? "" : await sha256File(path),
+  });
+}
+
+/** Replace the output directory in two renames; the old one is deleted only after. */
+async function swapInto(stage: string, outDir: string, work: string): Promise<void> {
+  const previous = join(work, "previous");
+  if (existsSync(outDir)) await rename(outDir, previous);
+  try {
+    await rename(stage, outDir);
+  } catch (err) {
+    if (existsSync(previous)) await rename(previous, outDir);
+    throw err;
+  }
+}
+
+function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
+  const { spec, plan } = ctx;
+  const packages = (ctx.facts.packages as { name: string; version: string }[] | undefined) ?? [];
+  return {
+    kiln: "0.1.0",
+    name: spec.name,
+    version: spec.version,
+    specHash: plan.specHash,
+    distribution: { id: spec.distribution.id, release: spec.distribution.release, architecture: spec.architecture },
+    kernel: ctx.facts.kernelVersion as string | undefined,
+    packages: packages.map((p) => ({ name: p.name, version: p.version })),
+    sizes: { installed: ctx.facts.installedBytes as number },
+    artifacts: ctx.artifacts,
+    ...(ctx.facts.disk ? { disk: ctx.facts.disk } : {}),
+    steps,
+    builtAt: new Date().toISOString(),
+  };
+}
+
+function checkInstalledLimit(ctx: BuildContext): void {
+  const limit = ctx.spec.limits.installed_size;
+  const used = ctx.facts.installedBytes as number;
+  if (limit && used > parseSize(limit)) {
+    throw new KilnError("LIMIT_INSTALLED", `installed size ${mib(used)} exceeds limits.installed_size ${limit}\n${sizeReport(ctx)}`, {
+      hint: "drop packages, or raise the limit",
+    });
+  }
+}
+
+function checkCompressedLimit(ctx: BuildContext): void {
+  const limit = ctx.spec.limits.compressed_size;
+  if (!limit) return;
+  for (const a of ctx.artifacts.filter((x) => x.format === "qcow2" || x.format === "tar")) {
+    if (a.size > parseSize(limit)) {
+      throw new KilnError("LIMIT_COMPRESSED", `${a.path} is ${mib(a.size)}, over limits.compressed_size ${limit}\n${sizeReport(ctx)}`);
+    }
+  }
+}
+
+function sizeReport(ctx: BuildContext): string {
+  const pkgs = (ctx.facts.packages as { name: string; installedKiB: number }[] | undefined) ?? [];
+  const top = [...pkgs].sort((a, b) => b.installedKiB - a.installedKiB).slice(0, 10);
+  return [`${pkgs.length} packages; largest:`, ...top.map((p) => `  ${(p.installedKiB / 1024).toFixed(1).padStart(7)} MiB  ${p.name}`)].join("\n");
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}

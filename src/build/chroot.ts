@@ -1,0 +1,11 @@
+import { exec, type ExecOptions } from "../util/exec.js";
+
+const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/** Run a program of the image inside its root (offline configuration: useradd, systemctl, depmod). */
+export function inRoot(root: string, cmd: string, args: string[], opts: ExecOptions = {}) {
+  return exec("chroot", [root, cmd, ...args], {
+    ...opts,
+    env: { PATH, LC_ALL: "C.UTF-8", SYSTEMD_OFFLINE: "1", ...opts.env },
+  });
+}

@@ -1,0 +1,36 @@
+import { exec } from "../util/exec.js";
+
+export interface PackageInfo {
+  name: string;
+  version: string;
+  /** Installed size in KiB as dpkg records it. */
+  installedKiB: number;
+}
+
+/** Read the image's package database from outside (no chroot needed). */
+export async function listPackages(root: string): Promise<PackageInfo[]> {
+  const { stdout } = await exec("dpkg-query", [
+    `--admindir=${root}/var/lib/dpkg`,
+    "-W",
+    "-f",
+    "${binary:Package}\\t${Version}\\t${Installed-Size}\\t${db:Status-Abbrev}\\n",
+  ]);
+  return stdout
+    .split("\n")
+    .filter((l) => l.includes("\tii"))
+    .map((l) => {
+      const [name, version, size] = l.split("\t");
+      return { name: name!, version: version!, installedKiB: Number(size) || 0 };
+    })
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Bytes used by a tree (what the root filesystem must hold). */
+export async function treeBytes(dir: string): Promise<number> {
+  const { stdout } = await exec("du", ["-s", "-x", "-B1", dir]);
+  return Number(stdout.split("\t")[0]);
+}
+
+export function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}

@@ -1,0 +1,84 @@
+import { existsSync } from "node:fs";
+import { chmod, cp, mkdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { KilnError } from "../../util/errors.js";
+import { inRoot } from "../chroot.js";
+import type { BuildContext } from "../context.js";
+import { networkdUnits } from "./network.js";
+
+/** Host name, time zone, locale, network, first-boot units, services. Files go in after users. */
+export async function configureStep(ctx: BuildContext): Promise<void> {
+  const { spec, root } = ctx;
+  await writeFile(join(root, "etc/hostname"), `${spec.hostname}\n`);
+  await writeFile(
+    join(root, "etc/hosts"),
+    `127.0.0.1\tlocalhost\n127.0.1.1\t${spec.hostname}\n::1\t\tlocalhost ip6-localhost ip6-loopback\n`,
+  );
+
+  const zone = join(root, "usr/share/zoneinfo", spec.timezone);
+  if (!existsSync(zone)) throw new KilnError("SPEC_TIMEZONE", `unknown time zone ${spec.timezone}`, { hint: "use a name such as Europe/Berlin or Etc/UTC" });
+  await rm(join(root, "etc/localtime"), { force: true });
+  await symlink(`/usr/share/zoneinfo/${spec.timezone}`, join(root, "etc/localtime"));
+  await writeFile(join(root, "etc/timezone"), `${spec.timezone}\n`);
+
+  if (spec.locale !== "C.UTF-8" && spec.locale !== "C") {
+    const charset = spec.locale.split(".")[1] ?? "UTF-8";
+    await writeFile(join(root, "etc/locale.gen"), `${spec.locale} ${charset}\n`);
+    await inRoot(root, "locale-gen", []);
+  }
+  await writeFile(join(root, "etc/default/locale"), `LANG=${spec.locale}\n`);
+
+  // Every machine must get its own identity on first boot.
+  await writeFile(join(root, "etc/machine-id"), "uninitialized\n");
+  await rm(join(root, "var/lib/dbus/machine-id"), { force: true });
+
+  const netDir = join(root, "etc/systemd/network");
+  await mkdir(netDir, { recursive: true });
+  for (const [name, text] of networkdUnits(spec.network.interfaces)) await writeFile(join(netDir, name), text);
+  const staticDns = spec.network.interfaces.flatMap((i) => i.dns);
+  if (staticDns.length) {
+    await rm(join(root, "etc/resolv.conf"), { force: true });
+    await writeFile(join(root, "etc/resolv.conf"), staticDns.map((d) => `nameserver ${d}\n`).join(""));
+  }
+
+  const enable = ["systemd-networkd.service"];
+  if (existsSync(join(root, "usr/sbin/sshd"))) {
+    // Host keys made while building would be shared by every machine: drop them, make them at first boot.
+    await installAsset(root, "kiln-ssh-keygen.service", "etc/systemd/system/kiln-ssh-keygen.service");
+    await inRoot(root, "sh", ["-c", "rm -f /etc/ssh/ssh_host_*"]);
+    enable.push("kiln-ssh-keygen.service");
+  }
+  await systemctl(root, "enable", [...enable, ...spec.services.enable]);
+  await systemctl(root, "disable", spec.services.disable);
+  await systemctl(root, "mask", spec.services.mask);
+}
+
+/** Spec `files:` (after users so owners exist). */
+export async function filesStep(ctx: BuildContext): Promise<void> {
+  for (const f of ctx.spec.files) {
+    const dest = join(ctx.root, f.path);
+    await mkdir(dirname(dest), { recursive: true });
+    if (f.content !== undefined) {
+      await writeFile(dest, f.content);
+    } else if (f.source) {
+      if (!existsSync(f.source)) throw new KilnError("SPEC_FILE_SOURCE", `files: source ${f.source} does not exist`);
+      const isDir = (await stat(f.source)).isDirectory();
+      await cp(f.source, dest, { recursive: isDir, force: true, verbatimSymlinks: true });
+    }
+    if (f.mode) await chmod(dest, Number.parseInt(f.mode, 8));
+    if (f.owner) await inRoot(ctx.root, "chown", ["-R", f.owner, f.path]);
+  }
+}
+
+async function systemctl(root: string, verb: string, units: string[]): Promise<void> {
+  if (!units.length) return;
+  await inRoot(root, "systemctl", [verb, ...units], {
+    hint: `a unit named in services.${verb} may not exist in the image: is its package in packages:?`,
+  });
+}
+
+async function installAsset(root: string, asset: string, to: string): Promise<void> {
+  const text = await readFile(new URL(`../../../assets/${asset}`, import.meta.url), "utf8");
+  await mkdir(dirname(join(root, to)), { recursive: true });
+  await writeFile(join(root, to), text);
+}

@@ -1,0 +1,107 @@
+import { randomBytes, randomUUID } from "node:crypto";
+import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { layoutDisk, PART_TYPES, type PartitionRequest, sfdiskScript, MIB } from "../../image/gpt.js";
+import { formatGrubenv } from "../../image/grubenv.js";
+import { grubConfig, type Slot } from "../../image/grubcfg.js";
+import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
+import { fatPut, mkfsExt4, mkfsVfat } from "../../image/fs.js";
+import { parseSize } from "../../spec/schema.js";
+import { exec } from "../../util/exec.js";
+import { KilnError } from "../../util/errors.js";
+import type { BuildContext } from "../context.js";
+
+/** Room for the ext4 metadata and journal, and for the system to write logs and state. */
+export function rootFsBytes(usedBytes: number): number {
+  return Math.ceil((usedBytes * 1.3 + 160 * MIB) / MIB) * MIB;
+}
+
+/**
+ * A raw GPT disk assembled without loop devices or mounts: each filesystem
+ * is made at its offset inside the image file, GRUB for UEFI goes to the
+ * removable-media path on the ESP, GRUB for BIOS into the BIOS boot partition.
+ */
+export async function diskStep(ctx: BuildContext): Promise<string> {
+  const { spec } = ctx;
+  const image = join(ctx.stage, `${spec.name}.raw`);
+  const used = ctx.facts.installedBytes as number;
+  const rootBytes = rootFsBytes(used);
+  const ab = spec.disk.layout === "ab";
+  const uuids = { a: randomUUID(), b: randomUUID(), data: randomUUID() };
+  const espVolume = randomBytes(4).toString("hex").toUpperCase();
+  const rootType = spec.architecture === "arm64" ? PART_TYPES.rootArm64 : PART_TYPES.rootX86_64;
+
+  const parts: PartitionRequest[] = [];
+  if (spec.disk.firmware.includes("bios")) parts.push({ name: "bios", type: PART_TYPES.bios, uuid: randomUUID(), size: MIB });
+  parts.push({ name: "esp", type: PART_TYPES.esp, uuid: randomUUID(), size: parseSize(spec.disk.esp_size) });
+  parts.push({ name: "root-a", type: rootType, uuid: randomUUID(), size: rootBytes, grow: !ab });
+  if (ab) {
+    parts.push({ name: "root-b", type: rootType, uuid: randomUUID(), size: rootBytes });
+    parts.push({ name: "data", type: PART_TYPES.linuxData, uuid: randomUUID(), size: parseSize(spec.disk.data_size), grow: true });
+  }
+  let layout: ReturnType<typeof layoutDisk>;
+  try {
+    layout = layoutDisk(parts, spec.disk.size ? parseSize(spec.disk.size) : undefined);
+  } catch (err) {
+    throw new KilnError("DISK_TOO_SMALL", (err as Error).message, { hint: "raise disk.size or leave it out" });
+  }
+  const part = (name: string) => layout.partitions.find((p) => p.name === name)!;
+
+  const fh = await open(image, "w");
+  await fh.truncate(layout.diskBytes);
+  await fh.close();
+  await exec("sfdisk", ["--quiet", "--no-reread", "--no-tell-kernel", image], {
+    input: sfdiskScript(layout, randomUUID()),
+  });
+
+  const esp = part("esp");
+  await mkfsVfat({ image, offset: esp.offset, bytes: esp.bytes, label: "ESP", volumeId: espVolume });
+  const a = part("root-a");
+  await mkfsExt4({ image, offset: a.offset, bytes: a.bytes, label: "root-a", uuid: uuids.a, from: ctx.root });
+  if (ab) {
+    const b = part("root-b");
+    await mkfsExt4({ image, offset: b.offset, bytes: b.bytes, label: "root-b", uuid: uuids.b });
+    const d = part("data");
+    await mkfsExt4({ image, offset: d.offset, bytes: d.bytes, label: "data", uuid: uuids.data });
+  }
+
+  const slots: Slot[] = [{ id: "a", title: `${spec.name} ${spec.version} (slot A)`, fsUuid: uuids.a }];
+  if (ab) slots.push({ id: "b", title: `${spec.name} (slot B)`, fsUuid: uuids.b });
+  const serial = spec.console.serial !== "";
+  const tmp = await mkdtemp(join(ctx.work, "esp-"));
+  try {
+    await writeFile(join(tmp, "grub.cfg"), grubConfig({ slots, cmdline: kernelCmdline(spec), serial, timeoutSeconds: 1 }));
+    await writeFile(join(tmp, "grubenv"), formatGrubenv({ kiln_slot: "a" }));
+    const files = [
+      { from: join(tmp, "grub.cfg"), to: "/grub/grub.cfg" },
+      { from: join(tmp, "grubenv"), to: "/grub/grubenv" },
+    ];
+    if (spec.disk.firmware.includes("uefi")) {
+      await makeEfiImage(join(tmp, "BOOTX64.EFI"), espFsUuid(espVolume), serial);
+      files.push({ from: join(tmp, "BOOTX64.EFI"), to: "/EFI/BOOT/BOOTX64.EFI" });
+    }
+    await fatPut(image, esp.offset, files);
+    if (spec.disk.firmware.includes("bios")) await installBiosGrub(image, espFsUuid(espVolume), serial);
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+  ctx.facts.disk = {
+    layout: spec.disk.layout,
+    bytes: layout.diskBytes,
+    partitions: layout.partitions.map((p) => ({ name: p.name, uuid: p.uuid, offset: p.offset, bytes: p.bytes })),
+    filesystems: { "root-a": uuids.a, ...(ab ? { "root-b": uuids.b, data: uuids.data } : {}), esp: espFsUuid(espVolume) },
+  };
+  return image;
+}
+
+/** GRUB and blkid show a FAT volume id as XXXX-XXXX. */
+function espFsUuid(volumeId: string): string {
+  return `${volumeId.slice(0, 4)}-${volumeId.slice(4)}`;
+}
+
+export function kernelCmdline(spec: BuildContext["spec"]): string {
+  const parts: string[] = [];
+  if (spec.console.serial) parts.push("console=tty0", `console=${spec.console.serial}`);
+  if (spec.kernel.cmdline) parts.push(spec.kernel.cmdline);
+  return parts.join(" ");
+}

@@ -1,0 +1,55 @@
+import { existsSync, readdirSync } from "node:fs";
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
+import { exec } from "../../util/exec.js";
+import { inRoot } from "../chroot.js";
+import type { BuildContext } from "../context.js";
+
+/**
+ * Remove what a running minimal system never reads. Docs, man pages and
+ * locales were already kept out by dpkg path filters during the bootstrap;
+ * this removes caches and logs of the build, and with the minimal profile
+ * also the udev hardware database (descriptions only), non-UTF gconv
+ * modules, and compresses kernel modules (kmod reads .ko.zst).
+ */
+export async function minimizeStep(ctx: BuildContext): Promise<void> {
+  const { root } = ctx;
+  const globs = [
+    "var/lib/apt/lists/*",
+    "var/cache/apt/*.bin",
+    "var/cache/apt/archives/*.deb",
+    "var/cache/debconf/*-old",
+    "var/lib/dpkg/*-old",
+    "var/log/apt/*",
+    "var/log/dpkg.log",
+    "var/log/alternatives.log",
+    "var/log/bootstrap.log",
+  ];
+  if (ctx.spec.profile !== "minimal") return removeGlobs(root, globs);
+  globs.push("usr/lib/udev/hwdb.bin", "etc/udev/hwdb.bin");
+  await removeGlobs(root, globs);
+
+  const gconv = findGconv(root);
+  if (gconv) {
+    for (const f of readdirSync(gconv)) {
+      if (f.endsWith(".so") && !/^(UTF|UNICODE|ISO8859-1\.so)/.test(f)) await rm(join(gconv, f));
+    }
+  }
+  const version = ctx.facts.kernelVersion as string | undefined;
+  if (version && existsSync(join(root, "usr/lib/modules", version))) {
+    // The initrd was made from the uncompressed modules already; now shrink the rest.
+    await exec("sh", ["-c", 'find "$1" -name "*.ko" -print0 | xargs -0 -r -P2 -n 200 zstd -q --rm -9', "sh", join(root, "usr/lib/modules", version)]);
+    await inRoot(root, "depmod", [version]);
+  }
+}
+
+async function removeGlobs(root: string, globs: string[]): Promise<void> {
+  await exec("sh", ["-c", 'cd "$1" && shift && rm -rf -- $@', "sh", root, ...globs]);
+}
+
+function findGconv(root: string): string | undefined {
+  for (const d of ["usr/lib/x86_64-linux-gnu/gconv", "usr/lib/aarch64-linux-gnu/gconv"]) {
+    if (existsSync(join(root, d))) return join(root, d);
+  }
+  return undefined;
+}

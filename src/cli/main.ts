@@ -1,0 +1,39 @@
+import { Command, CommanderError } from "commander";
+import { runCleanups } from "../util/cleanup.js";
+import { setDebug, setQuiet } from "../util/log.js";
+import { registerBuild } from "./build.js";
+import { registerDoctor } from "./doctor.js";
+import { registerInit } from "./init.js";
+import { registerInspect } from "./inspect.js";
+import { reportError } from "./output.js";
+import { registerSchema } from "./schema.js";
+
+/** Thin wiring: each verb lives in its own file and only maps arguments to a library call. */
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command("kiln")
+    .description("One YAML spec to a minimal Linux system: build, boot, test, deliver.")
+    .version("0.1.0")
+    .option("--debug", "print every host command as a copy-pasteable line, and stacks")
+    .option("-q, --quiet", "only errors and results")
+    .exitOverride()
+    .hook("preAction", (cmd) => {
+      const o = cmd.opts();
+      if (o.debug) setDebug(true);
+      if (o.quiet) setQuiet(true);
+    });
+  for (const register of [registerInit, registerBuild, registerInspect, registerDoctor, registerSchema]) register(program);
+  let json = false;
+  try {
+    json = argv.includes("--json");
+    if (json) setQuiet(true);
+    await program.parseAsync(argv);
+    return Number(process.exitCode ?? 0);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version end here with code 0; usage errors were already printed.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    await runCleanups();
+    return reportError(err, json);
+  }
+}

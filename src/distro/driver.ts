@@ -1,0 +1,34 @@
+/**
+ * What kiln needs to know about a distribution family to bootstrap it with
+ * mmdebstrap. Drivers register themselves; adding a family is one file.
+ */
+export interface DistroDriver {
+  id: string;
+  releases: readonly string[];
+  defaultMirror(arch: string): string;
+  components: readonly string[];
+  /** Keyring trusted for the default mirror (a path on the host), if not the host's default. */
+  keyring?: string;
+  /** Host package that provides `keyring`, for the missing-tool hint. */
+  keyringPackage?: string;
+  /** Kernel metapackage for VMs and small machines. */
+  defaultKernel(arch: string): string;
+  /** Packages every bootable image needs beyond the minimal base. */
+  bootPackages: readonly string[];
+}
+
+const drivers = new Map<string, DistroDriver>();
+
+export function registerDistro(d: DistroDriver): void {
+  drivers.set(d.id, d);
+}
+
+export function distroDriver(id: string): DistroDriver {
+  const d = drivers.get(id);
+  if (!d) throw new Error(`no driver for distribution ${id}`);
+  return d;
+}
+
+export function knownDistros(): string[] {
+  return [...drivers.keys()];
+}

@@ -1,0 +1,62 @@
+import { type RootfsRecipe, rootfsRecipe } from "../distro/mmdebstrap.js";
+import type { Spec } from "../spec/schema.js";
+import { cacheKey } from "../util/hash.js";
+
+/**
+ * Bump when a step's behaviour changes in a way that invalidates what it
+ * cached before; the number is part of every cache key of that step.
+ */
+const STEP_VERSION = { rootfs: 1 } as const;
+
+export type StepId =
+  | "rootfs"
+  | "configure"
+  | "users"
+  | "kernel"
+  | "minimize"
+  | "directory"
+  | "tar"
+  | "disk"
+  | "qcow2"
+  | "manifest";
+
+export interface PlannedStep {
+  id: StepId;
+  title: string;
+  /** Content hash of the step's inputs; `cached` steps are skipped when it is already stored. */
+  key: string;
+  cached: boolean;
+}
+
+export interface Plan {
+  name: string;
+  specHash: string;
+  recipe: RootfsRecipe;
+  steps: PlannedStep[];
+}
+
+/** Spec → ordered steps with cache keys. Pure: no I/O, no root, no network. */
+export function planBuild(spec: Spec, canonicalSpec: string): Plan {
+  const recipe = rootfsRecipe(spec);
+  const rootKey = cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
+  const specHash = cacheKey(canonicalSpec);
+  const steps: PlannedStep[] = [
+    { id: "rootfs", title: `root filesystem (${spec.distribution.id} ${recipe.release}, ${recipe.packages.length} packages)`, key: rootKey, cached: true },
+    { id: "configure", title: "hostname, locale, network, files, services", key: cacheKey(rootKey, specHash, "configure"), cached: false },
+    // Passwords are generated anew every build, so this step is never cached.
+    { id: "users", title: `users (${spec.users.length})`, key: cacheKey(rootKey, specHash, "users"), cached: false },
+    { id: "kernel", title: `kernel and ${spec.kernel.initrd} initrd`, key: cacheKey(rootKey, spec.kernel), cached: false },
+    { id: "minimize", title: `minimize (${spec.profile} profile)`, key: cacheKey(rootKey, spec.profile), cached: false },
+  ];
+  const outputs = new Set(spec.outputs);
+  // qcow2 is converted from the raw disk, so the disk is always made for it.
+  if (outputs.has("qcow2")) outputs.add("disk");
+  for (const o of ["directory", "tar", "disk", "qcow2"] as const) {
+    if (!outputs.has(o)) continue;
+    const title =
+      o === "disk" ? `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})` : `${o} output`;
+    steps.push({ id: o, title, key: cacheKey(specHash, o), cached: false });
+  }
+  steps.push({ id: "manifest", title: "manifest and checks", key: cacheKey(specHash, "manifest"), cached: false });
+  return { name: spec.name, specHash, recipe, steps };
+}

@@ -1,0 +1,183 @@
+import { z } from "zod";
+
+/**
+ * The spec, defined once: validation, defaults, the exported JSON Schema and
+ * editor help all come from this table. Every object is strict so a typo is
+ * an error with a suggestion, never a silently ignored key.
+ */
+
+const size = z
+  .string()
+  .regex(/^\d+(\.\d+)?\s*[KMGT]i?B?$/i, "expected a size such as 512M or 2G")
+  .describe("a size with a unit: K, M, G or T (powers of 1024)");
+
+const unitName = z.string().regex(/^[A-Za-z0-9@._:\\-]+$/, "not a systemd unit name");
+
+const passwordSetting = z
+  .union([
+    z.literal("generate").describe("a new random password each build (plaintext only in DIR/credentials)"),
+    z.string().regex(/^\$(6|5|y|2[aby])\$/, 'expected "generate" or a crypt(3) hash such as $6$...'),
+  ])
+  .describe('"generate", or a crypt(3) hash (e.g. from `openssl passwd -6`)');
+
+const user = z
+  .strictObject({
+    name: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/, "not a valid user name"),
+    password: passwordSetting.optional().describe("omit to lock password login"),
+    groups: z.array(z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/)).default([]),
+    shell: z.string().default("/bin/bash"),
+    uid: z.number().int().min(1000).max(60000).optional(),
+    ssh_authorized_keys: z.array(z.string()).default([]),
+  })
+  .describe("a login account; groups that do not exist are created");
+
+const file = z
+  .strictObject({
+    path: z.string().startsWith("/", "must be an absolute path inside the image"),
+    content: z.string().optional().describe("inline content"),
+    source: z.string().optional().describe("a file or directory, relative to the spec file"),
+    mode: z
+      .string()
+      .regex(/^0?[0-7]{3,4}$/, "expected an octal mode such as 0644")
+      .optional(),
+    owner: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$/, "expected user or user:group")
+      .optional(),
+  })
+  .refine((f) => (f.content === undefined) !== (f.source === undefined), {
+    message: "give exactly one of content or source",
+  });
+
+const iface = z.strictObject({
+  match: z.string().default("en* eth*").describe("interface name globs, space separated"),
+  dhcp: z.boolean().default(true),
+  address: z
+    .string()
+    .regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, "expected CIDR such as 192.168.1.10/24")
+    .optional(),
+  gateway: z.string().optional(),
+  dns: z.array(z.string()).default([]),
+});
+
+const check = z
+  .strictObject({
+    name: z.string().optional(),
+    run: z.string().optional().describe("a shell command run inside the booted system"),
+    exit: z.number().int().optional().describe("expected exit status of run (default 0)"),
+    stdout: z.string().optional().describe("regular expression stdout must match"),
+    stderr: z.string().optional().describe("regular expression stderr must match"),
+    unit: unitName.optional().describe("a unit that must be active"),
+    file: z.string().optional().describe("a path that must exist"),
+    port: z.number().int().min(1).max(65535).optional().describe("a TCP port that must listen"),
+    http: z.string().url().optional().describe("a URL fetched from inside the guest"),
+    status: z.number().int().optional().describe("expected HTTP status (default 200)"),
+    on: z.array(z.enum(["nspawn", "uefi", "bios"])).optional().describe("targets this check runs on"),
+  })
+  .refine((c) => [c.run, c.unit, c.file, c.port, c.http].filter((v) => v !== undefined).length === 1, {
+    message: "a check needs exactly one of run, unit, file, port, http",
+  });
+
+export const OUTPUT_FORMATS = ["directory", "tar", "disk", "qcow2"] as const;
+
+export const specSchema = z
+  .strictObject({
+    $schema: z.string().optional(),
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9._-]*$/, "use lower-case letters, digits, '.', '_' and '-'")
+      .describe("names the artifacts"),
+    extends: z
+      .union([z.string(), z.array(z.string())])
+      .optional()
+      .describe("base spec(s), relative to this file; lists merge by key, scalars override"),
+    version: z.string().default("0.1.0"),
+    distribution: z
+      .strictObject({
+        id: z.enum(["debian", "ubuntu"]).default("debian"),
+        release: z.string().default("bookworm"),
+        mirror: z.string().url().optional().describe("default: the distribution's main mirror"),
+        components: z.array(z.string()).optional(),
+        keyring: z.string().optional().describe("keyring file trusted for the mirror"),
+      })
+      .default({ id: "debian", release: "bookworm" }),
+    architecture: z.enum(["amd64", "arm64"]).default("amd64"),
+    packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+(=[^\s]+)?$/, "not a package name")).default([]),
+    profile: z
+      .enum(["minimal", "standard"])
+      .default("minimal")
+      .describe("minimal: no docs, man pages, locales, info, recommends, apt lists or caches"),
+    hostname: z
+      .string()
+      .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, "not a valid host name")
+      .default("kiln"),
+    timezone: z.string().default("Etc/UTC"),
+    locale: z.string().default("C.UTF-8"),
+    root: z
+      .strictObject({
+        password: passwordSetting.optional().describe("omit to keep root locked"),
+        ssh_authorized_keys: z.array(z.string()).default([]),
+      })
+      .default({ ssh_authorized_keys: [] }),
+    users: z.array(user).default([]),
+    files: z.array(file).default([]),
+    services: z
+      .strictObject({
+        enable: z.array(unitName).default([]),
+        disable: z.array(unitName).default([]),
+        mask: z.array(unitName).default([]),
+      })
+      .default({ enable: [], disable: [], mask: [] }),
+    network: z
+      .strictObject({ interfaces: z.array(iface).default([{ match: "en* eth*", dhcp: true, dns: [] }]) })
+      .default({ interfaces: [{ match: "en* eth*", dhcp: true, dns: [] }] }),
+    kernel: z
+      .strictObject({
+        package: z.string().optional().describe("default: the distribution's cloud/virtual kernel"),
+        cmdline: z.string().default(""),
+        initrd: z
+          .enum(["tiny", "initramfs-tools"])
+          .default("tiny")
+          .describe("tiny: a few-KB initrd that loads only `modules`; initramfs-tools: Debian's full one"),
+        modules: z
+          .array(z.string())
+          .default(["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"])
+          .describe("modules the tiny initrd loads to find the root disk"),
+      })
+      .default({ cmdline: "", initrd: "tiny", modules: ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"] }),
+    console: z
+      .strictObject({ serial: z.string().default("ttyS0,115200").describe('"" for none') })
+      .default({ serial: "ttyS0,115200" }),
+    disk: z
+      .strictObject({
+        layout: z.enum(["single", "ab"]).default("single").describe("ab: root A + root B + data"),
+        size: size.optional().describe("whole disk; default: fits the root filesystem(s) with headroom"),
+        esp_size: size.default("64M"),
+        data_size: size.default("256M").describe("data partition of the ab layout"),
+        firmware: z.array(z.enum(["uefi", "bios"])).min(1).default(["uefi", "bios"]),
+      })
+      .default({ layout: "single", esp_size: "64M", data_size: "256M", firmware: ["uefi", "bios"] }),
+    outputs: z.array(z.enum(OUTPUT_FORMATS)).min(1).default(["disk", "qcow2"]),
+    limits: z
+      .strictObject({
+        installed_size: size.optional().describe("fail the build if the root filesystem is larger"),
+        compressed_size: size.optional().describe("fail the build if the qcow2 or tar is larger"),
+      })
+      .default({}),
+    tests: z.array(check).default([]),
+  })
+  .describe("A kiln spec: one declarative description of a minimal Linux system.");
+
+export type Spec = z.output<typeof specSchema>;
+export type SpecInput = z.input<typeof specSchema>;
+export type Check = Spec["tests"][number];
+export type User = Spec["users"][number];
+export type FileEntry = Spec["files"][number];
+
+/** Parse "512M"/"2G" into bytes. */
+export function parseSize(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([KMGT])/i.exec(text);
+  if (!m) throw new Error(`bad size ${text}`);
+  const pow = "KMGT".indexOf(m[2]!.toUpperCase()) + 1;
+  return Math.round(Number(m[1]) * 1024 ** pow);
+}

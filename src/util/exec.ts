@@ -1,0 +1,202 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { KilnError, ToolMissingError } from "./errors.js";
+import { onCleanup } from "./cleanup.js";
+import { debugEnabled, log } from "./log.js";
+import { packageFor } from "./tools.js";
+
+export interface ExecOptions {
+  cwd?: string;
+  env?: Record<string, string | undefined>;
+  /** Written to the child's stdin, which is then closed. */
+  input?: string | Buffer;
+  /** Pass the terminal straight through (interactive tools, consoles). */
+  inherit?: boolean;
+  /** Called with each stderr/stdout line as it arrives (progress, logs). */
+  onLine?: (line: string, stream: "stdout" | "stderr") => void;
+  /** Exit codes that count as success (default [0]). */
+  okCodes?: number[];
+  /** Kill the child (SIGTERM, then SIGKILL) after this many ms. */
+  timeoutMs?: number;
+  /** Hint to show if the command fails. */
+  hint?: string;
+  /** Strings to mask in error messages and debug output (secrets). */
+  redact?: string[];
+}
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  code: number;
+}
+
+/** A host program that ran and failed; carries everything needed to explain it. */
+export class ExecError extends KilnError {
+  readonly command: string;
+  readonly exit: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+
+  constructor(p: {
+    command: string;
+    exit: number | null;
+    signal: NodeJS.Signals | null;
+    stdout: string;
+    stderr: string;
+    hint?: string;
+    timedOut?: boolean;
+  }) {
+    const how = p.timedOut
+      ? "timed out"
+      : p.signal
+        ? `was killed by ${p.signal}${p.signal === "SIGKILL" ? " (out of memory?)" : ""}`
+        : `exited with ${p.exit}`;
+    const tail = lastLines(p.stderr || p.stdout, 15);
+    super("EXEC_FAILED", `${p.command} ${how}${tail ? `\n${indent(tail)}` : ""}`, {
+      ...(p.hint ? { hint: p.hint } : {}),
+    });
+    this.name = "ExecError";
+    this.command = p.command;
+    this.exit = p.exit;
+    this.signal = p.signal;
+    this.stdout = p.stdout;
+    this.stderr = p.stderr;
+  }
+}
+
+const running = new Set<ChildProcess>();
+
+/**
+ * The one way kiln runs a host program: an argument array (never a shell
+ * string), errors that name the command and show the end of its stderr, and
+ * children that are ended if kiln is interrupted.
+ */
+export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const shown = redact(quoteCommand(cmd, args), opts.redact);
+  if (debugEnabled()) log.debug(`$ ${shown}`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: { ...process.env, PATH: withSbin(process.env.PATH), ...opts.env },
+      stdio: opts.inherit ? "inherit" : ["pipe", "pipe", "pipe"],
+    });
+    running.add(child);
+    const drop = onCleanup(`process ${cmd}`, () => terminate(child));
+    let stdout = "";
+    let stderr = "";
+    let timedOut = false;
+    const timer =
+      opts.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            void terminate(child);
+          }, opts.timeoutMs);
+
+    const lines = (stream: "stdout" | "stderr") => {
+      let partial = "";
+      return (chunk: Buffer) => {
+        const text = chunk.toString("utf8");
+        if (stream === "stdout") stdout += text;
+        else stderr += text;
+        if (!opts.onLine) return;
+        const parts = (partial + text).split("\n");
+        partial = parts.pop() ?? "";
+        for (const l of parts) opts.onLine(l, stream);
+      };
+    };
+    child.stdout?.on("data", lines("stdout"));
+    child.stderr?.on("data", lines("stderr"));
+    if (child.stdin) {
+      child.stdin.on("error", () => {}); // the child may exit before reading it all
+      child.stdin.end(opts.input ?? "");
+    }
+
+    child.on("error", (err: NodeJS.ErrnoException) => {
+      if (timer) clearTimeout(timer);
+      running.delete(child);
+      drop();
+      if (err.code === "ENOENT") reject(new ToolMissingError(cmd, packageFor(cmd)));
+      else reject(new KilnError("EXEC_SPAWN", `cannot start ${cmd}: ${err.message}`, { cause: err }));
+    });
+    child.on("close", (code, signal) => {
+      if (timer) clearTimeout(timer);
+      running.delete(child);
+      drop();
+      const ok = code !== null && (opts.okCodes ?? [0]).includes(code);
+      if (ok) return resolve({ stdout, stderr, code: code ?? 0 });
+      reject(
+        new ExecError({
+          command: shown,
+          exit: code,
+          signal,
+          stdout: redact(stdout, opts.redact),
+          stderr: redact(stderr, opts.redact),
+          ...(opts.hint ? { hint: opts.hint } : {}),
+          timedOut,
+        }),
+      );
+    });
+  });
+}
+
+/** SIGTERM, then SIGKILL if the child has not gone after `graceMs`. */
+export function terminate(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    child.once("close", () => {
+      clearTimeout(t);
+      resolve();
+    });
+    child.kill("SIGTERM");
+  });
+}
+
+/** Host tools such as sfdisk live in sbin, which a non-login PATH may lack. */
+function withSbin(path = "/usr/bin:/bin"): string {
+  const parts = path.split(":");
+  for (const d of ["/usr/sbin", "/sbin"]) if (!parts.includes(d)) parts.push(d);
+  return parts.join(":");
+}
+
+/** Is the program on PATH? */
+export async function which(cmd: string): Promise<string | undefined> {
+  const { access, constants } = await import("node:fs/promises");
+  const dirs = withSbin(process.env.PATH).split(":");
+  for (const d of dirs) {
+    const p = `${d}/${cmd}`;
+    try {
+      await access(p, constants.X_OK);
+      return p;
+    } catch {}
+  }
+  return undefined;
+}
+
+/** A command line a person can paste into a shell. */
+export function quoteCommand(cmd: string, args: readonly string[]): string {
+  return [cmd, ...args].map(shellQuote).join(" ");
+}
+
+export function shellQuote(s: string): string {
+  if (/^[A-Za-z0-9_./:=@%+,-]+$/.test(s)) return s;
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function redact(text: string, secrets: string[] | undefined): string {
+  let out = text;
+  for (const s of secrets ?? []) if (s) out = out.split(s).join("***");
+  return out;
+}
+
+function lastLines(text: string, n: number): string {
+  return text.trimEnd().split("\n").slice(-n).join("\n");
+}
+
+function indent(text: string): string {
+  return text
+    .split("\n")
+    .map((l) => `  | ${l}`)
+    .join("\n");
+}

@@ -1,0 +1,49 @@
+/**
+ * Every host program kiln runs, with the Debian package that provides it.
+ * `kiln doctor` lists these; `exec` uses the table to turn "not found" into
+ * an install hint.
+ */
+export interface HostTool {
+  name: string;
+  pkg: string;
+  /** Arguments that print a version; absent when the tool has no such flag. */
+  version?: string[];
+  /** What kiln uses it for, shown by `kiln doctor`. */
+  purpose: string;
+}
+
+export const HOST_TOOLS: readonly HostTool[] = [
+  { name: "mmdebstrap", pkg: "mmdebstrap", version: ["--version"], purpose: "root filesystems" },
+  { name: "systemd-nspawn", pkg: "systemd-container", version: ["--version"], purpose: "container boots" },
+  { name: "qemu-system-x86_64", pkg: "qemu-system-x86", version: ["--version"], purpose: "VM boots" },
+  { name: "qemu-img", pkg: "qemu-utils", version: ["--version"], purpose: "qcow2 and VM formats" },
+  { name: "sfdisk", pkg: "fdisk", version: ["--version"], purpose: "GPT partition tables" },
+  { name: "mkfs.ext4", pkg: "e2fsprogs", version: ["-V"], purpose: "root filesystems on disk" },
+  { name: "debugfs", pkg: "e2fsprogs", version: ["-V"], purpose: "reading ext4 images" },
+  { name: "mkfs.vfat", pkg: "dosfstools", version: ["--help"], purpose: "EFI system partition" },
+  { name: "mcopy", pkg: "mtools", version: ["--version"], purpose: "files onto FAT without mounts" },
+  { name: "mmd", pkg: "mtools", version: ["--version"], purpose: "directories on FAT" },
+  { name: "grub-mkimage", pkg: "grub-common", version: ["--version"], purpose: "GRUB core images" },
+  { name: "grub-editenv", pkg: "grub-common", version: ["--version"], purpose: "grubenv" },
+  { name: "unshare", pkg: "util-linux", version: ["--version"], purpose: "private mount namespaces" },
+  { name: "tar", pkg: "tar", version: ["--version"], purpose: "tar outputs" },
+  { name: "zstd", pkg: "zstd", version: ["--version"], purpose: "compression" },
+  { name: "openssl", pkg: "openssl", version: ["version"], purpose: "password hash checks" },
+];
+
+/** Firmware and module trees kiln reads, with their packages. */
+export const HOST_FILES: readonly { path: string; pkg: string; purpose: string }[] = [
+  { path: "/usr/lib/grub/x86_64-efi", pkg: "grub-efi-amd64-bin", purpose: "GRUB for UEFI" },
+  { path: "/usr/lib/grub/i386-pc/grub-bios-setup", pkg: "grub-pc-bin", purpose: "GRUB for BIOS" },
+  { path: "/usr/share/OVMF", pkg: "ovmf", purpose: "UEFI firmware for VMs" },
+];
+
+/**
+ * Packages that must never be installed on the host: they replace
+ * /etc/resolv.conf with a dangling link and break apt and mmdebstrap.
+ */
+export const FORBIDDEN_HOST_PACKAGES = ["systemd-resolved", "libnss-resolve", "debos"] as const;
+
+export function packageFor(tool: string): string | undefined {
+  return HOST_TOOLS.find((t) => t.name === tool)?.pkg;
+}
