@@ -1,12 +1,14 @@
 import { Command, CommanderError } from "commander";
 import { runCleanups } from "../util/cleanup.js";
 import { setDebug, setQuiet } from "../util/log.js";
+import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
 import { registerDoctor } from "./doctor.js";
 import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
 import { reportError } from "./output.js";
 import { registerSchema } from "./schema.js";
+import { registerVm } from "./vm.js";
 
 /** Thin wiring: each verb lives in its own file and only maps arguments to a library call. */
 export async function main(argv: string[]): Promise<number> {
@@ -21,7 +23,7 @@ export async function main(argv: string[]): Promise<number> {
       if (o.debug) setDebug(true);
       if (o.quiet) setQuiet(true);
     });
-  for (const register of [registerInit, registerBuild, registerInspect, registerDoctor, registerSchema]) register(program);
+  for (const register of [registerInit, registerBuild, registerBoot, registerVm, registerInspect, registerDoctor, registerSchema]) register(program);
   let json = false;
   try {
     json = argv.includes("--json");

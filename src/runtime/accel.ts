@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exec } from "../util/exec.js";
 import { cacheDir } from "../util/paths.js";
+import { stripAnsi } from "./console.js";
 
 export type Accel = "kvm" | "tcg";
 
@@ -39,7 +40,7 @@ export async function probeKvm(opts: { kernel?: string; boot?: BootKernel; timeo
     return { usable: "kvm", kvm: "works", reason: "a test kernel booted under KVM", probedAt };
   }
   const last = console.trim().split("\n").slice(-1)[0] ?? "";
-  return { usable: "tcg", kvm: "broken", reason: `a test kernel did not boot under KVM (last line: ${last.slice(0, 80) || "none"})`, probedAt };
+  return { usable: "tcg", kvm: "broken", reason: `a test kernel did not boot under KVM (last line: ${stripAnsi(last).trim().slice(0, 80) || "none"})`, probedAt };
 }
 
 /** The cached probe result, made once per host kernel and QEMU. */

@@ -200,3 +200,44 @@ function indent(text: string): string {
     .map((l) => `  | ${l}`)
     .join("\n");
 }
+
+export interface Started {
+  child: ChildProcess;
+  /** Resolves with the exit status when the process has ended. */
+  exited: Promise<number | null>;
+  /** SIGTERM, then SIGKILL; safe to call more than once. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Start a long-running program (a VM, a container, a server). Its output is
+ * handed to `onData`; it is ended if kiln is interrupted.
+ */
+export function start(
+  cmd: string,
+  args: readonly string[],
+  opts: { onData?: (chunk: string) => void; cwd?: string; env?: Record<string, string | undefined> } = {},
+): Promise<Started> {
+  if (debugEnabled()) log.debug(`$ ${quoteCommand(cmd, args)}`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd: opts.cwd,
+      env: { ...process.env, PATH: withSbin(process.env.PATH), ...opts.env },
+      stdio: ["pipe", "pipe", "pipe"],
+    });
+    const drop = onCleanup(`process ${cmd}`, () => terminate(child));
+    const exited = new Promise<number | null>((res) => {
+      child.on("close", (code) => {
+        drop();
+        res(code);
+      });
+    });
+    child.stdout?.on("data", (b: Buffer) => opts.onData?.(b.toString("utf8")));
+    child.stderr?.on("data", (b: Buffer) => opts.onData?.(b.toString("utf8")));
+    child.once("error", (err: NodeJS.ErrnoException) => {
+      drop();
+      reject(err.code === "ENOENT" ? new ToolMissingError(cmd, packageFor(cmd)) : err);
+    });
+    child.once("spawn", () => resolve({ child, exited, stop: (g) => terminate(child, g) }));
+  });
+}

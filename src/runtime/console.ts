@@ -1,0 +1,82 @@
+/**
+ * Reads a guest's console as it arrives and decides, as early as the text
+ * allows, whether the boot is ready, failed, or still going: a login prompt
+ * or the multi-user target means ready; a kernel panic or an emergency shell
+ * fails at once instead of at the timeout.
+ */
+export type BootState = { state: "booting" } | { state: "ready"; seconds: number } | { state: "failed"; reason: string };
+
+const READY = [/\blogin: ?$/m, /Reached target .*Multi-User System/];
+const FAILED: [RegExp, string][] = [
+  [/Kernel panic - not syncing[^\n]*/, "kernel panic"],
+  [/You are in emergency mode[^\n]*/, "emergency shell"],
+  [/Give root password for maintenance[^\n]*/, "emergency shell"],
+  [/Cannot open access to console, the root account is locked[^\n]*/, "emergency shell (root locked)"],
+  [/Failed to mount root[^\n]*|Unable to mount root fs[^\n]*/, "root filesystem not mounted"],
+  [/No root filesystem \(root=\)[^\n]*|Could not mount root[^\n]*|Timed out waiting for root device[^\n]*/, "root device not found"],
+];
+
+// biome-ignore lint/suspicious/noControlCharactersInRegex: stripping terminal escapes is the point
+const ANSI = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]|\r/g;
+
+export function stripAnsi(text: string): string {
+  return text.replace(ANSI, "");
+}
+
+export class ConsoleWatcher {
+  private text = "";
+  private readonly started = performance.now();
+  private result: BootState = { state: "booting" };
+  private readonly listeners: ((s: BootState) => void)[] = [];
+
+  feed(chunk: string): void {
+    this.text += stripAnsi(chunk);
+    if (this.text.length > 2_000_000) this.text = this.text.slice(-1_000_000);
+    if (this.result.state !== "booting") return;
+    for (const [re, why] of FAILED) {
+      const m = re.exec(this.text);
+      if (m) return this.settle({ state: "failed", reason: `${why}: ${m[0].trim()}` });
+    }
+    if (READY.some((re) => re.test(this.text))) {
+      this.settle({ state: "ready", seconds: (performance.now() - this.started) / 1000 });
+    }
+  }
+
+  get state(): BootState {
+    return this.result;
+  }
+
+  /** The console so far, without terminal escapes. */
+  get output(): string {
+    return this.text;
+  }
+
+  tail(lines = 50): string {
+    return this.text.trimEnd().split("\n").slice(-lines).join("\n");
+  }
+
+  /** Resolves when ready or failed, or with a timeout failure. */
+  wait(timeoutMs: number): Promise<BootState> {
+    if (this.result.state !== "booting") return Promise.resolve(this.result);
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.settle({ state: "failed", reason: `not ready after ${Math.round(timeoutMs / 1000)}s` });
+      }, timeoutMs);
+      this.listeners.push((s) => {
+        clearTimeout(t);
+        resolve(s);
+      });
+    });
+  }
+
+  /** The guest ended before it was ready. */
+  exited(code: number | null): void {
+    if (this.result.state === "booting") this.settle({ state: "failed", reason: `the guest exited (status ${code}) before it was ready` });
+  }
+
+  private settle(s: BootState): void {
+    if (this.result.state !== "booting") return;
+    this.result = s;
+    for (const l of this.listeners.splice(0)) l(s);
+  }
+}
