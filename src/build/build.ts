@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { planBuild, type Plan, type StepId } from "../plan/plan.js";
+import { type Plan, planBuild, type StepId } from "../plan/plan.js";
 import { loadSpec } from "../spec/load.js";
 import { parseSize } from "../spec/schema.js";
 import { onCleanup } from "../util/cleanup.js";
@@ -44,7 +44,8 @@ export interface Manifest {
   builtAt: string;
 }
 
-type StepFn = (ctx: BuildContext) => Promise<string | undefined | void>;
+/** A step; a string result is a short note for the progress line (or, for outputs, the artifact path). */
+type StepFn = (ctx: BuildContext) => Promise<unknown>;
 
 const STEPS: Partial<Record<StepId, StepFn>> = {
   rootfs: rootfsStep,
@@ -68,7 +69,18 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
 };
 
 /** Directory outputs move the root filesystem away, so they run after everything that reads it. */
-const ORDER: StepId[] = ["rootfs", "configure", "users", "kernel", "minimize", "tar", "disk", "qcow2", "directory", "manifest"];
+const ORDER: StepId[] = [
+  "rootfs",
+  "configure",
+  "users",
+  "kernel",
+  "minimize",
+  "tar",
+  "disk",
+  "qcow2",
+  "directory",
+  "manifest",
+];
 
 export function planFor(specPath: string): { plan: Plan; loaded: ReturnType<typeof loadSpec> } {
   const loaded = loadSpec(specPath);
@@ -86,7 +98,9 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
   await mkdir(dirname(outDir), { recursive: true });
   const work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.kiln-work-`));
-  const dropCleanup = onCleanup(`build work directory ${work}`, () => rm(work, { recursive: true, force: true }));
+  const dropCleanup = onCleanup(`build work directory ${work}`, () =>
+    rm(work, { recursive: true, force: true }),
+  );
   const ctx: BuildContext = {
     loaded,
     spec,
@@ -115,9 +129,8 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
       let note: string | undefined;
       try {
         const r = await fn(ctx);
-        if (typeof r === "string" && id !== "rootfs") note = r;
-        if (id === "rootfs" && typeof r === "string") note = r;
-        if (typeof r === "string" && spec.outputs.includes(id as never) && r.startsWith(ctx.stage)) {
+        if (typeof r === "string") note = r;
+        if (typeof r === "string" && (spec.outputs as string[]).includes(id)) {
           await recordArtifact(ctx, id, r);
           note = mib(ctx.artifacts[ctx.artifacts.length - 1]!.size);
         }
@@ -132,7 +145,9 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     checkCompressedLimit(ctx);
     if (ctx.credentials.length) {
       const file = join(ctx.stage, "credentials");
-      await writeFile(file, ctx.credentials.map((c) => `${c.user}:${c.password}\n`).join(""), { mode: 0o600 });
+      await writeFile(file, ctx.credentials.map((c) => `${c.user}:${c.password}\n`).join(""), {
+        mode: 0o600,
+      });
       await chmod(file, 0o600);
     }
     const manifest = makeManifest(ctx, stepLog);
@@ -176,7 +191,11 @@ function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
     name: spec.name,
     version: spec.version,
     specHash: plan.specHash,
-    distribution: { id: spec.distribution.id, release: spec.distribution.release, architecture: spec.architecture },
+    distribution: {
+      id: spec.distribution.id,
+      release: spec.distribution.release,
+      architecture: spec.architecture,
+    },
     kernel: ctx.facts.kernelVersion as string | undefined,
     packages: packages.map((p) => ({ name: p.name, version: p.version })),
     sizes: { installed: ctx.facts.installedBytes as number },
@@ -191,9 +210,13 @@ function checkInstalledLimit(ctx: BuildContext): void {
   const limit = ctx.spec.limits.installed_size;
   const used = ctx.facts.installedBytes as number;
   if (limit && used > parseSize(limit)) {
-    throw new KilnError("LIMIT_INSTALLED", `installed size ${mib(used)} exceeds limits.installed_size ${limit}\n${sizeReport(ctx)}`, {
-      hint: "drop packages, or raise the limit",
-    });
+    throw new KilnError(
+      "LIMIT_INSTALLED",
+      `installed size ${mib(used)} exceeds limits.installed_size ${limit}\n${sizeReport(ctx)}`,
+      {
+        hint: "drop packages, or raise the limit",
+      },
+    );
   }
 }
 
@@ -202,7 +225,10 @@ function checkCompressedLimit(ctx: BuildContext): void {
   if (!limit) return;
   for (const a of ctx.artifacts.filter((x) => x.format === "qcow2" || x.format === "tar")) {
     if (a.size > parseSize(limit)) {
-      throw new KilnError("LIMIT_COMPRESSED", `${a.path} is ${mib(a.size)}, over limits.compressed_size ${limit}\n${sizeReport(ctx)}`);
+      throw new KilnError(
+        "LIMIT_COMPRESSED",
+        `${a.path} is ${mib(a.size)}, over limits.compressed_size ${limit}\n${sizeReport(ctx)}`,
+      );
     }
   }
 }
@@ -210,7 +236,10 @@ function checkCompressedLimit(ctx: BuildContext): void {
 function sizeReport(ctx: BuildContext): string {
   const pkgs = (ctx.facts.packages as { name: string; installedKiB: number }[] | undefined) ?? [];
   const top = [...pkgs].sort((a, b) => b.installedKiB - a.installedKiB).slice(0, 10);
-  return [`${pkgs.length} packages; largest:`, ...top.map((p) => `  ${(p.installedKiB / 1024).toFixed(1).padStart(7)} MiB  ${p.name}`)].join("\n");
+  return [
+    `${pkgs.length} packages; largest:`,
+    ...top.map((p) => `  ${(p.installedKiB / 1024).toFixed(1).padStart(7)} MiB  ${p.name}`),
+  ].join("\n");
 }
 
 function round(n: number): number {

@@ -1,4 +1,4 @@
-import { exec, type ExecOptions } from "../util/exec.js";
+import { type ExecOptions, exec } from "../util/exec.js";
 
 const PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { startContainer, nspawnArgs } from "../runtime/nspawn.js";
+import { nspawnArgs, startContainer } from "../runtime/nspawn.js";
 import { bootFailure, bootUntilReady } from "../runtime/ready.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
@@ -19,31 +19,45 @@ export function registerBoot(program: Command): void {
     .option("--timeout <seconds>", "with --until-ready", "120")
     .option("--json", "with --until-ready: the report as JSON")
     .description("boot an artifact in systemd-nspawn")
-    .action(async (artifact: string, o: { persist?: boolean; untilReady?: boolean; timeout: string; json?: boolean }) => {
-      let dir = artifact;
-      let scratch: string | undefined;
-      if (!existsSync(artifact)) throw new KilnError("BOOT_NO_ARTIFACT", `${artifact} does not exist`);
-      if (!statSync(artifact).isDirectory()) {
-        if (!/\.tar(\.zst|\.gz|\.xz)?$/.test(artifact)) {
-          throw new KilnError("BOOT_FORMAT", `kiln boot takes a directory or a tar; ${artifact} is neither`, { hint: "boot disk images with `kiln vm`" });
+    .action(
+      async (
+        artifact: string,
+        o: { persist?: boolean; untilReady?: boolean; timeout: string; json?: boolean },
+      ) => {
+        let dir = artifact;
+        let scratch: string | undefined;
+        if (!existsSync(artifact))
+          throw new KilnError("BOOT_NO_ARTIFACT", `${artifact} does not exist`);
+        if (!statSync(artifact).isDirectory()) {
+          if (!/\.tar(\.zst|\.gz|\.xz)?$/.test(artifact)) {
+            throw new KilnError(
+              "BOOT_FORMAT",
+              `kiln boot takes a directory or a tar; ${artifact} is neither`,
+              { hint: "boot disk images with `kiln vm`" },
+            );
+          }
+          scratch = await mkdtemp(join(tmpdir(), "kiln-boot-"));
+          onCleanup(`unpacked ${artifact}`, () => rm(scratch!, { recursive: true, force: true }));
+          await exec("tar", ["--numeric-owner", "-C", scratch, "-xf", artifact]);
+          dir = scratch;
         }
-        scratch = await mkdtemp(join(tmpdir(), "kiln-boot-"));
-        onCleanup(`unpacked ${artifact}`, () => rm(scratch!, { recursive: true, force: true }));
-        await exec("tar", ["--numeric-owner", "-C", scratch, "-xf", artifact]);
-        dir = scratch;
-      }
-      try {
-        if (!o.untilReady) {
-          await exec("systemd-nspawn", nspawnArgs({ dir, ...(o.persist ? { persist: true } : {}) }), { inherit: true, okCodes: [0, 130, 133, 143] });
-          return;
+        try {
+          if (!o.untilReady) {
+            await exec(
+              "systemd-nspawn",
+              nspawnArgs({ dir, ...(o.persist ? { persist: true } : {}) }),
+              { inherit: true, okCodes: [0, 130, 133, 143] },
+            );
+            return;
+          }
+          const c = await startContainer({ dir, ...(o.persist ? { persist: true } : {}) });
+          const r = await bootUntilReady("nspawn", c, Number(o.timeout) * 1000);
+          if (o.json) printJson(r);
+          else if (r.ready) console.log(`nspawn: ready in ${r.seconds}s`);
+          if (!r.ready) throw bootFailure(r);
+        } finally {
+          if (scratch) await rm(scratch, { recursive: true, force: true });
         }
-        const c = await startContainer({ dir, ...(o.persist ? { persist: true } : {}) });
-        const r = await bootUntilReady("nspawn", c, Number(o.timeout) * 1000);
-        if (o.json) printJson(r);
-        else if (r.ready) console.log(`nspawn: ready in ${r.seconds}s`);
-        if (!r.ready) throw bootFailure(r);
-      } finally {
-        if (scratch) await rm(scratch, { recursive: true, force: true });
-      }
-    });
+      },
+    );
 }

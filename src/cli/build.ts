@@ -13,28 +13,57 @@ export function registerBuild(program: Command): void {
     .option("--refresh", "bootstrap the root filesystem again even if it is cached")
     .option("--json", "print the result (or plan) as JSON on stdout")
     .description("build the artifacts a spec asks for")
-    .action(async (specPath: string, o: { output?: string; plan?: boolean; refresh?: boolean; json?: boolean }) => {
-      if (o.plan) {
-        const { plan } = planFor(specPath);
-        if (o.json) return printJson(plan);
-        console.log(`plan for ${plan.name} (spec ${plan.specHash})`);
-        for (const s of plan.steps) console.log(`  ${s.id.padEnd(10)} ${s.key}${s.cached ? " (cached by key)" : ""}  ${s.title}`);
-        console.log(`\nmmdebstrap ${plan.recipe.args.join(" ")} ${plan.recipe.release} DIR ${plan.recipe.mirror}`);
-        return;
-      }
-      await requireTools(["mmdebstrap", "tar", "zstd", "sfdisk", "mkfs.ext4", "mkfs.vfat", "mcopy", "grub-mkimage", "qemu-img"]);
-      log.info(`building ${specPath}`);
-      const r = await build(specPath, { ...(o.output ? { outDir: o.output } : {}), refresh: !!o.refresh });
-      if (o.json) {
-        printJson({ ok: true, outDir: r.outDir, manifest: r.manifest, credentials: r.credentials.length ? `${r.outDir}/credentials` : null });
-        return;
-      }
-      console.log(`\nbuilt ${r.manifest.name} in ${r.outDir}`);
-      for (const a of r.manifest.artifacts) console.log(`  ${a.format.padEnd(10)} ${a.path}  ${(a.size / 1048576).toFixed(1)} MiB`);
-      if (r.credentials.length) {
-        // Printed once, here; the only other copy is the 0600 credentials file.
-        console.log(`\ngenerated passwords (also in ${r.outDir}/credentials, mode 0600):`);
-        for (const c of r.credentials) console.log(`  ${c.user}: ${c.password}`);
-      }
-    });
+    .action(
+      async (
+        specPath: string,
+        o: { output?: string; plan?: boolean; refresh?: boolean; json?: boolean },
+      ) => {
+        if (o.plan) {
+          const { plan } = planFor(specPath);
+          if (o.json) return printJson(plan);
+          console.log(`plan for ${plan.name} (spec ${plan.specHash})`);
+          for (const s of plan.steps)
+            console.log(
+              `  ${s.id.padEnd(10)} ${s.key}${s.cached ? " (cached by key)" : ""}  ${s.title}`,
+            );
+          console.log(
+            `\nmmdebstrap ${plan.recipe.args.join(" ")} ${plan.recipe.release} DIR ${plan.recipe.mirror}`,
+          );
+          return;
+        }
+        await requireTools([
+          "mmdebstrap",
+          "tar",
+          "zstd",
+          "sfdisk",
+          "mkfs.ext4",
+          "mkfs.vfat",
+          "mcopy",
+          "grub-mkimage",
+          "qemu-img",
+        ]);
+        log.info(`building ${specPath}`);
+        const r = await build(specPath, {
+          ...(o.output ? { outDir: o.output } : {}),
+          refresh: !!o.refresh,
+        });
+        if (o.json) {
+          printJson({
+            ok: true,
+            outDir: r.outDir,
+            manifest: r.manifest,
+            credentials: r.credentials.length ? `${r.outDir}/credentials` : null,
+          });
+          return;
+        }
+        console.log(`\nbuilt ${r.manifest.name} in ${r.outDir}`);
+        for (const a of r.manifest.artifacts)
+          console.log(`  ${a.format.padEnd(10)} ${a.path}  ${(a.size / 1048576).toFixed(1)} MiB`);
+        if (r.credentials.length) {
+          // Printed once, here; the only other copy is the 0600 credentials file.
+          console.log(`\ngenerated passwords (also in ${r.outDir}/credentials, mode 0600):`);
+          for (const c of r.credentials) console.log(`  ${c.user}: ${c.password}`);
+        }
+      },
+    );
 }

@@ -24,11 +24,19 @@ export function registerDoctor(program: Command): void {
         printJson({ ok: missing.length === 0, tools, files, accel, missing });
       } else {
         for (const t of tools) {
-          console.log(`${t.path ? "✓" : "✗"} ${t.name.padEnd(20)} ${(t.version ?? (t.path ? "" : `missing (${t.pkg})`)).padEnd(22)} ${t.purpose}`);
+          console.log(
+            `${t.path ? "✓" : "✗"} ${t.name.padEnd(20)} ${(t.version ?? (t.path ? "" : `missing (${t.pkg})`)).padEnd(22)} ${t.purpose}`,
+          );
         }
-        for (const f of files) console.log(`${f.present ? "✓" : "✗"} ${f.path.padEnd(43)} ${f.purpose}${f.present ? "" : ` (${f.pkg})`}`);
-        console.log(`\nacceleration: ${accel.usable.toUpperCase()} — KVM ${accel.kvm}: ${accel.reason}`);
-        if (missing.length) console.log(`\nmissing packages: ${missing.join(" ")}\nrun \`kiln doctor --install\``);
+        for (const f of files)
+          console.log(
+            `${f.present ? "✓" : "✗"} ${f.path.padEnd(43)} ${f.purpose}${f.present ? "" : ` (${f.pkg})`}`,
+          );
+        console.log(
+          `\nacceleration: ${accel.usable.toUpperCase()} — KVM ${accel.kvm}: ${accel.reason}`,
+        );
+        if (missing.length)
+          console.log(`\nmissing packages: ${missing.join(" ")}\nrun \`kiln doctor --install\``);
       }
       if (missing.length) process.exitCode = 1;
     });

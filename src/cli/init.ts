@@ -50,7 +50,8 @@ export function registerInit(program: Command): void {
     .option("--force", "overwrite an existing file")
     .description("write a commented starter spec")
     .action(async (file: string, o: { name: string; force?: boolean }) => {
-      if (existsSync(file) && !o.force) throw new KilnError("INIT_EXISTS", `${file} exists`, { hint: "use --force to overwrite" });
+      if (existsSync(file) && !o.force)
+        throw new KilnError("INIT_EXISTS", `${file} exists`, { hint: "use --force to overwrite" });
       await writeFile(file, STARTER_SPEC.replaceAll("NAME", o.name));
       console.log(`wrote ${file}; next: kiln build ${file}`);
     });

@@ -15,13 +15,19 @@ export function registerInspect(program: Command): void {
     .description("package count, /usr size, largest packages and artifacts of a build")
     .action(async (dir: string, o: { json?: boolean }) => {
       const mf = join(dir, "manifest.json");
-      if (!existsSync(mf)) throw new KilnError("INSPECT_NO_MANIFEST", `${dir} has no manifest.json`, { hint: "point at the output directory of `kiln build`" });
+      if (!existsSync(mf))
+        throw new KilnError("INSPECT_NO_MANIFEST", `${dir} has no manifest.json`, {
+          hint: "point at the output directory of `kiln build`",
+        });
       const manifest = JSON.parse(await readFile(mf, "utf8")) as Manifest;
       const rootfs = join(dir, `${manifest.name}.rootfs`);
       const pkgs = existsSync(rootfs) ? await listPackages(rootfs) : undefined;
       const usr = existsSync(rootfs) ? await treeBytes(join(rootfs, "usr")) : undefined;
       const largest = pkgs
-        ? [...pkgs].sort((a, b) => b.installedKiB - a.installedKiB).slice(0, 10).map((p) => ({ name: p.name, bytes: p.installedKiB * 1024 }))
+        ? [...pkgs]
+            .sort((a, b) => b.installedKiB - a.installedKiB)
+            .slice(0, 10)
+            .map((p) => ({ name: p.name, bytes: p.installedKiB * 1024 }))
         : undefined;
       const report = {
         name: manifest.name,
@@ -35,13 +41,20 @@ export function registerInspect(program: Command): void {
         artifacts: manifest.artifacts,
       };
       if (o.json) return printJson(report);
-      console.log(`${report.name} ${report.version} — ${report.distribution.id} ${report.distribution.release} ${report.distribution.architecture}, kernel ${report.kernel}`);
-      console.log(`packages: ${report.packageCount}   installed: ${mib(report.installedBytes)}${usr !== undefined ? `   /usr: ${mib(usr)}` : ""}`);
+      console.log(
+        `${report.name} ${report.version} — ${report.distribution.id} ${report.distribution.release} ${report.distribution.architecture}, kernel ${report.kernel}`,
+      );
+      console.log(
+        `packages: ${report.packageCount}   installed: ${mib(report.installedBytes)}${usr !== undefined ? `   /usr: ${mib(usr)}` : ""}`,
+      );
       if (largest) {
         console.log("largest packages:");
         for (const p of largest) console.log(`  ${mib(p.bytes).padStart(10)}  ${p.name}`);
       }
       console.log("artifacts:");
-      for (const a of report.artifacts) console.log(`  ${a.format.padEnd(10)} ${a.path.padEnd(24)} ${mib(a.size).padStart(10)}  ${a.sha256.slice(0, 16)}`);
+      for (const a of report.artifacts)
+        console.log(
+          `  ${a.format.padEnd(10)} ${a.path.padEnd(24)} ${mib(a.size).padStart(10)}  ${a.sha256.slice(0, 16)}`,
+        );
     });
 }

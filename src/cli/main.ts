@@ -23,7 +23,16 @@ export async function main(argv: string[]): Promise<number> {
       if (o.debug) setDebug(true);
       if (o.quiet) setQuiet(true);
     });
-  for (const register of [registerInit, registerBuild, registerBoot, registerVm, registerInspect, registerDoctor, registerSchema]) register(program);
+  for (const register of [
+    registerInit,
+    registerBuild,
+    registerBoot,
+    registerVm,
+    registerInspect,
+    registerDoctor,
+    registerSchema,
+  ])
+    register(program);
   let json = false;
   try {
     json = argv.includes("--json");

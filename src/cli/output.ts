@@ -1,5 +1,5 @@
-import { ExecError } from "../util/exec.js";
 import { InternalError, KilnError, SpecError } from "../util/errors.js";
+import { ExecError } from "../util/exec.js";
 import { debugEnabled } from "../util/log.js";
 
 /** Print an error for a person (or as JSON) and return the exit status to use. */
@@ -13,7 +13,9 @@ export function reportError(err: unknown, json: boolean): number {
           code: e?.code ?? "INTERNAL",
           message: err instanceof Error ? err.message : String(err),
           ...(e?.hint ? { hint: e.hint } : {}),
-          ...(err instanceof SpecError ? { diagnostics: err.diagnostics.map(({ frame: _f, ...d }) => d) } : {}),
+          ...(err instanceof SpecError
+            ? { diagnostics: err.diagnostics.map(({ frame: _f, ...d }) => d) }
+            : {}),
         },
       })}\n`,
     );
@@ -24,7 +26,9 @@ export function reportError(err: unknown, json: boolean): number {
       process.stderr.write(`${d.loc.file}:${d.loc.line}:${d.loc.column}: error: ${d.message}\n`);
       if (d.frame) process.stderr.write(`${d.frame}\n\n`);
     }
-    process.stderr.write(`${err.diagnostics.length} error${err.diagnostics.length === 1 ? "" : "s"} in spec\n`);
+    process.stderr.write(
+      `${err.diagnostics.length} error${err.diagnostics.length === 1 ? "" : "s"} in spec\n`,
+    );
     return err.exitCode;
   }
   if (err instanceof KilnError && !(err instanceof InternalError)) {
@@ -33,7 +37,9 @@ export function reportError(err: unknown, json: boolean): number {
     if (debugEnabled() && err instanceof ExecError) process.stderr.write(`${err.stack}\n`);
     return err.exitCode;
   }
-  process.stderr.write(`kiln: internal error (a bug in kiln): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.stderr.write(
+    `kiln: internal error (a bug in kiln): ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+  );
   return 70;
 }
 

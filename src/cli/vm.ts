@@ -1,12 +1,12 @@
+import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Command } from "commander";
 import { chooseAccel, type Firmware, findOvmf, qemuArgs, startVm } from "../runtime/qemu.js";
 import { bootFailure, bootUntilReady } from "../runtime/ready.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { printJson } from "./output.js";
-import { copyFile, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 
 export function registerVm(program: Command): void {
   program
@@ -24,15 +24,25 @@ export function registerVm(program: Command): void {
     .description("boot a disk image in QEMU, console on this terminal (Ctrl-A X quits)")
     .action(async (image: string, o: Record<string, string | boolean | string[] | undefined>) => {
       const firmware = o.firmware as Firmware;
-      if (firmware !== "uefi" && firmware !== "bios") throw new KilnError("USAGE", "--firmware is uefi or bios", { exitCode: 2 });
+      if (firmware !== "uefi" && firmware !== "bios")
+        throw new KilnError("USAGE", "--firmware is uefi or bios", { exitCode: 2 });
       const accelWant = o.accel as "auto" | "kvm" | "tcg";
-      if (!["auto", "kvm", "tcg"].includes(accelWant)) throw new KilnError("USAGE", "--accel is auto, kvm or tcg", { exitCode: 2 });
+      if (!["auto", "kvm", "tcg"].includes(accelWant))
+        throw new KilnError("USAGE", "--accel is auto, kvm or tcg", { exitCode: 2 });
       const forwards = ((o.forward as string[] | undefined) ?? []).map((f) => {
         const [h, g] = f.split(":").map(Number);
-        if (!h || !g) throw new KilnError("USAGE", `bad --forward ${f}: expected HOST:GUEST`, { exitCode: 2 });
+        if (!h || !g)
+          throw new KilnError("USAGE", `bad --forward ${f}: expected HOST:GUEST`, { exitCode: 2 });
         return { host: h, guest: g };
       });
-      const common = { image, firmware, cpus: Number(o.cpus), memoryMiB: Number(o.memory), persist: !!o.persist, forwards };
+      const common = {
+        image,
+        firmware,
+        cpus: Number(o.cpus),
+        memoryMiB: Number(o.memory),
+        persist: !!o.persist,
+        forwards,
+      };
       if (o.untilReady) {
         const vm = await startVm({ ...common, accel: accelWant });
         const r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
@@ -50,7 +60,9 @@ export function registerVm(program: Command): void {
           await copyFile(ovmf.vars, join(dir, "vars.fd"));
           fw = { code: ovmf.code, vars: join(dir, "vars.fd") };
         }
-        const args = qemuArgs({ ...common, accel, qmp: join(dir, "qmp.sock"), ...fw }).map((a) => (a === "stdio" ? "mon:stdio" : a));
+        const args = qemuArgs({ ...common, accel, qmp: join(dir, "qmp.sock"), ...fw }).map((a) =>
+          a === "stdio" ? "mon:stdio" : a,
+        );
         await exec("qemu-system-x86_64", args, { inherit: true });
       } finally {
         await rm(dir, { recursive: true, force: true });

@@ -2,4 +2,4 @@
 import "./debian.js";
 import "./ubuntu.js";
 
-export { distroDriver, knownDistros, type DistroDriver } from "./driver.js";
+export { type DistroDriver, distroDriver, knownDistros } from "./driver.js";

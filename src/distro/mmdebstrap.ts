@@ -45,14 +45,22 @@ export function rootfsRecipe(spec: Spec): RootfsRecipe {
     "--variant=minbase",
     `--architectures=${arch}`,
     `--components=${components.join(",")}`,
-    "--aptopt=APT::Install-Recommends \"false\"",
-    "--aptopt=Acquire::Languages \"none\"",
+    '--aptopt=APT::Install-Recommends "false"',
+    '--aptopt=Acquire::Languages "none"',
     "--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr",
     `--include=${packages.join(",")}`,
   ];
   if (spec.profile === "minimal") for (const f of MINIMAL_PATH_FILTERS) args.push(`--dpkgopt=${f}`);
   if (keyring) args.push(`--keyring=${keyring}`);
-  return { release: spec.distribution.release, mirror, arch, packages, components, args, ...(keyring ? { keyring } : {}) };
+  return {
+    release: spec.distribution.release,
+    mirror,
+    arch,
+    packages,
+    components,
+    args,
+    ...(keyring ? { keyring } : {}),
+  };
 }
 
 function unique<T>(xs: T[]): T[] {

@@ -14,7 +14,18 @@ export async function mkfsExt4(p: {
   uuid: string;
   from?: string;
 }): Promise<void> {
-  const args = ["-q", "-F", "-t", "ext4", "-L", p.label, "-U", p.uuid, "-O", "^metadata_csum_seed,^orphan_file"];
+  const args = [
+    "-q",
+    "-F",
+    "-t",
+    "ext4",
+    "-L",
+    p.label,
+    "-U",
+    p.uuid,
+    "-O",
+    "^metadata_csum_seed,^orphan_file",
+  ];
   args.push("-E", `offset=${p.offset},root_owner=0:0`, "-m", "1");
   if (p.from) args.push("-d", p.from);
   args.push(p.image, `${Math.floor(p.bytes / 1024)}k`);
@@ -22,7 +33,13 @@ export async function mkfsExt4(p: {
 }
 
 /** A FAT32 ESP at its offset in the image; `volumeId` is 8 hex digits. */
-export async function mkfsVfat(p: { image: string; offset: number; bytes: number; label: string; volumeId: string }): Promise<void> {
+export async function mkfsVfat(p: {
+  image: string;
+  offset: number;
+  bytes: number;
+  label: string;
+  volumeId: string;
+}): Promise<void> {
   await exec("mkfs.vfat", [
     "-F",
     "32",
@@ -42,7 +59,11 @@ export async function mkfsVfat(p: { image: string; offset: number; bytes: number
 }
 
 /** Copy files onto a FAT filesystem inside an image with mtools. */
-export async function fatPut(image: string, offset: number, files: { from: string; to: string }[]): Promise<void> {
+export async function fatPut(
+  image: string,
+  offset: number,
+  files: { from: string; to: string }[],
+): Promise<void> {
   const img = `${image}@@${offset}`;
   const dirs = new Set<string>();
   for (const f of files) {
@@ -50,6 +71,7 @@ export async function fatPut(image: string, offset: number, files: { from: strin
     for (let i = 1; i < parts.length; i++) dirs.add(`/${parts.slice(0, i).join("/")}`);
   }
   const env = { MTOOLS_SKIP_CHECK: "1" };
-  for (const d of [...dirs].sort()) await exec("mmd", ["-D", "s", "-i", img, `::${d}`], { env, okCodes: [0, 1] });
+  for (const d of [...dirs].sort())
+    await exec("mmd", ["-D", "s", "-i", img, `::${d}`], { env, okCodes: [0, 1] });
   for (const f of files) await exec("mcopy", ["-o", "-i", img, f.from, `::${f.to}`], { env });
 }

@@ -82,7 +82,9 @@ export function layoutDisk(parts: PartitionRequest[], diskBytes?: number): Layou
 export function sfdiskScript(layout: Layout, diskUuid: string): string {
   const lines = ["label: gpt", `label-id: ${diskUuid}`, "unit: sectors", "first-lba: 2048", ""];
   for (const p of layout.partitions) {
-    lines.push(`start=${p.start}, size=${p.sectors}, type=${p.type}, uuid=${p.uuid}, name="${p.name}"`);
+    lines.push(
+      `start=${p.start}, size=${p.sectors}, type=${p.type}, uuid=${p.uuid}, name="${p.name}"`,
+    );
   }
   return `${lines.join("\n")}\n`;
 }

@@ -13,7 +13,7 @@ export function parseGrubenv(block: Buffer | string): Map<string, string> {
   for (const line of text.slice(HEADER.length).split("\n")) {
     if (!line || line.startsWith("#")) continue;
     const eq = line.indexOf("=");
-    if (eq > 0) vars.set(line.slice(0, eq), unescape(line.slice(eq + 1)));
+    if (eq > 0) vars.set(line.slice(0, eq), unescapeValue(line.slice(eq + 1)));
   }
   return vars;
 }
@@ -23,16 +23,16 @@ export function formatGrubenv(vars: Map<string, string> | Record<string, string>
   let body = HEADER;
   for (const [k, v] of entries) {
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`invalid grubenv name ${k}`);
-    body += `${k}=${escape(v)}\n`;
+    body += `${k}=${escapeValue(v)}\n`;
   }
   if (body.length > GRUBENV_SIZE) throw new Error("grubenv variables exceed 1024 bytes");
   return Buffer.from(body.padEnd(GRUBENV_SIZE, "#"), "latin1");
 }
 
 // grub-editenv escapes backslash and newline.
-function escape(v: string): string {
+function escapeValue(v: string): string {
   return v.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
 }
-function unescape(v: string): string {
+function unescapeValue(v: string): string {
   return v.replace(/\\(.)/g, (_m, c: string) => (c === "n" ? "\n" : c));
 }

@@ -41,12 +41,37 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   const rootKey = cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
   const specHash = cacheKey(canonicalSpec);
   const steps: PlannedStep[] = [
-    { id: "rootfs", title: `root filesystem (${spec.distribution.id} ${recipe.release}, ${recipe.packages.length} packages)`, key: rootKey, cached: true },
-    { id: "configure", title: "hostname, locale, network, files, services", key: cacheKey(rootKey, specHash, "configure"), cached: false },
+    {
+      id: "rootfs",
+      title: `root filesystem (${spec.distribution.id} ${recipe.release}, ${recipe.packages.length} packages)`,
+      key: rootKey,
+      cached: true,
+    },
+    {
+      id: "configure",
+      title: "hostname, locale, network, files, services",
+      key: cacheKey(rootKey, specHash, "configure"),
+      cached: false,
+    },
     // Passwords are generated anew every build, so this step is never cached.
-    { id: "users", title: `users (${spec.users.length})`, key: cacheKey(rootKey, specHash, "users"), cached: false },
-    { id: "kernel", title: `kernel and ${spec.kernel.initrd} initrd`, key: cacheKey(rootKey, spec.kernel), cached: false },
-    { id: "minimize", title: `minimize (${spec.profile} profile)`, key: cacheKey(rootKey, spec.profile), cached: false },
+    {
+      id: "users",
+      title: `users (${spec.users.length})`,
+      key: cacheKey(rootKey, specHash, "users"),
+      cached: false,
+    },
+    {
+      id: "kernel",
+      title: `kernel and ${spec.kernel.initrd} initrd`,
+      key: cacheKey(rootKey, spec.kernel),
+      cached: false,
+    },
+    {
+      id: "minimize",
+      title: `minimize (${spec.profile} profile)`,
+      key: cacheKey(rootKey, spec.profile),
+      cached: false,
+    },
   ];
   const outputs = new Set(spec.outputs);
   // qcow2 is converted from the raw disk, so the disk is always made for it.
@@ -54,9 +79,16 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   for (const o of ["directory", "tar", "disk", "qcow2"] as const) {
     if (!outputs.has(o)) continue;
     const title =
-      o === "disk" ? `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})` : `${o} output`;
+      o === "disk"
+        ? `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`
+        : `${o} output`;
     steps.push({ id: o, title, key: cacheKey(specHash, o), cached: false });
   }
-  steps.push({ id: "manifest", title: "manifest and checks", key: cacheKey(specHash, "manifest"), cached: false });
+  steps.push({
+    id: "manifest",
+    title: "manifest and checks",
+    key: cacheKey(specHash, "manifest"),
+    cached: false,
+  });
   return { name: spec.name, specHash, recipe, steps };
 }

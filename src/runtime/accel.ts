@@ -24,11 +24,20 @@ export type BootKernel = (kernel: string, timeoutMs: number) => Promise<string>;
  * panics ("VFS: Unable to mount root") within a second or two under working
  * KVM; a broken KVM never gets that far.
  */
-export async function probeKvm(opts: { kernel?: string; boot?: BootKernel; timeoutMs?: number } = {}): Promise<AccelProbe> {
+export async function probeKvm(
+  opts: { kernel?: string; boot?: BootKernel; timeoutMs?: number } = {},
+): Promise<AccelProbe> {
   const probedAt = new Date().toISOString();
-  if (!opts.boot && !existsSync("/dev/kvm")) return { usable: "tcg", kvm: "absent", reason: "/dev/kvm does not exist", probedAt };
+  if (!opts.boot && !existsSync("/dev/kvm"))
+    return { usable: "tcg", kvm: "absent", reason: "/dev/kvm does not exist", probedAt };
   const kernel = opts.kernel ?? (await findProbeKernel());
-  if (!kernel) return { usable: "tcg", kvm: "untested", reason: "no kernel to probe with yet (build an image first)", probedAt };
+  if (!kernel)
+    return {
+      usable: "tcg",
+      kvm: "untested",
+      reason: "no kernel to probe with yet (build an image first)",
+      probedAt,
+    };
   const boot = opts.boot ?? qemuBootKernel;
   let console = "";
   try {
@@ -40,7 +49,12 @@ export async function probeKvm(opts: { kernel?: string; boot?: BootKernel; timeo
     return { usable: "kvm", kvm: "works", reason: "a test kernel booted under KVM", probedAt };
   }
   const last = console.trim().split("\n").slice(-1)[0] ?? "";
-  return { usable: "tcg", kvm: "broken", reason: `a test kernel did not boot under KVM (last line: ${stripAnsi(last).trim().slice(0, 80) || "none"})`, probedAt };
+  return {
+    usable: "tcg",
+    kvm: "broken",
+    reason: `a test kernel did not boot under KVM (last line: ${stripAnsi(last).trim().slice(0, 80) || "none"})`,
+    probedAt,
+  };
 }
 
 /** The cached probe result, made once per host kernel and QEMU. */
@@ -60,7 +74,23 @@ export async function kvmStatus(refresh = false): Promise<AccelProbe> {
 const qemuBootKernel: BootKernel = async (kernel, timeoutMs) => {
   const r = await exec(
     "qemu-system-x86_64",
-    ["-accel", "kvm", "-machine", "q35", "-m", "256", "-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio", "-kernel", kernel, "-append", "console=ttyS0 panic=-1"],
+    [
+      "-accel",
+      "kvm",
+      "-machine",
+      "q35",
+      "-m",
+      "256",
+      "-nodefaults",
+      "-nographic",
+      "-no-reboot",
+      "-serial",
+      "stdio",
+      "-kernel",
+      kernel,
+      "-append",
+      "console=ttyS0 panic=-1",
+    ],
     { timeoutMs, okCodes: [0, 1] },
   ).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? "" }));
   return r.stdout;
@@ -68,7 +98,9 @@ const qemuBootKernel: BootKernel = async (kernel, timeoutMs) => {
 
 /** A kernel from the host's /boot, or one unpacked from a cached kernel .deb. */
 async function findProbeKernel(): Promise<string | undefined> {
-  const host = existsSync("/boot") ? readdirSync("/boot").filter((f) => f.startsWith("vmlinuz-")) : [];
+  const host = existsSync("/boot")
+    ? readdirSync("/boot").filter((f) => f.startsWith("vmlinuz-"))
+    : [];
   if (host[0]) return join("/boot", host[0]);
   const apt = cacheDir("apt");
   if (!existsSync(apt)) return undefined;
@@ -77,7 +109,13 @@ async function findProbeKernel(): Promise<string | undefined> {
     if (!deb) continue;
     const dir = await mkdtemp(join(tmpdir(), "kiln-probe-"));
     try {
-      await exec("sh", ["-c", 'dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards "./boot/vmlinuz-*"', "sh", join(apt, d, deb), dir]);
+      await exec("sh", [
+        "-c",
+        'dpkg-deb --fsys-tarfile "$1" | tar -x -C "$2" --wildcards "./boot/vmlinuz-*"',
+        "sh",
+        join(apt, d, deb),
+        dir,
+      ]);
       const k = readdirSync(join(dir, "boot"))[0];
       if (!k) continue;
       const keep = cacheDir("probe-vmlinuz");

@@ -4,16 +4,25 @@
  * or the multi-user target means ready; a kernel panic or an emergency shell
  * fails at once instead of at the timeout.
  */
-export type BootState = { state: "booting" } | { state: "ready"; seconds: number } | { state: "failed"; reason: string };
+export type BootState =
+  | { state: "booting" }
+  | { state: "ready"; seconds: number }
+  | { state: "failed"; reason: string };
 
 const READY = [/\blogin: ?$/m, /Reached target .*Multi-User System/];
 const FAILED: [RegExp, string][] = [
   [/Kernel panic - not syncing[^\n]*/, "kernel panic"],
   [/You are in emergency mode[^\n]*/, "emergency shell"],
   [/Give root password for maintenance[^\n]*/, "emergency shell"],
-  [/Cannot open access to console, the root account is locked[^\n]*/, "emergency shell (root locked)"],
+  [
+    /Cannot open access to console, the root account is locked[^\n]*/,
+    "emergency shell (root locked)",
+  ],
   [/Failed to mount root[^\n]*|Unable to mount root fs[^\n]*/, "root filesystem not mounted"],
-  [/No root filesystem \(root=\)[^\n]*|Could not mount root[^\n]*|Timed out waiting for root device[^\n]*/, "root device not found"],
+  [
+    /No root filesystem \(root=\)[^\n]*|Could not mount root[^\n]*|Timed out waiting for root device[^\n]*/,
+    "root device not found",
+  ],
 ];
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping terminal escapes is the point
@@ -35,7 +44,10 @@ export class ConsoleWatcher {
     if (this.result.state !== "booting") return;
     for (const [re, why] of FAILED) {
       const m = re.exec(this.text);
-      if (m) return this.settle({ state: "failed", reason: `${why}: ${m[0].trim()}` });
+      if (m) {
+        this.settle({ state: "failed", reason: `${why}: ${m[0].trim()}` });
+        return;
+      }
     }
     if (READY.some((re) => re.test(this.text))) {
       this.settle({ state: "ready", seconds: (performance.now() - this.started) / 1000 });
@@ -60,7 +72,10 @@ export class ConsoleWatcher {
     if (this.result.state !== "booting") return Promise.resolve(this.result);
     return new Promise((resolve) => {
       const t = setTimeout(() => {
-        this.settle({ state: "failed", reason: `not ready after ${Math.round(timeoutMs / 1000)}s` });
+        this.settle({
+          state: "failed",
+          reason: `not ready after ${Math.round(timeoutMs / 1000)}s`,
+        });
       }, timeoutMs);
       this.listeners.push((s) => {
         clearTimeout(t);
@@ -71,7 +86,11 @@ export class ConsoleWatcher {
 
   /** The guest ended before it was ready. */
   exited(code: number | null): void {
-    if (this.result.state === "booting") this.settle({ state: "failed", reason: `the guest exited (status ${code}) before it was ready` });
+    if (this.result.state === "booting")
+      this.settle({
+        state: "failed",
+        reason: `the guest exited (status ${code}) before it was ready`,
+      });
   }
 
   private settle(s: BootState): void {

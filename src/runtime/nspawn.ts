@@ -1,6 +1,6 @@
 import { existsSync, statSync } from "node:fs";
 import { KilnError } from "../util/errors.js";
-import { quoteCommand, start, type Started } from "../util/exec.js";
+import { quoteCommand, type Started, start } from "../util/exec.js";
 import { ConsoleWatcher } from "./console.js";
 
 export interface ContainerOptions {
@@ -19,7 +19,16 @@ export interface Container {
 
 /** nspawn arguments: no registration (there may be no system bus), the unit kept as is. */
 export function nspawnArgs(o: ContainerOptions): string[] {
-  return ["--register=no", "--keep-unit", "-q", ...(o.persist ? [] : ["--volatile=overlay"]), ...(o.extraArgs ?? []), "-D", o.dir, "-b"];
+  return [
+    "--register=no",
+    "--keep-unit",
+    "-q",
+    ...(o.persist ? [] : ["--volatile=overlay"]),
+    ...(o.extraArgs ?? []),
+    "-D",
+    o.dir,
+    "-b",
+  ];
 }
 
 /**
@@ -27,17 +36,24 @@ export function nspawnArgs(o: ContainerOptions): string[] {
  * its console to a terminal, so nspawn runs under `script`, which gives it one.
  */
 export async function startContainer(o: ContainerOptions): Promise<Container> {
-  if (!existsSync(o.dir) || !statSync(o.dir).isDirectory()) throw new KilnError("BOOT_NO_DIR", `${o.dir} is not a directory`);
+  if (!existsSync(o.dir) || !statSync(o.dir).isDirectory())
+    throw new KilnError("BOOT_NO_DIR", `${o.dir} is not a directory`);
   if (!existsSync(`${o.dir}/sbin/init`) && !existsSync(`${o.dir}/lib/systemd/systemd`)) {
-    throw new KilnError("BOOT_NO_INIT", `${o.dir} has no init system`, { hint: "is systemd-sysv in packages?" });
+    throw new KilnError("BOOT_NO_INIT", `${o.dir} has no init system`, {
+      hint: "is systemd-sysv in packages?",
+    });
   }
   const watcher = new ConsoleWatcher();
-  const proc = await start("script", ["-qfec", quoteCommand("systemd-nspawn", nspawnArgs(o)), "/dev/null"], {
-    onData: (t) => {
-      watcher.feed(t);
-      o.onConsole?.(t);
+  const proc = await start(
+    "script",
+    ["-qfec", quoteCommand("systemd-nspawn", nspawnArgs(o)), "/dev/null"],
+    {
+      onData: (t) => {
+        watcher.feed(t);
+        o.onConsole?.(t);
+      },
     },
-  });
+  );
   void proc.exited.then((code) => watcher.exited(code));
   return { watcher, proc, stop: () => proc.stop(8000) };
 }

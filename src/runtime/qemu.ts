@@ -4,7 +4,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { KilnError } from "../util/errors.js";
-import { start, type Started } from "../util/exec.js";
+import { type Started, start } from "../util/exec.js";
 import { log } from "../util/log.js";
 import { type Accel, kvmStatus } from "./accel.js";
 import { ConsoleWatcher } from "./console.js";
@@ -21,8 +21,11 @@ export const OVMF_CANDIDATES: [string, string][] = [
 ];
 
 export function findOvmf(candidates = OVMF_CANDIDATES): { code: string; vars: string } {
-  for (const [code, vars] of candidates) if (existsSync(code) && existsSync(vars)) return { code, vars };
-  throw new KilnError("OVMF_MISSING", "no UEFI firmware (OVMF) found", { hint: "install it with `kiln doctor --install` (Debian package ovmf)" });
+  for (const [code, vars] of candidates)
+    if (existsSync(code) && existsSync(vars)) return { code, vars };
+  throw new KilnError("OVMF_MISSING", "no UEFI firmware (OVMF) found", {
+    hint: "install it with `kiln doctor --install` (Debian package ovmf)",
+  });
 }
 
 export interface VmOptions {
@@ -53,27 +56,46 @@ export interface Vm {
 export async function chooseAccel(want: Accel | "auto"): Promise<Accel> {
   if (want !== "auto") return want;
   const s = await kvmStatus();
-  if (s.usable === "tcg" && s.kvm !== "absent") log.warn(`KVM ${s.kvm} (${s.reason}); using TCG, which is slower`);
+  if (s.usable === "tcg" && s.kvm !== "absent")
+    log.warn(`KVM ${s.kvm} (${s.reason}); using TCG, which is slower`);
   return s.usable;
 }
 
-export function qemuArgs(o: VmOptions & { accel: Accel; qmp: string; vars?: string; code?: string }): string[] {
+export function qemuArgs(
+  o: VmOptions & { accel: Accel; qmp: string; vars?: string; code?: string },
+): string[] {
   const format = o.image.endsWith(".qcow2") ? "qcow2" : "raw";
   const args = [
-    "-machine", `q35,accel=${o.accel}`,
-    "-smp", String(o.cpus ?? 2),
-    "-m", String(o.memoryMiB ?? 1024),
-    "-nodefaults", "-nographic", "-no-user-config",
-    "-serial", "stdio",
-    "-qmp", `unix:${o.qmp},server=on,wait=off`,
-    "-drive", `file=${o.image},if=virtio,format=${format}${o.persist ? "" : ",snapshot=on"}`,
-    "-device", "virtio-rng-pci",
+    "-machine",
+    `q35,accel=${o.accel}`,
+    "-smp",
+    String(o.cpus ?? 2),
+    "-m",
+    String(o.memoryMiB ?? 1024),
+    "-nodefaults",
+    "-nographic",
+    "-no-user-config",
+    "-serial",
+    "stdio",
+    "-qmp",
+    `unix:${o.qmp},server=on,wait=off`,
+    "-drive",
+    `file=${o.image},if=virtio,format=${format}${o.persist ? "" : ",snapshot=on"}`,
+    "-device",
+    "virtio-rng-pci",
   ];
   if (o.accel === "kvm") args.push("-cpu", "host");
-  const fwd = (o.forwards ?? []).map((f) => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`).join("");
+  const fwd = (o.forwards ?? [])
+    .map((f) => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`)
+    .join("");
   args.push("-netdev", `user,id=n0${fwd}`, "-device", "virtio-net-pci,netdev=n0");
   if (o.firmware === "uefi" && o.code && o.vars) {
-    args.push("-drive", `if=pflash,format=raw,unit=0,readonly=on,file=${o.code}`, "-drive", `if=pflash,format=raw,unit=1,file=${o.vars}`);
+    args.push(
+      "-drive",
+      `if=pflash,format=raw,unit=0,readonly=on,file=${o.code}`,
+      "-drive",
+      `if=pflash,format=raw,unit=1,file=${o.vars}`,
+    );
   }
   for (const d of o.extraDrives ?? []) args.push("-drive", `file=${d},media=cdrom,readonly=on`);
   return args;

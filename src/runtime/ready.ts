@@ -17,7 +17,8 @@ export async function bootUntilReady(
 ): Promise<ReadyReport> {
   try {
     const s = await guest.watcher.wait(timeoutMs);
-    if (s.state === "ready") return { target, ready: true, seconds: Math.round(s.seconds * 10) / 10 };
+    if (s.state === "ready")
+      return { target, ready: true, seconds: Math.round(s.seconds * 10) / 10 };
     const reason = s.state === "failed" ? s.reason : "unknown";
     return { target, ready: false, seconds: null, reason, consoleTail: guest.watcher.tail(50) };
   } finally {
@@ -26,5 +27,9 @@ export async function bootUntilReady(
 }
 
 export function bootFailure(r: ReadyReport): KilnError {
-  return new KilnError("BOOT_FAILED", `${r.target}: boot failed: ${r.reason}\n--- last console lines ---\n${r.consoleTail ?? ""}`, { exitCode: 2 });
+  return new KilnError(
+    "BOOT_FAILED",
+    `${r.target}: boot failed: ${r.reason}\n--- last console lines ---\n${r.consoleTail ?? ""}`,
+    { exitCode: 2 },
+  );
 }

@@ -1,7 +1,16 @@
 import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { closest, distance } from "fastest-levenshtein";
-import { isMap, isNode, isPair, isScalar, isSeq, LineCounter, parseDocument, type Document } from "yaml";
+import {
+  type Document,
+  isMap,
+  isNode,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  parseDocument,
+} from "yaml";
 import type { z } from "zod";
 import { type Diagnostic, KilnError, SpecError } from "../util/errors.js";
 import { codeFrame } from "./frame.js";
@@ -48,7 +57,12 @@ export function loadSpec(path: string): LoadedSpec {
   for (const f of spec.files) {
     if (f.source) f.source = resolve(originOf(chain, f.path) ?? top.file, "..", f.source);
   }
-  return { spec, files: chain.map((c) => c.file), dir: dirname(top.file), canonical: stableJson(spec) };
+  return {
+    spec,
+    files: chain.map((c) => c.file),
+    dir: dirname(top.file),
+    canonical: stableJson(spec),
+  };
 }
 
 function loadChain(file: string, seen: string[]): Parsed[] {
@@ -82,13 +96,19 @@ function parseFile(file: string): Parsed {
     throw new SpecError(
       doc.errors.map((e) => {
         const { line, col } = lines.linePos(e.pos[0]);
-        return { loc: { file, line, column: col }, message: e.message.split("\n")[0]!, frame: codeFrame(text, line, col) };
+        return {
+          loc: { file, line, column: col },
+          message: e.message.split("\n")[0]!,
+          frame: codeFrame(text, line, col),
+        };
       }),
     );
   }
   const value = doc.toJS() ?? {};
   if (typeof value !== "object" || Array.isArray(value)) {
-    throw new SpecError([{ loc: { file, line: 1, column: 1 }, message: "a spec must be a mapping of keys" }]);
+    throw new SpecError([
+      { loc: { file, line: 1, column: 1 }, message: "a spec must be a mapping of keys" },
+    ]);
   }
   return { file, text, doc, lines, value };
 }
@@ -127,19 +147,21 @@ function messageOf(issue: z.core.$ZodIssue): string {
 
 function describePath(path: PropertyKey[]): string {
   if (!path.length) return "spec";
-  return path.map((k, i) => (typeof k === "number" ? `[${k}]` : i ? `.${String(k)}` : String(k))).join("");
+  return path
+    .map((k, i) => (typeof k === "number" ? `[${k}]` : i ? `.${String(k)}` : String(k)))
+    .join("");
 }
 
 /** Locate a path in the YAML document; for unknown keys point at the key itself. */
 function at(p: Parsed, path: PropertyKey[], keyNode: boolean, message: string): Diagnostic {
   let node: unknown = p.doc.contents;
   let offset = 0;
-  for (const k of path) {
+  for (const [i, k] of path.entries()) {
+    const last = i === path.length - 1;
     if (isMap(node)) {
       const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && it.key.value === k);
       if (!pair) break;
-      const target = keyNode || !pair.value ? pair.key : pair.value;
-      node = keyNode && k === path[path.length - 1] ? pair.key : target;
+      node = (keyNode && last) || !pair.value ? pair.key : pair.value;
     } else if (isSeq(node) && typeof k === "number") {
       const item = node.items[k];
       if (!item) break;
@@ -160,7 +182,8 @@ function knownKeys(path: PropertyKey[]): string[] {
     for (;;) {
       const def = s?._zod?.def;
       if (!def) return;
-      if (def.type === "optional" || def.type === "default" || def.type === "nullable") s = def.innerType;
+      if (def.type === "optional" || def.type === "default" || def.type === "nullable")
+        s = def.innerType;
       else if (def.type === "pipe") s = def.in;
       else if (def.type === "array") s = def.element;
       else return;
@@ -188,7 +211,11 @@ function similar(a: string, b: string): boolean {
 function originOf(chain: Parsed[], filePath: string): string | undefined {
   for (const p of chain) {
     const files = p.value.files;
-    if (Array.isArray(files) && files.some((f) => f && typeof f === "object" && f.path === filePath)) return p.file;
+    if (
+      Array.isArray(files) &&
+      files.some((f) => f && typeof f === "object" && f.path === filePath)
+    )
+      return p.file;
   }
   return undefined;
 }

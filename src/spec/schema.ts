@@ -15,8 +15,12 @@ const unitName = z.string().regex(/^[A-Za-z0-9@._:\\-]+$/, "not a systemd unit n
 
 const passwordSetting = z
   .union([
-    z.literal("generate").describe("a new random password each build (plaintext only in DIR/credentials)"),
-    z.string().regex(/^\$(6|5|y|2[aby])\$/, 'expected "generate" or a crypt(3) hash such as $6$...'),
+    z
+      .literal("generate")
+      .describe("a new random password each build (plaintext only in DIR/credentials)"),
+    z
+      .string()
+      .regex(/^\$(6|5|y|2[aby])\$/, 'expected "generate" or a crypt(3) hash such as $6$...'),
   ])
   .describe('"generate", or a crypt(3) hash (e.g. from `openssl passwd -6`)');
 
@@ -72,11 +76,17 @@ const check = z
     port: z.number().int().min(1).max(65535).optional().describe("a TCP port that must listen"),
     http: z.string().url().optional().describe("a URL fetched from inside the guest"),
     status: z.number().int().optional().describe("expected HTTP status (default 200)"),
-    on: z.array(z.enum(["nspawn", "uefi", "bios"])).optional().describe("targets this check runs on"),
+    on: z
+      .array(z.enum(["nspawn", "uefi", "bios"]))
+      .optional()
+      .describe("targets this check runs on"),
   })
-  .refine((c) => [c.run, c.unit, c.file, c.port, c.http].filter((v) => v !== undefined).length === 1, {
-    message: "a check needs exactly one of run, unit, file, port, http",
-  });
+  .refine(
+    (c) => [c.run, c.unit, c.file, c.port, c.http].filter((v) => v !== undefined).length === 1,
+    {
+      message: "a check needs exactly one of run, unit, file, port, http",
+    },
+  );
 
 export const OUTPUT_FORMATS = ["directory", "tar", "disk", "qcow2"] as const;
 
@@ -102,7 +112,9 @@ export const specSchema = z
       })
       .default({ id: "debian", release: "bookworm" }),
     architecture: z.enum(["amd64", "arm64"]).default("amd64"),
-    packages: z.array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+(=[^\s]+)?$/, "not a package name")).default([]),
+    packages: z
+      .array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+(=[^\s]+)?$/, "not a package name"))
+      .default([]),
     profile: z
       .enum(["minimal", "standard"])
       .default("minimal")
@@ -129,7 +141,9 @@ export const specSchema = z
       })
       .default({ enable: [], disable: [], mask: [] }),
     network: z
-      .strictObject({ interfaces: z.array(iface).default([{ match: "en* eth*", dhcp: true, dns: [] }]) })
+      .strictObject({
+        interfaces: z.array(iface).default([{ match: "en* eth*", dhcp: true, dns: [] }]),
+      })
       .default({ interfaces: [{ match: "en* eth*", dhcp: true, dns: [] }] }),
     kernel: z
       .strictObject({
@@ -138,25 +152,41 @@ export const specSchema = z
         initrd: z
           .enum(["tiny", "initramfs-tools"])
           .default("tiny")
-          .describe("tiny: a few-KB initrd that loads only `modules`; initramfs-tools: Debian's full one"),
+          .describe(
+            "tiny: a few-KB initrd that loads only `modules`; initramfs-tools: Debian's full one",
+          ),
         modules: z
           .array(z.string())
           .default(["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"])
           .describe("modules the tiny initrd loads to find the root disk"),
       })
-      .default({ cmdline: "", initrd: "tiny", modules: ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"] }),
+      .default({
+        cmdline: "",
+        initrd: "tiny",
+        modules: ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"],
+      }),
     console: z
       .strictObject({ serial: z.string().default("ttyS0,115200").describe('"" for none') })
       .default({ serial: "ttyS0,115200" }),
     disk: z
       .strictObject({
         layout: z.enum(["single", "ab"]).default("single").describe("ab: root A + root B + data"),
-        size: size.optional().describe("whole disk; default: fits the root filesystem(s) with headroom"),
+        size: size
+          .optional()
+          .describe("whole disk; default: fits the root filesystem(s) with headroom"),
         esp_size: size.default("64M"),
         data_size: size.default("256M").describe("data partition of the ab layout"),
-        firmware: z.array(z.enum(["uefi", "bios"])).min(1).default(["uefi", "bios"]),
+        firmware: z
+          .array(z.enum(["uefi", "bios"]))
+          .min(1)
+          .default(["uefi", "bios"]),
       })
-      .default({ layout: "single", esp_size: "64M", data_size: "256M", firmware: ["uefi", "bios"] }),
+      .default({
+        layout: "single",
+        esp_size: "64M",
+        data_size: "256M",
+        firmware: ["uefi", "bios"],
+      }),
     outputs: z.array(z.enum(OUTPUT_FORMATS)).min(1).default(["disk", "qcow2"]),
     limits: z
       .strictObject({

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
-import { exec, which } from "./exec.js";
 import { KilnError, ToolMissingError } from "./errors.js";
+import { exec, which } from "./exec.js";
 import { FORBIDDEN_HOST_PACKAGES, HOST_FILES, HOST_TOOLS, packageFor } from "./tools.js";
 
 export interface ToolStatus {
@@ -44,7 +44,10 @@ export async function requireTools(names: string[]): Promise<void> {
 }
 
 /** Debian packages for everything missing; never a package that would break the host's DNS. */
-export function packagesToInstall(tools: ToolStatus[], files: ReturnType<typeof fileStatus>): string[] {
+export function packagesToInstall(
+  tools: ToolStatus[],
+  files: ReturnType<typeof fileStatus>,
+): string[] {
   const pkgs = new Set<string>();
   for (const t of tools) if (!t.path) pkgs.add(t.pkg);
   for (const f of files) if (!f.present) pkgs.add(f.pkg);
@@ -54,9 +57,15 @@ export function packagesToInstall(tools: ToolStatus[], files: ReturnType<typeof 
 
 export async function installPackages(pkgs: string[]): Promise<void> {
   if (!pkgs.length) return;
-  if (process.getuid?.() !== 0) throw new KilnError("DOCTOR_NOT_ROOT", "installing packages needs root", { hint: "run `sudo kiln doctor --install`" });
+  if (process.getuid?.() !== 0)
+    throw new KilnError("DOCTOR_NOT_ROOT", "installing packages needs root", {
+      hint: "run `sudo kiln doctor --install`",
+    });
   const env = { DEBIAN_FRONTEND: "noninteractive" };
   await exec("apt-get", ["update", "-q"], { env, inherit: true });
   // --no-install-recommends keeps systemd-resolved (a recommend of some of these) off the host.
-  await exec("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...pkgs], { env, inherit: true });
+  await exec("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...pkgs], {
+    env,
+    inherit: true,
+  });
 }

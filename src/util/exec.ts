@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { KilnError, ToolMissingError } from "./errors.js";
 import { onCleanup } from "./cleanup.js";
+import { KilnError, ToolMissingError } from "./errors.js";
 import { debugEnabled, log } from "./log.js";
 import { packageFor } from "./tools.js";
 
@@ -71,7 +71,11 @@ const running = new Set<ChildProcess>();
  * string), errors that name the command and show the end of its stderr, and
  * children that are ended if kiln is interrupted.
  */
-export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+export function exec(
+  cmd: string,
+  args: readonly string[],
+  opts: ExecOptions = {},
+): Promise<ExecResult> {
   const shown = redact(quoteCommand(cmd, args), opts.redact);
   if (debugEnabled()) log.debug(`$ ${shown}`);
   return new Promise((resolve, reject) => {
@@ -117,7 +121,8 @@ export function exec(cmd: string, args: readonly string[], opts: ExecOptions = {
       running.delete(child);
       drop();
       if (err.code === "ENOENT") reject(new ToolMissingError(cmd, packageFor(cmd)));
-      else reject(new KilnError("EXEC_SPAWN", `cannot start ${cmd}: ${err.message}`, { cause: err }));
+      else
+        reject(new KilnError("EXEC_SPAWN", `cannot start ${cmd}: ${err.message}`, { cause: err }));
     });
     child.on("close", (code, signal) => {
       if (timer) clearTimeout(timer);
@@ -216,7 +221,11 @@ export interface Started {
 export function start(
   cmd: string,
   args: readonly string[],
-  opts: { onData?: (chunk: string) => void; cwd?: string; env?: Record<string, string | undefined> } = {},
+  opts: {
+    onData?: (chunk: string) => void;
+    cwd?: string;
+    env?: Record<string, string | undefined>;
+  } = {},
 ): Promise<Started> {
   if (debugEnabled()) log.debug(`$ ${quoteCommand(cmd, args)}`);
   return new Promise((resolve, reject) => {

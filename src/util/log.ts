@@ -44,7 +44,9 @@ export function step(title: string): StepProgress {
   let timer: NodeJS.Timeout | undefined;
   let lastDetail = "";
   const draw = () => {
-    const d = lastDetail ? `  ${lastDetail.slice(0, Math.max(0, (out.columns ?? 80) - title.length - 20))}` : "";
+    const d = lastDetail
+      ? `  ${lastDetail.slice(0, Math.max(0, (out.columns ?? 80) - title.length - 20))}`
+      : "";
     out.write(`\r\x1b[2K  … ${title} ${seconds().toFixed(0)}s${d}`);
   };
   if (tty) {
@@ -57,7 +59,10 @@ export function step(title: string): StepProgress {
   const finish = (mark: string, note?: string) => {
     if (timer) clearInterval(timer);
     const s = seconds();
-    if (!quiet) out.write(`${tty ? "\r\x1b[2K" : ""}  ${mark} ${title} (${s.toFixed(1)}s)${note ? ` ${note}` : ""}\n`);
+    if (!quiet)
+      out.write(
+        `${tty ? "\r\x1b[2K" : ""}  ${mark} ${title} (${s.toFixed(1)}s)${note ? ` ${note}` : ""}\n`,
+      );
     return s;
   };
   return {

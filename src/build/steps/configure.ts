@@ -16,7 +16,10 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
   );
 
   const zone = join(root, "usr/share/zoneinfo", spec.timezone);
-  if (!existsSync(zone)) throw new KilnError("SPEC_TIMEZONE", `unknown time zone ${spec.timezone}`, { hint: "use a name such as Europe/Berlin or Etc/UTC" });
+  if (!existsSync(zone))
+    throw new KilnError("SPEC_TIMEZONE", `unknown time zone ${spec.timezone}`, {
+      hint: "use a name such as Europe/Berlin or Etc/UTC",
+    });
   await rm(join(root, "etc/localtime"), { force: true });
   await symlink(`/usr/share/zoneinfo/${spec.timezone}`, join(root, "etc/localtime"));
   await writeFile(join(root, "etc/timezone"), `${spec.timezone}\n`);
@@ -34,17 +37,25 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
 
   const netDir = join(root, "etc/systemd/network");
   await mkdir(netDir, { recursive: true });
-  for (const [name, text] of networkdUnits(spec.network.interfaces)) await writeFile(join(netDir, name), text);
+  for (const [name, text] of networkdUnits(spec.network.interfaces))
+    await writeFile(join(netDir, name), text);
   const staticDns = spec.network.interfaces.flatMap((i) => i.dns);
   if (staticDns.length) {
     await rm(join(root, "etc/resolv.conf"), { force: true });
-    await writeFile(join(root, "etc/resolv.conf"), staticDns.map((d) => `nameserver ${d}\n`).join(""));
+    await writeFile(
+      join(root, "etc/resolv.conf"),
+      staticDns.map((d) => `nameserver ${d}\n`).join(""),
+    );
   }
 
   const enable = ["systemd-networkd.service"];
   if (existsSync(join(root, "usr/sbin/sshd"))) {
     // Host keys made while building would be shared by every machine: drop them, make them at first boot.
-    await installAsset(root, "kiln-ssh-keygen.service", "etc/systemd/system/kiln-ssh-keygen.service");
+    await installAsset(
+      root,
+      "kiln-ssh-keygen.service",
+      "etc/systemd/system/kiln-ssh-keygen.service",
+    );
     await inRoot(root, "sh", ["-c", "rm -f /etc/ssh/ssh_host_*"]);
     enable.push("kiln-ssh-keygen.service");
   }
@@ -61,7 +72,8 @@ export async function filesStep(ctx: BuildContext): Promise<void> {
     if (f.content !== undefined) {
       await writeFile(dest, f.content);
     } else if (f.source) {
-      if (!existsSync(f.source)) throw new KilnError("SPEC_FILE_SOURCE", `files: source ${f.source} does not exist`);
+      if (!existsSync(f.source))
+        throw new KilnError("SPEC_FILE_SOURCE", `files: source ${f.source} does not exist`);
       const isDir = (await stat(f.source)).isDirectory();
       await cp(f.source, dest, { recursive: isDir, force: true, verbatimSymlinks: true });
     }

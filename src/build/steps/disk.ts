@@ -1,14 +1,20 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { layoutDisk, PART_TYPES, type PartitionRequest, sfdiskScript, MIB } from "../../image/gpt.js";
-import { formatGrubenv } from "../../image/grubenv.js";
-import { grubConfig, type Slot } from "../../image/grubcfg.js";
-import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
 import { fatPut, mkfsExt4, mkfsVfat } from "../../image/fs.js";
+import {
+  layoutDisk,
+  MIB,
+  PART_TYPES,
+  type PartitionRequest,
+  sfdiskScript,
+} from "../../image/gpt.js";
+import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
+import { grubConfig, type Slot } from "../../image/grubcfg.js";
+import { formatGrubenv } from "../../image/grubenv.js";
 import { parseSize } from "../../spec/schema.js";
-import { exec } from "../../util/exec.js";
 import { KilnError } from "../../util/errors.js";
+import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";
 
 /** Room for the ext4 metadata and journal, and for the system to write logs and state. */
@@ -32,18 +38,32 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   const rootType = spec.architecture === "arm64" ? PART_TYPES.rootArm64 : PART_TYPES.rootX86_64;
 
   const parts: PartitionRequest[] = [];
-  if (spec.disk.firmware.includes("bios")) parts.push({ name: "bios", type: PART_TYPES.bios, uuid: randomUUID(), size: MIB });
-  parts.push({ name: "esp", type: PART_TYPES.esp, uuid: randomUUID(), size: parseSize(spec.disk.esp_size) });
+  if (spec.disk.firmware.includes("bios"))
+    parts.push({ name: "bios", type: PART_TYPES.bios, uuid: randomUUID(), size: MIB });
+  parts.push({
+    name: "esp",
+    type: PART_TYPES.esp,
+    uuid: randomUUID(),
+    size: parseSize(spec.disk.esp_size),
+  });
   parts.push({ name: "root-a", type: rootType, uuid: randomUUID(), size: rootBytes, grow: !ab });
   if (ab) {
     parts.push({ name: "root-b", type: rootType, uuid: randomUUID(), size: rootBytes });
-    parts.push({ name: "data", type: PART_TYPES.linuxData, uuid: randomUUID(), size: parseSize(spec.disk.data_size), grow: true });
+    parts.push({
+      name: "data",
+      type: PART_TYPES.linuxData,
+      uuid: randomUUID(),
+      size: parseSize(spec.disk.data_size),
+      grow: true,
+    });
   }
   let layout: ReturnType<typeof layoutDisk>;
   try {
     layout = layoutDisk(parts, spec.disk.size ? parseSize(spec.disk.size) : undefined);
   } catch (err) {
-    throw new KilnError("DISK_TOO_SMALL", (err as Error).message, { hint: "raise disk.size or leave it out" });
+    throw new KilnError("DISK_TOO_SMALL", (err as Error).message, {
+      hint: "raise disk.size or leave it out",
+    });
   }
   const part = (name: string) => layout.partitions.find((p) => p.name === name)!;
 
@@ -55,9 +75,22 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   });
 
   const esp = part("esp");
-  await mkfsVfat({ image, offset: esp.offset, bytes: esp.bytes, label: "ESP", volumeId: espVolume });
+  await mkfsVfat({
+    image,
+    offset: esp.offset,
+    bytes: esp.bytes,
+    label: "ESP",
+    volumeId: espVolume,
+  });
   const a = part("root-a");
-  await mkfsExt4({ image, offset: a.offset, bytes: a.bytes, label: "root-a", uuid: uuids.a, from: ctx.root });
+  await mkfsExt4({
+    image,
+    offset: a.offset,
+    bytes: a.bytes,
+    label: "root-a",
+    uuid: uuids.a,
+    from: ctx.root,
+  });
   if (ab) {
     const b = part("root-b");
     await mkfsExt4({ image, offset: b.offset, bytes: b.bytes, label: "root-b", uuid: uuids.b });
@@ -65,12 +98,17 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
     await mkfsExt4({ image, offset: d.offset, bytes: d.bytes, label: "data", uuid: uuids.data });
   }
 
-  const slots: Slot[] = [{ id: "a", title: `${spec.name} ${spec.version} (slot A)`, fsUuid: uuids.a }];
+  const slots: Slot[] = [
+    { id: "a", title: `${spec.name} ${spec.version} (slot A)`, fsUuid: uuids.a },
+  ];
   if (ab) slots.push({ id: "b", title: `${spec.name} (slot B)`, fsUuid: uuids.b });
   const serial = spec.console.serial !== "";
   const tmp = await mkdtemp(join(ctx.work, "esp-"));
   try {
-    await writeFile(join(tmp, "grub.cfg"), grubConfig({ slots, cmdline: kernelCmdline(spec), serial, timeoutSeconds: 1 }));
+    await writeFile(
+      join(tmp, "grub.cfg"),
+      grubConfig({ slots, cmdline: kernelCmdline(spec), serial, timeoutSeconds: 1 }),
+    );
     await writeFile(join(tmp, "grubenv"), formatGrubenv({ kiln_slot: "a" }));
     const files = [
       { from: join(tmp, "grub.cfg"), to: "/grub/grub.cfg" },
@@ -81,15 +119,25 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
       files.push({ from: join(tmp, "BOOTX64.EFI"), to: "/EFI/BOOT/BOOTX64.EFI" });
     }
     await fatPut(image, esp.offset, files);
-    if (spec.disk.firmware.includes("bios")) await installBiosGrub(image, espFsUuid(espVolume), serial);
+    if (spec.disk.firmware.includes("bios"))
+      await installBiosGrub(image, espFsUuid(espVolume), serial);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
   ctx.facts.disk = {
     layout: spec.disk.layout,
     bytes: layout.diskBytes,
-    partitions: layout.partitions.map((p) => ({ name: p.name, uuid: p.uuid, offset: p.offset, bytes: p.bytes })),
-    filesystems: { "root-a": uuids.a, ...(ab ? { "root-b": uuids.b, data: uuids.data } : {}), esp: espFsUuid(espVolume) },
+    partitions: layout.partitions.map((p) => ({
+      name: p.name,
+      uuid: p.uuid,
+      offset: p.offset,
+      bytes: p.bytes,
+    })),
+    filesystems: {
+      "root-a": uuids.a,
+      ...(ab ? { "root-b": uuids.b, data: uuids.data } : {}),
+      esp: espFsUuid(espVolume),
+    },
   };
   return image;
 }

@@ -38,7 +38,12 @@ export async function minimizeStep(ctx: BuildContext): Promise<void> {
   const version = ctx.facts.kernelVersion as string | undefined;
   if (version && existsSync(join(root, "usr/lib/modules", version))) {
     // The initrd was made from the uncompressed modules already; now shrink the rest.
-    await exec("sh", ["-c", 'find "$1" -name "*.ko" -print0 | xargs -0 -r -P2 -n 200 zstd -q --rm -9', "sh", join(root, "usr/lib/modules", version)]);
+    await exec("sh", [
+      "-c",
+      'find "$1" -name "*.ko" -print0 | xargs -0 -r -P2 -n 200 zstd -q --rm -9',
+      "sh",
+      join(root, "usr/lib/modules", version),
+    ]);
     await inRoot(root, "depmod", [version]);
   }
 }

@@ -5,7 +5,18 @@ import type { BuildContext } from "../context.js";
 
 export async function tarStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.tar.zst`);
-  await exec("tar", ["--numeric-owner", "--xattrs", "--xattrs-include=*", "-I", "zstd -T0 -12", "-C", ctx.root, "-cf", out, "."]);
+  await exec("tar", [
+    "--numeric-owner",
+    "--xattrs",
+    "--xattrs-include=*",
+    "-I",
+    "zstd -T0 -12",
+    "-C",
+    ctx.root,
+    "-cf",
+    out,
+    ".",
+  ]);
   return out;
 }
 
@@ -13,7 +24,19 @@ export async function tarStep(ctx: BuildContext): Promise<string> {
 export async function qcow2Step(ctx: BuildContext): Promise<string> {
   const raw = join(ctx.stage, `${ctx.spec.name}.raw`);
   const out = join(ctx.stage, `${ctx.spec.name}.qcow2`);
-  await exec("qemu-img", ["convert", "-c", "-o", "compression_type=zstd", "-O", "qcow2", "-m", "4", "-W", raw, out]);
+  await exec("qemu-img", [
+    "convert",
+    "-c",
+    "-o",
+    "compression_type=zstd",
+    "-O",
+    "qcow2",
+    "-m",
+    "4",
+    "-W",
+    raw,
+    out,
+  ]);
   if (!ctx.spec.outputs.includes("disk")) await exec("rm", ["-f", raw]);
   return out;
 }

@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { exec } from "../../util/exec.js";
 import { onCleanup } from "../../util/cleanup.js";
+import { exec } from "../../util/exec.js";
 import { cacheDir } from "../../util/paths.js";
 import type { BuildContext } from "../context.js";
 
@@ -20,7 +20,15 @@ export async function rootfsStep(ctx: BuildContext): Promise<string> {
     note = "bootstrapped";
   }
   await mkdir(ctx.root, { recursive: true });
-  await exec("tar", ["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C", ctx.root, "-xf", cached]);
+  await exec("tar", [
+    "--numeric-owner",
+    "--xattrs",
+    "--xattrs-include=*",
+    "-C",
+    ctx.root,
+    "-xf",
+    cached,
+  ]);
   return note;
 }
 

@@ -27,7 +27,11 @@ export async function usersStep(ctx: BuildContext): Promise<void> {
   await authorizeKeys(ctx, "root", "/root", spec.root.ssh_authorized_keys);
 }
 
-async function setPassword(ctx: BuildContext, user: string, setting: string | undefined): Promise<void> {
+async function setPassword(
+  ctx: BuildContext,
+  user: string,
+  setting: string | undefined,
+): Promise<void> {
   let hash = "!";
   if (setting === "generate") {
     const password = generatePassword();
@@ -40,7 +44,12 @@ async function setPassword(ctx: BuildContext, user: string, setting: string | un
   await inRoot(ctx.root, "usermod", ["-p", hash, user]);
 }
 
-async function authorizeKeys(ctx: BuildContext, user: string, home: string, keys: string[]): Promise<void> {
+async function authorizeKeys(
+  ctx: BuildContext,
+  user: string,
+  home: string,
+  keys: string[],
+): Promise<void> {
   if (!keys.length) return;
   const dir = join(ctx.root, home, ".ssh");
   await mkdir(dir, { recursive: true, mode: 0o700 });

@@ -1,0 +1,93 @@
+import { describe, expect, it } from "vitest";
+import { probeKvm } from "../../src/runtime/accel.js";
+import { ConsoleWatcher } from "../../src/runtime/console.js";
+import { findOvmf, qemuArgs } from "../../src/runtime/qemu.js";
+
+describe("KVM probe", () => {
+  it("says kvm when the test kernel reaches its panic", async () => {
+    const r = await probeKvm({
+      kernel: "/k",
+      boot: async () =>
+        "Linux version 6.1\nKernel panic - not syncing: VFS: Unable to mount root fs",
+    });
+    expect(r).toMatchObject({ usable: "kvm", kvm: "works" });
+  });
+  it("falls back to tcg when the kernel hangs", async () => {
+    const r = await probeKvm({
+      kernel: "/k",
+      boot: async () => {
+        throw Object.assign(new Error("timed out"), {
+          stdout: "Probing EDD (edd=off to disable)... ok",
+        });
+      },
+    });
+    expect(r).toMatchObject({ usable: "tcg", kvm: "broken" });
+    expect(r.reason).toContain("Probing EDD");
+  });
+});
+
+describe("console watcher", () => {
+  it("is ready at the login prompt, with a duration", async () => {
+    const w = new ConsoleWatcher();
+    w.feed("\x1b[0;32m  OK  \x1b[0m] Started ssh\r\n\r\nminimal log");
+    expect(w.state.state).toBe("booting");
+    w.feed("in: ");
+    expect(w.state.state).toBe("ready");
+  });
+  it("fails at once on a kernel panic or emergency shell", async () => {
+    const w = new ConsoleWatcher();
+    const p = w.wait(60_000);
+    w.feed(
+      "[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n",
+    );
+    await expect(p).resolves.toMatchObject({
+      state: "failed",
+      reason: expect.stringContaining("kernel panic"),
+    });
+    const e = new ConsoleWatcher();
+    e.feed("You are in emergency mode. After logging in, type...");
+    expect(e.state).toMatchObject({
+      state: "failed",
+      reason: expect.stringContaining("emergency"),
+    });
+  });
+  it("times out with a reason", async () => {
+    const w = new ConsoleWatcher();
+    await expect(w.wait(50)).resolves.toMatchObject({
+      state: "failed",
+      reason: "not ready after 0s",
+    });
+  });
+});
+
+describe("qemu", () => {
+  it("uses a throw-away snapshot unless persisting, and pflash for UEFI", () => {
+    const a = qemuArgs({
+      image: "/x.qcow2",
+      firmware: "uefi",
+      accel: "tcg",
+      qmp: "/q",
+      code: "/c.fd",
+      vars: "/v.fd",
+      forwards: [{ host: 2222, guest: 22 }],
+    });
+    expect(a).toContain("file=/x.qcow2,if=virtio,format=qcow2,snapshot=on");
+    expect(a).toContain("q35,accel=tcg");
+    expect(a).toContain("if=pflash,format=raw,unit=0,readonly=on,file=/c.fd");
+    expect(a.join(" ")).toContain("hostfwd=tcp:127.0.0.1:2222-:22");
+    const b = qemuArgs({
+      image: "/x.raw",
+      firmware: "bios",
+      accel: "kvm",
+      qmp: "/q",
+      persist: true,
+    });
+    expect(b).toContain("file=/x.raw,if=virtio,format=raw");
+    expect(b).toContain("host");
+  });
+  it("reports missing OVMF with the package to install", () => {
+    expect(() => findOvmf([["/nonexistent/CODE.fd", "/nonexistent/VARS.fd"]])).toThrow(
+      /no UEFI firmware/,
+    );
+  });
+});

@@ -1,0 +1,96 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { specJsonSchema } from "../../src/spec/jsonschema.js";
+import { loadSpec } from "../../src/spec/load.js";
+import { mergeSpecs } from "../../src/spec/merge.js";
+import { SpecError } from "../../src/util/errors.js";
+
+const fx = (f: string) => join(import.meta.dirname, "fixtures", f);
+
+function specErrors(file: string): SpecError {
+  try {
+    loadSpec(file);
+  } catch (e) {
+    if (e instanceof SpecError) return e;
+    throw e;
+  }
+  throw new Error("expected a SpecError");
+}
+
+describe("spec errors", () => {
+  it("reports every problem at once, with file:line:col", () => {
+    const err = specErrors(fx("typos.yaml"));
+    const lines = err.diagnostics.map((d) => `${d.loc.line}:${d.loc.column} ${d.message}`);
+    expect(lines).toEqual([
+      "2:1 unknown key `pakages` (did you mean `packages`?)",
+      expect.stringMatching(/^3:11 hostname: not a valid host name/),
+      expect.stringMatching(/^5:11 disk\.layout: expected one of "single", "ab"/),
+      "7:20 unknown key `passwrd` (did you mean `password`?)",
+    ]);
+    expect(err.diagnostics[0]!.loc.file).toBe(fx("typos.yaml"));
+  });
+
+  it("prints a code frame with a caret under the column", () => {
+    const d = specErrors(fx("typos.yaml")).diagnostics[0]!;
+    expect(d.frame).toContain("> 2 | pakages: [curl]");
+    expect(d.frame).toMatch(/\n\s+\|\s\^/);
+  });
+
+  it("points at YAML syntax errors", () => {
+    const dir = join(import.meta.dirname, "fixtures");
+    const err = specErrors(join(dir, "broken.yaml"));
+    expect(err.diagnostics[0]!.loc.line).toBe(3);
+  });
+
+  it("refuses extends cycles", () => {
+    expect(() => loadSpec(fx("cycle-a.yaml"))).toThrow(/extends cycle/);
+  });
+
+  it("requires exactly one of content and source for files", () => {
+    const err = specErrors(fx("file-both.yaml"));
+    expect(err.diagnostics[0]!.message).toMatch(/exactly one of content or source/);
+    expect(err.diagnostics[0]!.loc.line).toBe(3);
+  });
+});
+
+describe("extends", () => {
+  it("merges lists by key and unions scalar lists; scalars override", () => {
+    const { spec, files } = loadSpec(fx("child.yaml"));
+    expect(files.map((f) => f.split("/").pop())).toEqual(["child.yaml", "base.yaml"]);
+    expect(spec.name).toBe("child");
+    expect(spec.hostname).toBe("child");
+    expect(spec.packages).toEqual(["openssh-server", "curl", "nginx"]);
+    expect(spec.users.map((u) => [u.name, u.password, u.groups])).toEqual([
+      ["admin", "generate", ["sudo", "adm"]],
+      ["ops", undefined, []],
+    ]);
+    expect(spec.files).toHaveLength(1);
+  });
+
+  it("mergeSpecs keeps base objects and overrides leaves", () => {
+    expect(mergeSpecs({ disk: { layout: "ab", size: "2G" } }, { disk: { size: "4G" } })).toEqual({
+      disk: { layout: "ab", size: "4G" },
+    });
+  });
+});
+
+describe("defaults", () => {
+  it("fills a minimal spec", () => {
+    const { spec } = loadSpec(fx("base.yaml"));
+    expect(spec.distribution).toEqual({ id: "debian", release: "bookworm" });
+    expect(spec.profile).toBe("minimal");
+    expect(spec.root.password).toBeUndefined();
+    expect(spec.network.interfaces[0]!.dhcp).toBe(true);
+    expect(spec.disk.firmware).toEqual(["uefi", "bios"]);
+  });
+});
+
+describe("JSON Schema", () => {
+  it("the committed schema/spec.json matches the schema in code", () => {
+    const committed = JSON.parse(
+      readFileSync(join(import.meta.dirname, "../../schema/spec.json"), "utf8"),
+    );
+    expect(committed).toEqual(specJsonSchema());
+  });
+});
