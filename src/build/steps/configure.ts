@@ -48,6 +48,12 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
     );
   }
 
+  if (spec.disk.layout === "ab") {
+    // State that must survive a slot switch lives on the data partition.
+    await mkdir(join(root, "var/lib/kiln/data"), { recursive: true });
+    await writeFile(join(root, "etc/fstab"), "LABEL=data /var/lib/kiln/data ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2\n");
+  }
+
   const enable = ["systemd-networkd.service"];
   if (existsSync(join(root, "usr/sbin/sshd"))) {
     // Host keys made while building would be shared by every machine: drop them, make them at first boot.

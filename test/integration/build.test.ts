@@ -1,0 +1,153 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+
+// One real build of the minimal example, shared by every check in this file.
+const ROOT = resolve(import.meta.dirname, "../..");
+const KILN = join(ROOT, "bin/kiln.js");
+const OUT = mkdtempSync(join(tmpdir(), "kiln-it-"));
+const DIR = join(OUT, "minimal");
+
+function kiln(args: string[], timeout = 900_000) {
+  const r = spawnSync(process.execPath, [KILN, ...args], { cwd: ROOT, encoding: "utf8", timeout });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function debugfsCat(image: string, offset: number, path: string): string {
+  // debugfs reads the ext4 image at its offset inside the disk, without mounting.
+  return execFileSync("debugfs", ["-R", `cat ${path}`, `${image}?offset=${offset}`], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+}
+
+let buildOut: { code: number | null; stdout: string; stderr: string };
+let manifest: {
+  artifacts: { format: string; path: string; size: number; sha256: string }[];
+  packages: { name: string }[];
+  sizes: { installed: number };
+  disk: { partitions: { name: string; offset: number }[] };
+};
+
+beforeAll(() => {
+  buildOut = kiln(["build", "examples/minimal.yaml", "--output", DIR]);
+  if (buildOut.code !== 0) throw new Error(`build failed:\n${buildOut.stderr}`);
+  manifest = JSON.parse(readFileSync(join(DIR, "manifest.json"), "utf8"));
+});
+
+describe("kiln build examples/minimal.yaml", () => {
+  it("writes the artifacts the spec asks for, with sizes and hashes", () => {
+    expect(manifest.artifacts.map((a) => a.format).sort()).toEqual(["directory", "disk", "qcow2"]);
+    const raw = manifest.artifacts.find((a) => a.format === "disk")!;
+    expect(statSync(join(DIR, raw.path)).size).toBe(raw.size);
+    const sha = execFileSync("sha256sum", [join(DIR, raw.path)]).toString().split(" ")[0];
+    expect(raw.sha256).toBe(sha);
+    expect(manifest.packages.map((p) => p.name)).toContain("openssh-server");
+  });
+
+  it("has a GPT with BIOS boot, ESP and root partitions", () => {
+    const t = JSON.parse(execFileSync("sfdisk", ["--json", join(DIR, "minimal.raw")]).toString()).partitiontable;
+    expect(t.label).toBe("gpt");
+    expect(t.partitions.map((p: { name: string; type: string }) => [p.name, p.type])).toEqual([
+      ["bios", "21686148-6449-6E6F-744E-656564454649"],
+      ["esp", "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"],
+      ["root-a", "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"],
+    ]);
+    for (const p of t.partitions) expect(p.start % 2048).toBe(0);
+  });
+
+  it("has the spec's hostname and a hashed password inside the ext4 root", () => {
+    const image = join(DIR, "minimal.raw");
+    const root = manifest.disk.partitions.find((p) => p.name === "root-a")!;
+    expect(debugfsCat(image, root.offset, "/etc/hostname")).toBe("minimal\n");
+    const shadow = debugfsCat(image, root.offset, "/etc/shadow");
+    const admin = shadow.split("\n").find((l) => l.startsWith("admin:"))!;
+    expect(admin.split(":")[1]).toMatch(/^\$6\$[^$]+\$[./A-Za-z0-9]{86}$/);
+    // root stays locked
+    expect(shadow.split("\n").find((l) => l.startsWith("root:"))!.split(":")[1]).toMatch(/^[!*]/);
+    const label = execFileSync("blkid", ["-p", "-O", String(root.offset), "-s", "LABEL", "-o", "value", image]).toString().trim();
+    expect(label).toBe("root-a");
+  });
+
+  it("puts GRUB's EFI binary, grub.cfg and grubenv on the ESP", () => {
+    const esp = manifest.disk.partitions.find((p) => p.name === "esp")!;
+    const img = `${join(DIR, "minimal.raw")}@@${esp.offset}`;
+    const env = { ...process.env, MTOOLS_SKIP_CHECK: "1" };
+    expect(execFileSync("mdir", ["-b", "-i", img, "::/EFI/BOOT"], { env }).toString()).toContain("BOOTX64.EFI");
+    const cfg = execFileSync("mtype", ["-i", img, "::/grub/grub.cfg"], { env }).toString();
+    expect(cfg).toMatch(/linux \/vmlinuz root=UUID=[0-9a-f-]{36} rw console=tty0 console=ttyS0,115200/);
+    const grubenv = execFileSync("mtype", ["-i", img, "::/grub/grubenv"], { env }).toString();
+    expect(grubenv).toContain("kiln_slot=a\n");
+  });
+
+  it("writes the generated password only to a 0600 credentials file", () => {
+    const cred = join(DIR, "credentials");
+    expect(statSync(cred).mode & 0o777).toBe(0o600);
+    const [user, password] = readFileSync(cred, "utf8").trim().split(":");
+    expect(user).toBe("admin");
+    expect(password).toMatch(/^[A-Za-z2-9]{20}$/);
+    // Printed once by the build...
+    expect(buildOut.stdout).toContain(password);
+    expect(buildOut.stderr).not.toContain(password!);
+    // ...and nowhere in any artifact or the manifest.
+    for (const f of ["minimal.raw", "minimal.qcow2", "manifest.json"]) {
+      const r = spawnSync("grep", ["-c", "-a", "-F", password!, join(DIR, f)]);
+      expect(r.status, `${f} contains the plaintext password`).toBe(1);
+    }
+    const g = spawnSync("grep", ["-r", "-l", "-F", password!, join(DIR, "minimal.rootfs")]);
+    expect(g.status).toBe(1);
+  });
+
+  it("meets the minimal profile: no docs, man pages, apt lists", () => {
+    const rootfs = join(DIR, "minimal.rootfs");
+    expect(existsSync(join(rootfs, "usr/share/man/man1"))).toBe(false);
+    expect(readdirSync(join(rootfs, "var/lib/apt/lists")).filter((f) => f !== "partial" && f !== "lock")).toEqual([]);
+    expect(readdirSync(join(rootfs, "usr/share/doc/openssh-server"))).toEqual(["copyright"]);
+    expect(existsSync(join(rootfs, "etc/ssh/ssh_host_ed25519_key"))).toBe(false);
+  });
+
+  it("inspect reports packages and artifacts as JSON", () => {
+    const r = kiln(["inspect", DIR, "--json"]);
+    expect(r.code).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.packageCount).toBe(manifest.packages.length);
+    expect(j.largestPackages[0].name).toMatch(/^linux-image/);
+    expect(j.artifacts).toHaveLength(3);
+  });
+
+  it("boots the directory in systemd-nspawn to multi-user", () => {
+    const r = kiln(["boot", join(DIR, "minimal.rootfs"), "--until-ready", "--json", "--timeout", "60"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ target: "nspawn", ready: true });
+  });
+
+  for (const firmware of ["uefi", "bios"]) {
+    it(`boots the disk in QEMU with ${firmware} to a login prompt`, () => {
+      const r = kiln(["vm", join(DIR, "minimal.qcow2"), "--firmware", firmware, "--accel", "tcg", "--until-ready", "--json", "--timeout", "240"]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(JSON.parse(r.stdout)).toMatchObject({ ready: true, firmware, accel: "tcg" });
+    });
+  }
+});
+
+describe("failure leaves nothing behind", () => {
+  it("a spec error fails with file:line:col and exit 1, building nothing", () => {
+    const bad = join(OUT, "bad.yaml");
+    writeFileSync(bad, "name: bad\npakages: [curl]\n");
+    const r = kiln(["build", bad, "--output", join(OUT, "bad")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${bad}:2:1: error: unknown key \`pakages\` (did you mean \`packages\`?)`);
+    expect(existsSync(join(OUT, "bad"))).toBe(false);
+  });
+
+  it("a failing build keeps the previous output intact and leaves no work directory", () => {
+    const before = readFileSync(join(DIR, "manifest.json"), "utf8");
+    const spec = join(OUT, "limit.yaml");
+    writeFileSync(spec, `extends: ${join(ROOT, "examples/minimal.yaml")}\nname: minimal\nlimits: { installed_size: 10M }\n`);
+    const r = kiln(["build", spec, "--output", DIR]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/installed size .* exceeds limits.installed_size 10M/);
+    expect(r.stderr).toContain("largest:");
+    expect(readFileSync(join(DIR, "manifest.json"), "utf8")).toBe(before);
+    expect(readdirSync(OUT).filter((f) => f.includes("kiln-work"))).toEqual([]);
+  });
+});
