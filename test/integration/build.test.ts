@@ -1,5 +1,12 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -17,7 +24,9 @@ function kiln(args: string[], timeout = 900_000) {
 
 function debugfsCat(image: string, offset: number, path: string): string {
   // debugfs reads the ext4 image at its offset inside the disk, without mounting.
-  return execFileSync("debugfs", ["-R", `cat ${path}`, `${image}?offset=${offset}`], { stdio: ["ignore", "pipe", "ignore"] }).toString();
+  return execFileSync("debugfs", ["-R", `cat ${path}`, `${image}?offset=${offset}`], {
+    stdio: ["ignore", "pipe", "ignore"],
+  }).toString();
 }
 
 let buildOut: { code: number | null; stdout: string; stderr: string };
@@ -39,13 +48,17 @@ describe("kiln build examples/minimal.yaml", () => {
     expect(manifest.artifacts.map((a) => a.format).sort()).toEqual(["directory", "disk", "qcow2"]);
     const raw = manifest.artifacts.find((a) => a.format === "disk")!;
     expect(statSync(join(DIR, raw.path)).size).toBe(raw.size);
-    const sha = execFileSync("sha256sum", [join(DIR, raw.path)]).toString().split(" ")[0];
+    const sha = execFileSync("sha256sum", [join(DIR, raw.path)])
+      .toString()
+      .split(" ")[0];
     expect(raw.sha256).toBe(sha);
     expect(manifest.packages.map((p) => p.name)).toContain("openssh-server");
   });
 
   it("has a GPT with BIOS boot, ESP and root partitions", () => {
-    const t = JSON.parse(execFileSync("sfdisk", ["--json", join(DIR, "minimal.raw")]).toString()).partitiontable;
+    const t = JSON.parse(
+      execFileSync("sfdisk", ["--json", join(DIR, "minimal.raw")]).toString(),
+    ).partitiontable;
     expect(t.label).toBe("gpt");
     expect(t.partitions.map((p: { name: string; type: string }) => [p.name, p.type])).toEqual([
       ["bios", "21686148-6449-6E6F-744E-656564454649"],
@@ -63,8 +76,24 @@ describe("kiln build examples/minimal.yaml", () => {
     const admin = shadow.split("\n").find((l) => l.startsWith("admin:"))!;
     expect(admin.split(":")[1]).toMatch(/^\$6\$[^$]+\$[./A-Za-z0-9]{86}$/);
     // root stays locked
-    expect(shadow.split("\n").find((l) => l.startsWith("root:"))!.split(":")[1]).toMatch(/^[!*]/);
-    const label = execFileSync("blkid", ["-p", "-O", String(root.offset), "-s", "LABEL", "-o", "value", image]).toString().trim();
+    expect(
+      shadow
+        .split("\n")
+        .find((l) => l.startsWith("root:"))!
+        .split(":")[1],
+    ).toMatch(/^[!*]/);
+    const label = execFileSync("blkid", [
+      "-p",
+      "-O",
+      String(root.offset),
+      "-s",
+      "LABEL",
+      "-o",
+      "value",
+      image,
+    ])
+      .toString()
+      .trim();
     expect(label).toBe("root-a");
   });
 
@@ -72,9 +101,13 @@ describe("kiln build examples/minimal.yaml", () => {
     const esp = manifest.disk.partitions.find((p) => p.name === "esp")!;
     const img = `${join(DIR, "minimal.raw")}@@${esp.offset}`;
     const env = { ...process.env, MTOOLS_SKIP_CHECK: "1" };
-    expect(execFileSync("mdir", ["-b", "-i", img, "::/EFI/BOOT"], { env }).toString()).toContain("BOOTX64.EFI");
+    expect(execFileSync("mdir", ["-b", "-i", img, "::/EFI/BOOT"], { env }).toString()).toContain(
+      "BOOTX64.EFI",
+    );
     const cfg = execFileSync("mtype", ["-i", img, "::/grub/grub.cfg"], { env }).toString();
-    expect(cfg).toMatch(/linux \/vmlinuz root=UUID=[0-9a-f-]{36} rw console=tty0 console=ttyS0,115200/);
+    expect(cfg).toMatch(
+      /linux \/vmlinuz root=UUID=[0-9a-f-]{36} rw console=tty0 console=ttyS0,115200/,
+    );
     const grubenv = execFileSync("mtype", ["-i", img, "::/grub/grubenv"], { env }).toString();
     expect(grubenv).toContain("kiln_slot=a\n");
   });
@@ -100,7 +133,9 @@ describe("kiln build examples/minimal.yaml", () => {
   it("meets the minimal profile: no docs, man pages, apt lists", () => {
     const rootfs = join(DIR, "minimal.rootfs");
     expect(existsSync(join(rootfs, "usr/share/man/man1"))).toBe(false);
-    expect(readdirSync(join(rootfs, "var/lib/apt/lists")).filter((f) => f !== "partial" && f !== "lock")).toEqual([]);
+    expect(
+      readdirSync(join(rootfs, "var/lib/apt/lists")).filter((f) => f !== "partial" && f !== "lock"),
+    ).toEqual([]);
     expect(readdirSync(join(rootfs, "usr/share/doc/openssh-server"))).toEqual(["copyright"]);
     expect(existsSync(join(rootfs, "etc/ssh/ssh_host_ed25519_key"))).toBe(false);
   });
@@ -115,14 +150,32 @@ describe("kiln build examples/minimal.yaml", () => {
   });
 
   it("boots the directory in systemd-nspawn to multi-user", () => {
-    const r = kiln(["boot", join(DIR, "minimal.rootfs"), "--until-ready", "--json", "--timeout", "60"]);
+    const r = kiln([
+      "boot",
+      join(DIR, "minimal.rootfs"),
+      "--until-ready",
+      "--json",
+      "--timeout",
+      "60",
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ target: "nspawn", ready: true });
   });
 
   for (const firmware of ["uefi", "bios"]) {
     it(`boots the disk in QEMU with ${firmware} to a login prompt`, () => {
-      const r = kiln(["vm", join(DIR, "minimal.qcow2"), "--firmware", firmware, "--accel", "tcg", "--until-ready", "--json", "--timeout", "240"]);
+      const r = kiln([
+        "vm",
+        join(DIR, "minimal.qcow2"),
+        "--firmware",
+        firmware,
+        "--accel",
+        "tcg",
+        "--until-ready",
+        "--json",
+        "--timeout",
+        "240",
+      ]);
       expect(r.code, r.stderr).toBe(0);
       expect(JSON.parse(r.stdout)).toMatchObject({ ready: true, firmware, accel: "tcg" });
     });
@@ -135,14 +188,19 @@ describe("failure leaves nothing behind", () => {
     writeFileSync(bad, "name: bad\npakages: [curl]\n");
     const r = kiln(["build", bad, "--output", join(OUT, "bad")]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain(`${bad}:2:1: error: unknown key \`pakages\` (did you mean \`packages\`?)`);
+    expect(r.stderr).toContain(
+      `${bad}:2:1: error: unknown key \`pakages\` (did you mean \`packages\`?)`,
+    );
     expect(existsSync(join(OUT, "bad"))).toBe(false);
   });
 
   it("a failing build keeps the previous output intact and leaves no work directory", () => {
     const before = readFileSync(join(DIR, "manifest.json"), "utf8");
     const spec = join(OUT, "limit.yaml");
-    writeFileSync(spec, `extends: ${join(ROOT, "examples/minimal.yaml")}\nname: minimal\nlimits: { installed_size: 10M }\n`);
+    writeFileSync(
+      spec,
+      `extends: ${join(ROOT, "examples/minimal.yaml")}\nname: minimal\nlimits: { installed_size: 10M }\n`,
+    );
     const r = kiln(["build", spec, "--output", DIR]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/installed size .* exceeds limits.installed_size 10M/);

@@ -51,7 +51,10 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
   if (spec.disk.layout === "ab") {
     // State that must survive a slot switch lives on the data partition.
     await mkdir(join(root, "var/lib/kiln/data"), { recursive: true });
-    await writeFile(join(root, "etc/fstab"), "LABEL=data /var/lib/kiln/data ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2\n");
+    await writeFile(
+      join(root, "etc/fstab"),
+      "LABEL=data /var/lib/kiln/data ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2\n",
+    );
   }
 
   const enable = ["systemd-networkd.service"];

@@ -30,7 +30,8 @@ export async function minimizeStep(ctx: BuildContext): Promise<void> {
   await removeGlobs(root, globs);
   // dpkg keeps the directories of paths it filtered out.
   for (const d of ["usr/share/doc", "usr/share/man", "usr/share/locale", "usr/share/info"]) {
-    if (existsSync(join(root, d))) await exec("find", [join(root, d), "-mindepth", "1", "-type", "d", "-empty", "-delete"]);
+    if (existsSync(join(root, d)))
+      await exec("find", [join(root, d), "-mindepth", "1", "-type", "d", "-empty", "-delete"]);
   }
 
   const gconv = findGconv(root);

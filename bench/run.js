@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// Benchmarks of the minimal example. Prints one JSON object per line:
+// {"name": ..., "value": ..., "unit": ...}, so runs can be compared.
+// BENCH_COLD=0 skips the cold build (a bootstrap with the apt cache warm).
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+const root = resolve(import.meta.dirname, "..");
+const kiln = join(root, "bin/kiln.js");
+const out = mkdtempSync(join(tmpdir(), "kiln-bench-"));
+const dir = join(out, "minimal");
+
+function emit(name, value, unit) {
+  console.log(JSON.stringify({ name, value: Math.round(value * 100) / 100, unit }));
+}
+
+function run(args) {
+  const t = performance.now();
+  const r = spawnSync(process.execPath, [kiln, ...args], { cwd: root, encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`kiln ${args.join(" ")} failed:\n${r.stderr}`);
+  return { seconds: (performance.now() - t) / 1000, stdout: r.stdout };
+}
+
+try {
+  if (process.env.BENCH_COLD !== "0") {
+    emit(
+      "build.cold",
+      run(["build", "examples/minimal.yaml", "-o", dir, "--refresh", "-q"]).seconds,
+      "s",
+    );
+  }
+  emit("build.warm", run(["build", "examples/minimal.yaml", "-o", dir, "-q"]).seconds, "s");
+  const m = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8"));
+  emit("size.installed", m.sizes.installed / 1048576, "MiB");
+  emit("size.qcow2", m.artifacts.find((a) => a.format === "qcow2").size / 1048576, "MiB");
+  emit("packages", m.packages.length, "count");
+  const nspawn = JSON.parse(
+    run(["boot", join(dir, "minimal.rootfs"), "--until-ready", "--json"]).stdout,
+  );
+  emit("ready.nspawn", nspawn.seconds, "s");
+  for (const fw of ["bios", "uefi"]) {
+    const r = JSON.parse(
+      run([
+        "vm",
+        join(dir, "minimal.qcow2"),
+        "--firmware",
+        fw,
+        "--accel",
+        "tcg",
+        "--until-ready",
+        "--json",
+      ]).stdout,
+    );
+    emit(`ready.tcg.${fw}`, r.seconds, "s");
+  }
+} finally {
+  rmSync(out, { recursive: true, force: true });
+}
