@@ -158,7 +158,7 @@ describe("kiln build examples/minimal.yaml", () => {
       "--timeout",
       "60",
     ]);
-    expect(r.code, r.stderr).toBe(0);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ target: "nspawn", ready: true });
   });
 
@@ -176,7 +176,7 @@ describe("kiln build examples/minimal.yaml", () => {
         "--timeout",
         "240",
       ]);
-      expect(r.code, r.stderr).toBe(0);
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
       expect(JSON.parse(r.stdout)).toMatchObject({ ready: true, firmware, accel: "tcg" });
     });
   }
