@@ -54,7 +54,11 @@ export function registerBoot(program: Command): void {
           const r = await bootUntilReady("nspawn", c, Number(o.timeout) * 1000);
           if (o.json) printJson(r);
           else if (r.ready) console.log(`nspawn: ready in ${r.seconds}s`);
-          if (!r.ready) throw bootFailure(r);
+          if (!r.ready) {
+            // With --json the report (reason and console tail included) is the whole answer.
+            if (o.json) process.exitCode = 2;
+            else throw bootFailure(r);
+          }
         } finally {
           if (scratch) await rm(scratch, { recursive: true, force: true });
         }

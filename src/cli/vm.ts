@@ -48,7 +48,11 @@ export function registerVm(program: Command): void {
         const r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
         if (o.json) printJson({ ...r, accel: vm.accel, firmware });
         else if (r.ready) console.log(`${firmware}/${vm.accel}: ready in ${r.seconds}s`);
-        if (!r.ready) throw bootFailure(r);
+        if (!r.ready) {
+          // With --json the report (reason and console tail included) is the whole answer.
+          if (o.json) process.exitCode = 2;
+          else throw bootFailure(r);
+        }
         return;
       }
       const accel = await chooseAccel(accelWant);

@@ -20,7 +20,7 @@ const FAILED: [RegExp, string][] = [
   ],
   [/Failed to mount root[^\n]*|Unable to mount root fs[^\n]*/, "root filesystem not mounted"],
   [
-    /No root filesystem \(root=\)[^\n]*|Could not mount root[^\n]*|Timed out waiting for root device[^\n]*/,
+    /No root filesystem \(root=\)[^\n]*|Could not mount root[^\n]*|Timed out waiting for root device[^\n]*|Timeout while waiting for devices[^\n]*/,
     "root device not found",
   ],
 ];
