@@ -11,32 +11,44 @@ const BIOS_SETUP = existsSync(`${GRUB_LIB}/i386-pc/grub-bios-setup`)
   ? `${GRUB_LIB}/i386-pc/grub-bios-setup`
   : "grub-bios-setup";
 
-/** A standalone GRUB EFI binary with every module it needs built in. */
-export async function makeEfiImage(
+/** A GRUB core image for `platform` with the early config and every module it needs built in. */
+async function mkimage(
+  platform: "x86_64-efi" | "i386-pc",
   out: string,
   espVolumeUuid: string,
   serial: boolean,
+  scratch: string,
 ): Promise<void> {
+  const cfg = join(scratch, "early.cfg");
+  await writeFile(cfg, earlyConfig(espVolumeUuid, serial));
+  const modules = platform === "x86_64-efi" ? GRUB_MODULES_EFI : GRUB_MODULES_BIOS;
+  await exec("grub-mkimage", [
+    "-O",
+    platform,
+    "-d",
+    `${GRUB_LIB}/${platform}`,
+    "-o",
+    out,
+    "-p",
+    "/grub",
+    "-c",
+    cfg,
+    ...modules,
+  ]);
+}
+
+async function withScratch<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   const dir = await mkdtemp(join(tmpdir(), "kiln-grub-"));
   try {
-    const cfg = join(dir, "early.cfg");
-    await writeFile(cfg, earlyConfig(espVolumeUuid, serial));
-    await exec("grub-mkimage", [
-      "-O",
-      "x86_64-efi",
-      "-d",
-      `${GRUB_LIB}/x86_64-efi`,
-      "-o",
-      out,
-      "-p",
-      "/grub",
-      "-c",
-      cfg,
-      ...GRUB_MODULES_EFI,
-    ]);
+    return await fn(dir);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** A standalone GRUB EFI binary (for the removable-media path on the ESP). */
+export function makeEfiImage(out: string, espVolumeUuid: string, serial: boolean): Promise<void> {
+  return withScratch((dir) => mkimage("x86_64-efi", out, espVolumeUuid, serial, dir));
 }
 
 /**
@@ -46,28 +58,13 @@ export async function makeEfiImage(
  * /proc/self/mountinfo, so it runs in a private mount namespace where that
  * file is replaced by one line naming the image (see HOST-FACTS.md).
  */
-export async function installBiosGrub(
+export function installBiosGrub(
   image: string,
   espVolumeUuid: string,
   serial: boolean,
 ): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), "kiln-grub-"));
-  try {
-    const cfg = join(dir, "early.cfg");
-    await writeFile(cfg, earlyConfig(espVolumeUuid, serial));
-    await exec("grub-mkimage", [
-      "-O",
-      "i386-pc",
-      "-d",
-      `${GRUB_LIB}/i386-pc`,
-      "-o",
-      join(dir, "core.img"),
-      "-p",
-      "/grub",
-      "-c",
-      cfg,
-      ...GRUB_MODULES_BIOS,
-    ]);
+  return withScratch(async (dir) => {
+    await mkimage("i386-pc", join(dir, "core.img"), espVolumeUuid, serial, dir);
     await copyFile(`${GRUB_LIB}/i386-pc/boot.img`, join(dir, "boot.img"));
     const fake = join(dir, "mountinfo");
     await writeFile(fake, `1 0 1:1 / / - fat ${image}\n`);
@@ -92,7 +89,5 @@ export async function installBiosGrub(
         hint: "grub-bios-setup comes from grub-pc-bin",
       },
     );
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  });
 }

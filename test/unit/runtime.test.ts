@@ -54,7 +54,10 @@ describe("console watcher", () => {
   it("fails when the tiny initrd gives up waiting for the root disk", () => {
     const w = new ConsoleWatcher();
     w.feed("Timeout while waiting for devices for / (and possibly /usr) filesystems to appear\n");
-    expect(w.state).toMatchObject({ state: "failed", reason: expect.stringContaining("root device not found") });
+    expect(w.state).toMatchObject({
+      state: "failed",
+      reason: expect.stringContaining("root device not found"),
+    });
   });
   it("times out with a reason", async () => {
     const w = new ConsoleWatcher();
