@@ -3,7 +3,7 @@ import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/prom
 import { basename, dirname, join, resolve } from "node:path";
 import { type Plan, planBuild, type StepId } from "../plan/plan.js";
 import { loadSpec } from "../spec/load.js";
-import { parseSize } from "../spec/schema.js";
+import { parseSize, type Spec } from "../spec/schema.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { sha256File } from "../util/hash.js";
@@ -41,6 +41,8 @@ export interface Manifest {
   artifacts: ArtifactRecord[];
   disk?: unknown;
   steps: { id: StepId; seconds: number; note?: string }[];
+  /** The spec's checks, so `kiln test DIR` can run them without the spec. */
+  tests: Spec["tests"];
   builtAt: string;
 }
 
@@ -202,6 +204,7 @@ function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
     artifacts: ctx.artifacts,
     ...(ctx.facts.disk ? { disk: ctx.facts.disk } : {}),
     steps,
+    tests: spec.tests,
     builtAt: new Date().toISOString(),
   };
 }

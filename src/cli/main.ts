@@ -8,6 +8,7 @@ import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
 import { reportError } from "./output.js";
 import { registerSchema } from "./schema.js";
+import { registerTest } from "./test.js";
 import { registerVm } from "./vm.js";
 
 /** Thin wiring: each verb lives in its own file and only maps arguments to a library call. */
@@ -28,6 +29,7 @@ export async function main(argv: string[]): Promise<number> {
     registerBuild,
     registerBoot,
     registerVm,
+    registerTest,
     registerInspect,
     registerDoctor,
     registerSchema,

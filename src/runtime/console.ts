@@ -36,6 +36,7 @@ export class ConsoleWatcher {
   private text = "";
   private readonly started = performance.now();
   private result: BootState = { state: "booting" };
+  private ended = false;
   private readonly listeners: ((s: BootState) => void)[] = [];
 
   feed(chunk: string): void {
@@ -84,8 +85,22 @@ export class ConsoleWatcher {
     });
   }
 
+  /** Resolves true when `marker` appears in the console, false on timeout or when the guest ends. */
+  waitForText(marker: string, timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const started = Date.now();
+      const poll = () => {
+        if (this.text.includes(marker)) return resolve(true);
+        if (this.ended || Date.now() - started > timeoutMs) return resolve(false);
+        setTimeout(poll, 250);
+      };
+      poll();
+    });
+  }
+
   /** The guest ended before it was ready. */
   exited(code: number | null): void {
+    this.ended = true;
     if (this.result.state === "booting")
       this.settle({
         state: "failed",

@@ -4,12 +4,13 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 // One real build of the minimal example, shared by every check in this file.
 const ROOT = resolve(import.meta.dirname, "../..");
@@ -36,6 +37,8 @@ let manifest: {
   sizes: { installed: number };
   disk: { partitions: { name: string; offset: number }[] };
 };
+
+afterAll(() => rmSync(OUT, { recursive: true, force: true }));
 
 beforeAll(() => {
   buildOut = kiln(["build", "examples/minimal.yaml", "--output", DIR]);

@@ -1,11 +1,21 @@
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { layoutDisk, MIB, PART_TYPES, sfdiskScript } from "../../src/image/gpt.js";
 import { earlyConfig, grubConfig } from "../../src/image/grubcfg.js";
 import { formatGrubenv, GRUBENV_SIZE, parseGrubenv } from "../../src/image/grubenv.js";
+
+const dirs: string[] = [];
+function scratch(): string {
+  const d = mkdtempSync(join(tmpdir(), "kiln-unit-"));
+  dirs.push(d);
+  return d;
+}
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 const part = (name: string, size: number, grow = false) => ({
   name,
@@ -50,7 +60,7 @@ describe("GPT layout", () => {
   it("writes an sfdisk script that sfdisk accepts", () => {
     const l = layoutDisk([part("esp", 8 * MIB), part("root", 16 * MIB, true)]);
     const script = sfdiskScript(l, "11111111-2222-3333-4444-555555555555").replace(/uuid-\w+/g, "");
-    const dir = mkdtempSync(join(tmpdir(), "kiln-test-"));
+    const dir = scratch();
     const img = join(dir, "d.img");
     writeFileSync(img, Buffer.alloc(0));
     execFileSync("truncate", ["-s", String(l.diskBytes), img]);
@@ -73,7 +83,7 @@ describe("grubenv", () => {
   });
 
   it("agrees with grub-editenv in both directions", () => {
-    const dir = mkdtempSync(join(tmpdir(), "kiln-test-"));
+    const dir = scratch();
     const f = join(dir, "grubenv");
     writeFileSync(f, formatGrubenv({ kiln_slot: "a" }));
     execFileSync("grub-editenv", [f, "set", "tries=3"]);

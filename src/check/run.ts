@@ -1,0 +1,134 @@
+import { existsSync, statSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Accel } from "../runtime/accel.js";
+import { diskCopy, type Ephemeral, type Injected, overlayDir } from "../runtime/ephemeral.js";
+import { startContainer } from "../runtime/nspawn.js";
+import { type Firmware, startVm } from "../runtime/qemu.js";
+import type { Check } from "../spec/schema.js";
+import { onCleanup } from "../util/cleanup.js";
+import { exec } from "../util/exec.js";
+import { evaluate, parseResults } from "./evaluate.js";
+import type { TargetReport } from "./junit.js";
+import { checkScript, DONE_MARK, TEST_UNIT } from "./script.js";
+
+export type Target = "nspawn" | Firmware;
+
+export interface TestOptions {
+  bootTimeoutMs: number;
+  checksTimeoutMs: number;
+  accel: Accel | "auto";
+  onConsole?: (target: Target, text: string) => void;
+}
+
+/** What the test boot carries in addition to the artifact: the checks and the unit that runs them. */
+export function testInjection(checks: Check[]): Injected[] {
+  return [
+    { path: "/usr/lib/kiln-test/checks.sh", content: checkScript(checks), mode: 0o755 },
+    { path: "/etc/systemd/system/kiln-test.service", content: TEST_UNIT },
+    {
+      path: "/etc/systemd/system/multi-user.target.wants/kiln-test.service",
+      linkTo: "/etc/systemd/system/kiln-test.service",
+    },
+  ];
+}
+
+/** Boot one target from a throw-away copy, wait until ready, collect the check results, end everything. */
+export async function runTarget(
+  target: Target,
+  artifact: { rootfs?: string; disk?: string },
+  checks: Check[],
+  o: TestOptions,
+): Promise<TargetReport & { accel?: Accel }> {
+  const inject = testInjection(checks);
+  let eph: Ephemeral | undefined;
+  let unpacked: string | undefined;
+  try {
+    let guest: { watcher: import("../runtime/console.js").ConsoleWatcher; stop(): Promise<void> };
+    let accel: Accel | undefined;
+    if (target === "nspawn") {
+      let dir = artifact.rootfs;
+      if (dir && !statSync(dir).isDirectory()) {
+        unpacked = await mkdtemp(join(tmpdir(), "kiln-unpack-"));
+        onCleanup(`unpacked ${dir}`, () => rm(unpacked!, { recursive: true, force: true }));
+        await exec("tar", ["--numeric-owner", "-C", unpacked, "-xf", dir]);
+        dir = unpacked;
+      }
+      if (!dir)
+        throw new Error(
+          "nspawn needs a directory or tar artifact (add `directory` or `tar` to outputs)",
+        );
+      eph = await overlayDir(dir, inject);
+      guest = await startContainer({
+        dir: eph.path,
+        persist: true,
+        onConsole: (t) => o.onConsole?.(target, t),
+      });
+    } else {
+      if (!artifact.disk)
+        throw new Error(`${target} needs a disk artifact (add \`disk\` or \`qcow2\` to outputs)`);
+      eph = await diskCopy(artifact.disk, inject);
+      const vm = await startVm({
+        image: eph.path,
+        firmware: target,
+        accel: o.accel,
+        onConsole: (t) => o.onConsole?.(target, t),
+      });
+      accel = vm.accel;
+      guest = vm;
+    }
+    try {
+      const state = await guest.watcher.wait(o.bootTimeoutMs);
+      if (state.state !== "ready") {
+        return {
+          target,
+          ready: false,
+          readySeconds: null,
+          bootError: `${state.state === "failed" ? state.reason : "not ready"}\n--- last console lines ---\n${guest.watcher.tail(50)}`,
+          results: [],
+          ...(accel ? { accel } : {}),
+        };
+      }
+      if (checks.length) await guest.watcher.waitForText(DONE_MARK, o.checksTimeoutMs);
+      const { results } = parseResults(guest.watcher.output);
+      return {
+        target,
+        ready: true,
+        readySeconds: Math.round(state.seconds * 10) / 10,
+        results: evaluate(checks, results),
+        ...(accel ? { accel } : {}),
+      };
+    } finally {
+      await guest.stop();
+    }
+  } catch (err) {
+    return {
+      target,
+      ready: false,
+      readySeconds: null,
+      bootError: err instanceof Error ? err.message : String(err),
+      results: [],
+    };
+  } finally {
+    await eph?.dispose();
+    if (unpacked) await rm(unpacked, { recursive: true, force: true });
+  }
+}
+
+/** Which artifacts of a build output directory each target boots. */
+export function artifactsOf(
+  dir: string,
+  manifest: { name: string; artifacts: { format: string; path: string }[] },
+) {
+  const pick = (...formats: string[]) => {
+    for (const f of formats) {
+      const a = manifest.artifacts.find((x) => x.format === f);
+      if (a && existsSync(join(dir, a.path))) return join(dir, a.path);
+    }
+    return undefined;
+  };
+  const rootfs = pick("directory", "tar");
+  const disk = pick("disk", "qcow2");
+  return { ...(rootfs ? { rootfs } : {}), ...(disk ? { disk } : {}) };
+}

@@ -1,0 +1,133 @@
+import { existsSync, statSync } from "node:fs";
+import { readFile, writeFile } from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import type { Command } from "commander";
+import { build, type Manifest, planFor } from "../build/build.js";
+import { junitXml } from "../check/junit.js";
+import { artifactsOf, runTarget, type Target } from "../check/run.js";
+import type { Check } from "../spec/schema.js";
+import { KilnError } from "../util/errors.js";
+import { log } from "../util/log.js";
+import { printJson } from "./output.js";
+
+const TARGETS: Target[] = ["nspawn", "uefi", "bios"];
+
+export function registerTest(program: Command): void {
+  program
+    .command("test")
+    .argument(
+      "<spec-or-artifact>",
+      "a spec (built first if its output is missing or stale), a build directory, or an image in one",
+    )
+    .option(
+      "--on <targets>",
+      "comma-separated: nspawn, uefi, bios (default: every target the artifacts allow)",
+    )
+    .option("-o, --output <dir>", "build directory for a spec (default: out/NAME)")
+    .option("--junit <file>", "write JUnit XML")
+    .option("--accel <kind>", "auto, kvm or tcg", "auto")
+    .option("--timeout <seconds>", "boot timeout per target", "240")
+    .option("--json", "the results as JSON on stdout")
+    .description(
+      "boot the artifact on each target and run the spec's tests: inside it (exit 0 pass, 1 a check failed, 2 a boot failed)",
+    )
+    .action(
+      async (
+        arg: string,
+        o: {
+          on?: string;
+          output?: string;
+          junit?: string;
+          accel: string;
+          timeout: string;
+          json?: boolean;
+        },
+      ) => {
+        const { dir, manifest } = await resolveArtifact(arg, o.output);
+        const artifacts = artifactsOf(dir, manifest);
+        const wanted = o.on
+          ? o.on.split(",").map((s) => s.trim())
+          : TARGETS.filter((t) => (t === "nspawn" ? artifacts.rootfs : artifacts.disk));
+        for (const t of wanted) {
+          if (!TARGETS.includes(t as Target))
+            throw new KilnError("USAGE", `unknown target ${t}: use nspawn, uefi or bios`, {
+              exitCode: 2,
+            });
+        }
+        if (!["auto", "kvm", "tcg"].includes(o.accel))
+          throw new KilnError("USAGE", "--accel is auto, kvm or tcg", { exitCode: 2 });
+        const reports = [];
+        for (const target of wanted as Target[]) {
+          const checks = manifest.tests.filter((c: Check) => !c.on || c.on.includes(target));
+          log.info(`booting ${manifest.name} on ${target}…`);
+          const r = await runTarget(target, artifacts, checks, {
+            bootTimeoutMs: Number(o.timeout) * 1000,
+            checksTimeoutMs: 180_000,
+            accel: o.accel as "auto",
+          });
+          reports.push(r);
+          if (!o.json) printTarget(r);
+        }
+        const bootFailed = reports.some((r) => !r.ready);
+        const checkFailed = reports.some((r) => r.results.some((c) => !c.passed));
+        if (o.junit) await writeFile(o.junit, junitXml(manifest.name, reports));
+        if (o.json)
+          printJson({ ok: !bootFailed && !checkFailed, name: manifest.name, targets: reports });
+        else {
+          const total = reports.reduce((n, r) => n + r.results.length, 0);
+          const passed = reports.reduce((n, r) => n + r.results.filter((c) => c.passed).length, 0);
+          console.log(
+            `\n${passed}/${total} checks passed on ${reports.length} target(s)${bootFailed ? "; a boot failed" : ""}`,
+          );
+        }
+        process.exitCode = bootFailed ? 2 : checkFailed ? 1 : 0;
+      },
+    );
+}
+
+function printTarget(r: Awaited<ReturnType<typeof runTarget>>): void {
+  const accel = r.accel ? `/${r.accel}` : "";
+  if (!r.ready) {
+    console.log(`✗ ${r.target}${accel}: boot failed: ${r.bootError}`);
+    return;
+  }
+  const passed = r.results.filter((c) => c.passed).length;
+  console.log(
+    `${passed === r.results.length ? "✓" : "✗"} ${r.target}${accel}: ready in ${r.readySeconds}s, ${passed}/${r.results.length} checks passed`,
+  );
+  for (const c of r.results) {
+    console.log(
+      c.passed ? `    ✓ ${c.name}` : `    ✗ ${c.name}: expected ${c.expected}, got ${c.actual}`,
+    );
+  }
+}
+
+async function resolveArtifact(
+  arg: string,
+  output?: string,
+): Promise<{ dir: string; manifest: Manifest }> {
+  if (!existsSync(arg))
+    throw new KilnError("TEST_NOT_FOUND", `${arg} does not exist`, { exitCode: 2 });
+  if (/\.ya?ml$/.test(arg)) {
+    const { plan } = planFor(arg);
+    const dir = resolve(output ?? join("out", plan.name));
+    const mf = join(dir, "manifest.json");
+    const current =
+      existsSync(mf) &&
+      (JSON.parse(await readFile(mf, "utf8")) as Manifest).specHash === plan.specHash;
+    if (!current) {
+      log.info(`building ${arg} first`);
+      await build(arg, { outDir: dir });
+    }
+    return { dir, manifest: JSON.parse(await readFile(mf, "utf8")) };
+  }
+  const dir =
+    statSync(arg).isDirectory() && existsSync(join(arg, "manifest.json")) ? arg : dirname(arg);
+  const mf = join(dir, "manifest.json");
+  if (!existsSync(mf))
+    throw new KilnError("TEST_NO_MANIFEST", `no manifest.json beside ${arg}`, {
+      hint: "test a spec, or the output directory of `kiln build`",
+      exitCode: 2,
+    });
+  return { dir: resolve(dir), manifest: JSON.parse(await readFile(mf, "utf8")) };
+}

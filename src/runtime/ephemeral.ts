@@ -1,0 +1,143 @@
+import { existsSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { onCleanup } from "../util/cleanup.js";
+import { KilnError } from "../util/errors.js";
+import { exec } from "../util/exec.js";
+
+/** A file to place into a throw-away boot (never into the artifact). */
+export interface Injected {
+  path: string;
+  content?: string;
+  mode?: number;
+  /** Make `path` a symlink to this target instead. */
+  linkTo?: string;
+}
+
+export interface Ephemeral {
+  path: string;
+  dispose(): Promise<void>;
+}
+
+/**
+ * A writable view of a root filesystem directory: an overlay whose upper
+ * layer is thrown away. Injected files go into the upper layer, so the
+ * directory itself never changes.
+ */
+export async function overlayDir(lower: string, inject: Injected[] = []): Promise<Ephemeral> {
+  const base = await mkdtemp(join(tmpdir(), "kiln-overlay-"));
+  const upper = join(base, "upper");
+  const work = join(base, "work");
+  const merged = join(base, "merged");
+  await Promise.all([mkdir(upper), mkdir(work), mkdir(merged)]);
+  for (const f of inject) {
+    const dest = join(upper, f.path);
+    await mkdir(dirname(dest), { recursive: true });
+    if (f.linkTo) await symlink(f.linkTo, dest);
+    else {
+      await writeFile(dest, f.content ?? "");
+      await chmod(dest, f.mode ?? 0o644);
+    }
+  }
+  let mounted = false;
+  const dispose = async () => {
+    if (mounted) await exec("umount", ["-l", merged]).catch(() => {});
+    mounted = false;
+    await rm(base, { recursive: true, force: true });
+  };
+  const drop = onCleanup(`overlay ${merged}`, dispose);
+  await exec("mount", [
+    "-t",
+    "overlay",
+    "overlay",
+    "-o",
+    `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
+    merged,
+  ]);
+  mounted = true;
+  return {
+    path: merged,
+    dispose: async () => {
+      drop();
+      await dispose();
+    },
+  };
+}
+
+interface SfdiskPartition {
+  start: number;
+  size: number;
+  type: string;
+  name?: string;
+}
+
+/** Byte offset of the partition a disk boots by default (root-a, else the first Linux root). */
+export async function rootPartitionOffset(image: string): Promise<number> {
+  const { stdout } = await exec("sfdisk", ["--json", image]);
+  const parts = (
+    JSON.parse(stdout) as { partitiontable: { partitions: SfdiskPartition[]; sectorsize?: number } }
+  ).partitiontable;
+  const sector = parts.sectorsize ?? 512;
+  const p =
+    parts.partitions.find((x) => x.name === "root-a") ??
+    parts.partitions.find(
+      (x) =>
+        x.type === "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" ||
+        x.type === "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+    );
+  if (!p) throw new KilnError("DISK_NO_ROOT", `${image} has no Linux root partition`);
+  return p.start * sector;
+}
+
+/**
+ * A throw-away raw copy of a disk image with files injected into its root
+ * filesystem by debugfs: no mount, no loop device, and the artifact itself
+ * untouched. qcow2 images are converted on the way.
+ */
+export async function diskCopy(image: string, inject: Injected[] = []): Promise<Ephemeral> {
+  if (!existsSync(image)) throw new KilnError("VM_NO_IMAGE", `${image} does not exist`);
+  const base = await mkdtemp(join(existsSync("/var/tmp") ? "/var/tmp" : tmpdir(), "kiln-disk-"));
+  const dispose = () => rm(base, { recursive: true, force: true });
+  const drop = onCleanup(`disk copy ${base}`, dispose);
+  try {
+    const copy = join(base, "disk.raw");
+    if (image.endsWith(".qcow2")) await exec("qemu-img", ["convert", "-O", "raw", image, copy]);
+    else await exec("cp", ["--sparse=always", image, copy]);
+    if (inject.length) {
+      const offset = await rootPartitionOffset(copy);
+      const cmds: string[] = [];
+      for (const [i, f] of inject.entries()) {
+        for (const d of parents(f.path)) cmds.push(`mkdir ${d}`);
+        if (f.linkTo) {
+          cmds.push(`symlink ${f.path} ${f.linkTo}`);
+        } else {
+          const src = join(base, `inject-${i}`);
+          await writeFile(src, f.content ?? "");
+          cmds.push(
+            `write ${src} ${f.path}`,
+            `sif ${f.path} mode 0${(0o100000 | (f.mode ?? 0o644)).toString(8)}`,
+          );
+        }
+      }
+      await writeFile(join(base, "debugfs.cmds"), `${cmds.join("\n")}\n`);
+      await exec("debugfs", ["-w", "-f", join(base, "debugfs.cmds"), `${copy}?offset=${offset}`]);
+    }
+    return {
+      path: copy,
+      dispose: async () => {
+        drop();
+        await dispose();
+      },
+    };
+  } catch (err) {
+    drop();
+    await dispose();
+    throw err;
+  }
+}
+
+function parents(path: string): string[] {
+  const parts = path.split("/").filter(Boolean);
+  return parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join("/")}`);
+}

@@ -1,0 +1,113 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+
+// `kiln test` for real: a spec with passing checks of every kind and a
+// deliberately failing one, booted on nspawn, UEFI and BIOS (TCG).
+const ROOT = resolve(import.meta.dirname, "../..");
+const KILN = join(ROOT, "bin/kiln.js");
+const OUT = mkdtempSync(join(tmpdir(), "kiln-it-test-"));
+
+function kiln(args: string[]) {
+  const r = spawnSync(process.execPath, [KILN, ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    timeout: 1_200_000,
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+afterAll(() => rmSync(OUT, { recursive: true, force: true }));
+
+interface Report {
+  target: string;
+  ready: boolean;
+  readySeconds: number | null;
+  bootError?: string;
+  results: { name: string; passed: boolean; expected: string; actual: string }[];
+}
+
+describe("kiln test", () => {
+  it("runs every check on nspawn, UEFI and BIOS; exit 1, JSON and JUnit name the failure", () => {
+    const junit = join(OUT, "junit.xml");
+    const r = kiln([
+      "test",
+      "test/integration/specs/checks.yaml",
+      "-o",
+      join(OUT, "checks"),
+      "--on",
+      "nspawn,uefi,bios",
+      "--accel",
+      "tcg",
+      "--json",
+      "--junit",
+      junit,
+    ]);
+    expect(r.code, r.stderr).toBe(1);
+    const j = JSON.parse(r.stdout) as { ok: boolean; targets: Report[] };
+    expect(j.ok).toBe(false);
+    expect(j.targets.map((t) => [t.target, t.ready])).toEqual([
+      ["nspawn", true],
+      ["uefi", true],
+      ["bios", true],
+    ]);
+    for (const t of j.targets) {
+      expect(t.readySeconds).toBeGreaterThan(0);
+      const byName = Object.fromEntries(t.results.map((c) => [c.name, c]));
+      // The five checks of the minimal example pass everywhere.
+      for (const n of ["sshd active", "hostname", "admin exists", "motd", "ssh port"])
+        expect(byName[n]?.passed, `${t.target}: ${n}`).toBe(true);
+      expect(byName["deliberately failing"]).toMatchObject({
+        passed: false,
+        expected: "exit 0, stdout /^right$/",
+      });
+      expect(byName["deliberately failing"]!.actual).toBe('exit 3, stdout "wrong"; stderr "oops"');
+      // sshd answers, but not with HTTP: the status line is not 200.
+      expect(byName["http to sshd"]!.passed).toBe(false);
+      expect(Boolean(byName["nspawn only"])).toBe(t.target === "nspawn");
+    }
+    expect(j.targets[0]!.results.find((c) => c.name === "nspawn only")!.passed).toBe(true);
+    const xml = readFileSync(junit, "utf8");
+    expect(xml).toContain('<testsuite name="checks on uefi" tests="7" failures="2" errors="0"');
+    expect(xml).toContain(
+      '<failure message="expected exit 0, stdout /^right$/, got exit 3, stdout &quot;wrong&quot;; stderr &quot;oops&quot;"/>',
+    );
+    // The artifact is unchanged: the test unit went only into throw-away copies.
+    expect(
+      existsSync(join(OUT, "checks", "checks.rootfs", "etc/systemd/system/kiln-test.service")),
+    ).toBe(false);
+    expect(
+      readdirSync(tmpdir()).filter(
+        (f) => f.startsWith("kiln-overlay-") || f.startsWith("kiln-vm-"),
+      ),
+    ).toEqual([]);
+    expect(readdirSync("/var/tmp").filter((f) => f.startsWith("kiln-disk-"))).toEqual([]);
+  });
+
+  it("an image that never becomes ready fails fast (exit 2) with the console tail", () => {
+    const started = Date.now();
+    const r = kiln([
+      "test",
+      "test/integration/specs/never-ready.yaml",
+      "-o",
+      join(OUT, "nr"),
+      "--on",
+      "bios",
+      "--accel",
+      "tcg",
+      "--timeout",
+      "240",
+      "--json",
+    ]);
+    const seconds = (Date.now() - started) / 1000;
+    expect(r.code, r.stderr).toBe(2);
+    const t = (JSON.parse(r.stdout) as { targets: Report[] }).targets[0]!;
+    expect(t.ready).toBe(false);
+    expect(t.bootError).toMatch(/root device not found|kernel panic/);
+    expect(t.bootError).toContain("--- last console lines ---");
+    // Well before the 240 s boot timeout: the failure is recognised on the console.
+    expect(seconds).toBeLessThan(200);
+  });
+});

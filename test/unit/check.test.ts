@@ -1,0 +1,97 @@
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { evaluate, parseResults } from "../../src/check/evaluate.js";
+import { junitXml } from "../../src/check/junit.js";
+import { checkScript } from "../../src/check/script.js";
+import { specSchema } from "../../src/spec/schema.js";
+
+const checks = specSchema.parse({
+  name: "c",
+  tests: [
+    { run: "echo hi; exit 2", exit: 2, stdout: "^hi$" },
+    { unit: "ssh.service" },
+    { file: "/etc/it's here" },
+    { port: 22 },
+    { http: "http://127.0.0.1:8080/x", status: 204 },
+  ],
+}).tests;
+
+const b64 = (s: string) => Buffer.from(s).toString("base64");
+
+describe("guest check script", () => {
+  it("is shellcheck-clean bash", () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-unit-"));
+    try {
+      const f = join(dir, "checks.sh");
+      writeFileSync(f, checkScript(checks));
+      const r = spawnSync("shellcheck", ["-s", "bash", f], { encoding: "utf8" });
+      expect(r.stdout).toBe("");
+      expect(r.status).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("really runs: a run check reports its exit and output through the framing", () => {
+    // Only run checks can execute on a build host; the console is replaced by stdout.
+    const script = checkScript([checks[0]!]).replaceAll("> /dev/console", ">&1");
+    const out = execFileSync("bash", ["-c", script]).toString();
+    const { results, done } = parseResults(out);
+    expect(done).toBe(true);
+    expect(results).toEqual([{ index: 0, exit: 2, stdout: "hi\n", stderr: "" }]);
+  });
+});
+
+describe("evaluation", () => {
+  it("passes and fails with what was expected and what came back", () => {
+    const consoleText = [
+      "noise",
+      `KILN:0:2:${b64("hi\n")}::END`,
+      `KILN:1:3:${b64("failed\n")}::END`,
+      "KILN:2:0:::END",
+      "KILN:3:1:::END",
+      `KILN:4:0:${b64("204\n")}::END`,
+      "KILN:DONE:END",
+    ].join("\n");
+    const { results, done } = parseResults(consoleText);
+    expect(done).toBe(true);
+    const r = evaluate(checks, results);
+    expect(r.map((c) => [c.name, c.passed, c.actual])).toEqual([
+      ["run: echo hi; exit 2", true, "exit 2"],
+      ["unit ssh.service active", false, "failed"],
+      ["file /etc/it's here exists", true, "exists"],
+      ["port 22 listening", false, "not listening after 30s"],
+      ["http http://127.0.0.1:8080/x", true, "HTTP 204"],
+    ]);
+  });
+
+  it("a missing result is a failure, not a pass", () => {
+    expect(evaluate(checks.slice(0, 1), [])[0]).toMatchObject({
+      passed: false,
+      actual: expect.stringContaining("no result"),
+    });
+  });
+
+  it("JUnit XML escapes and counts", () => {
+    const xml = junitXml("s", [
+      {
+        target: "uefi",
+        ready: true,
+        readySeconds: 3,
+        results: [
+          { name: "a<b", kind: "run", passed: false, expected: "exit 0", actual: 'exit 1 "x"' },
+        ],
+      },
+      { target: "bios", ready: false, readySeconds: null, bootError: "kernel panic", results: [] },
+    ]);
+    expect(xml).toContain(
+      '<testsuite name="s on uefi" tests="1" failures="1" errors="0" time="3">',
+    );
+    expect(xml).toContain('name="a&lt;b"');
+    expect(xml).toContain('<failure message="expected exit 0, got exit 1 &quot;x&quot;"/>');
+    expect(xml).toContain('<error message="kernel panic"/>');
+  });
+});
