@@ -8,6 +8,7 @@ import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
 import { reportError } from "./output.js";
 import { registerSchema } from "./schema.js";
+import { registerSsh } from "./ssh.js";
 import { registerTest } from "./test.js";
 import { registerVm } from "./vm.js";
 
@@ -30,6 +31,7 @@ export async function main(argv: string[]): Promise<number> {
     registerBoot,
     registerVm,
     registerTest,
+    registerSsh,
     registerInspect,
     registerDoctor,
     registerSchema,

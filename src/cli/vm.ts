@@ -1,12 +1,28 @@
-import { copyFile, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { appendFileSync } from "node:fs";
+import { basename } from "node:path";
 import type { Command } from "commander";
-import { chooseAccel, type Firmware, findOvmf, qemuArgs, startVm } from "../runtime/qemu.js";
+import { type Firmware, runVmInteractive, startVm, type VmOptions } from "../runtime/qemu.js";
 import { bootFailure, bootUntilReady } from "../runtime/ready.js";
+import { freePort, recordVm, vmKey } from "../runtime/ssh.js";
 import { KilnError } from "../util/errors.js";
-import { exec } from "../util/exec.js";
 import { printJson } from "./output.js";
+
+interface VmFlags {
+  firmware: string;
+  accel: string;
+  cpus: string;
+  memory: string;
+  persist?: boolean;
+  forward?: string[];
+  seed?: string;
+  directKernel?: boolean;
+  consoleLog?: string;
+  ssh?: boolean;
+  name?: string;
+  untilReady?: boolean;
+  timeout: string;
+  json?: boolean;
+}
 
 export function registerVm(program: Command): void {
   program
@@ -17,59 +33,85 @@ export function registerVm(program: Command): void {
     .option("--cpus <n>", "virtual CPUs", "2")
     .option("--memory <MiB>", "memory", "1024")
     .option("--persist", "write changes to the image (default: thrown away)")
-    .option("--forward <host:guest...>", "TCP port forwards on user networking, e.g. 2222:22")
+    .option("--forward <host:guest...>", "TCP port forwards on user networking, e.g. 8080:80")
+    .option(
+      "--seed <dir-or-iso>",
+      "attach a cloud-init NoCloud seed (a directory becomes a cidata ISO)",
+    )
+    .option(
+      "--direct-kernel",
+      "boot the image's kernel and initrd directly (skips firmware and GRUB)",
+    )
+    .option("--console-log <file>", "also write the serial console to this file")
+    .option(
+      "--ssh",
+      "forward a free port to the guest's sshd and authorize kiln's key for root (see `kiln ssh`)",
+    )
+    .option("--name <name>", "name for `kiln ssh` (default: the image's file name)")
     .option("--until-ready", "boot, report time to ready, shut down (exit 2 if not ready)")
     .option("--timeout <seconds>", "with --until-ready", "300")
     .option("--json", "with --until-ready: the report as JSON")
-    .description("boot a disk image in QEMU, console on this terminal (Ctrl-A X quits)")
-    .action(async (image: string, o: Record<string, string | boolean | string[] | undefined>) => {
+    .description("boot a disk image in QEMU, serial console on this terminal (Ctrl-A X quits)")
+    .action(async (image: string, o: VmFlags) => {
       const firmware = o.firmware as Firmware;
-      if (firmware !== "uefi" && firmware !== "bios")
-        throw new KilnError("USAGE", "--firmware is uefi or bios", { exitCode: 2 });
-      const accelWant = o.accel as "auto" | "kvm" | "tcg";
-      if (!["auto", "kvm", "tcg"].includes(accelWant))
-        throw new KilnError("USAGE", "--accel is auto, kvm or tcg", { exitCode: 2 });
-      const forwards = ((o.forward as string[] | undefined) ?? []).map((f) => {
+      if (firmware !== "uefi" && firmware !== "bios") throw usage("--firmware is uefi or bios");
+      if (!["auto", "kvm", "tcg"].includes(o.accel)) throw usage("--accel is auto, kvm or tcg");
+      const forwards = (o.forward ?? []).map((f) => {
         const [h, g] = f.split(":").map(Number);
-        if (!h || !g)
-          throw new KilnError("USAGE", `bad --forward ${f}: expected HOST:GUEST`, { exitCode: 2 });
+        if (!h || !g) throw usage(`bad --forward ${f}: expected HOST:GUEST`);
         return { host: h, guest: g };
       });
-      const common = {
+      const opts: VmOptions = {
         image,
         firmware,
+        accel: o.accel as VmOptions["accel"],
         cpus: Number(o.cpus),
         memoryMiB: Number(o.memory),
         persist: !!o.persist,
         forwards,
+        ...(o.seed ? { seed: o.seed } : {}),
+        ...(o.directKernel ? { directKernel: true } : {}),
+        ...(o.consoleLog ? { onConsole: (t: string) => appendFileSync(o.consoleLog!, t) } : {}),
       };
-      if (o.untilReady) {
-        const vm = await startVm({ ...common, accel: accelWant });
-        const r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
-        if (o.json) printJson({ ...r, accel: vm.accel, firmware });
-        else if (r.ready) console.log(`${firmware}/${vm.accel}: ready in ${r.seconds}s`);
-        if (!r.ready) {
-          // With --json the report (reason and console tail included) is the whole answer.
-          if (o.json) process.exitCode = 2;
-          else throw bootFailure(r);
-        }
-        return;
+      let forget: (() => Promise<void>) | undefined;
+      if (o.ssh) {
+        const { key, pub } = await vmKey();
+        const port = await freePort();
+        forwards.push({ host: port, guest: 22 });
+        opts.credentials = { "ssh.authorized_keys.root": `${pub}\n` };
+        const name = o.name ?? basename(image).replace(/\.(qcow2|raw|img)$/, "");
+        forget = await recordVm({ name, port, key, pid: process.pid, image });
+        process.stderr.write(`ssh: kiln ssh ${name}   (port ${port})\n`);
       }
-      const accel = await chooseAccel(accelWant);
-      const dir = await mkdtemp(join(tmpdir(), "kiln-vm-"));
       try {
-        let fw = {};
-        if (firmware === "uefi") {
-          const ovmf = findOvmf();
-          await copyFile(ovmf.vars, join(dir, "vars.fd"));
-          fw = { code: ovmf.code, vars: join(dir, "vars.fd") };
+        if (o.untilReady) {
+          const vm = await startVm(opts);
+          const r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
+          if (o.json) printJson({ ...r, accel: vm.accel, firmware });
+          else if (r.ready) console.log(`${firmware}/${vm.accel}: ready in ${r.seconds}s`);
+          if (!r.ready) {
+            // With --json the report (reason and console tail included) is the whole answer.
+            if (o.json) process.exitCode = 2;
+            else throw bootFailure(r);
+          }
+          return;
         }
-        const args = qemuArgs({ ...common, accel, qmp: join(dir, "qmp.sock"), ...fw }).map((a) =>
-          a === "stdio" ? "mon:stdio" : a,
-        );
-        await exec("qemu-system-x86_64", args, { inherit: true });
+        if (o.consoleLog) {
+          // A person is at the terminal: keep the console there and copy it to the log as well.
+          const vm = await startVm(opts);
+          vm.proc.child.stdout?.pipe(process.stdout);
+          process.stdin.pipe(vm.proc.child.stdin!);
+          await vm.proc.exited;
+          await vm.stop();
+          return;
+        }
+        await runVmInteractive(opts);
       } finally {
-        await rm(dir, { recursive: true, force: true });
+        await forget?.();
       }
     });
+}
+
+function usage(msg: string): KilnError {
+  return new KilnError("USAGE", msg, { exitCode: 2 });
 }

@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { partitions } from "./kernel.js";
 
 /** A file to place into a throw-away boot (never into the artifact). */
 export interface Injected {
@@ -65,29 +66,18 @@ export async function overlayDir(lower: string, inject: Injected[] = []): Promis
   };
 }
 
-interface SfdiskPartition {
-  start: number;
-  size: number;
-  type: string;
-  name?: string;
-}
-
 /** Byte offset of the partition a disk boots by default (root-a, else the first Linux root). */
 export async function rootPartitionOffset(image: string): Promise<number> {
-  const { stdout } = await exec("sfdisk", ["--json", image]);
-  const parts = (
-    JSON.parse(stdout) as { partitiontable: { partitions: SfdiskPartition[]; sectorsize?: number } }
-  ).partitiontable;
-  const sector = parts.sectorsize ?? 512;
+  const parts = await partitions(image);
   const p =
-    parts.partitions.find((x) => x.name === "root-a") ??
-    parts.partitions.find(
+    parts.find((x) => x.name === "root-a") ??
+    parts.find(
       (x) =>
         x.type === "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" ||
         x.type === "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
     );
   if (!p) throw new KilnError("DISK_NO_ROOT", `${image} has no Linux root partition`);
-  return p.start * sector;
+  return p.offset;
 }
 
 /**

@@ -1,13 +1,15 @@
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
-import { type Started, start } from "../util/exec.js";
+import { exec, type Started, start } from "../util/exec.js";
 import { log } from "../util/log.js";
 import { type Accel, kvmStatus } from "./accel.js";
 import { ConsoleWatcher } from "./console.js";
+import { extractBoot } from "./kernel.js";
 
 export type Firmware = "uefi" | "bios";
 
@@ -38,8 +40,12 @@ export interface VmOptions {
   persist?: boolean;
   /** host:guest TCP forwards on user networking. */
   forwards?: { host: number; guest: number }[];
-  /** Extra drives (e.g. a cloud-init seed ISO). */
-  extraDrives?: string[];
+  /** A cloud-init NoCloud seed: a directory (made into a `cidata` ISO) or an ISO. */
+  seed?: string;
+  /** Boot the image's kernel and initrd directly, skipping firmware and GRUB. */
+  directKernel?: boolean;
+  /** systemd credentials passed over SMBIOS (e.g. ssh.authorized_keys.root). */
+  credentials?: Record<string, string>;
   /** Console text as it arrives. */
   onConsole?: (text: string) => void;
 }
@@ -48,7 +54,7 @@ export interface Vm {
   watcher: ConsoleWatcher;
   accel: Accel;
   proc: Started;
-  /** Clean shutdown over QMP, then force. */
+  /** Power down over QMP (persisting VMs get time to shut down cleanly), then force. */
   stop(): Promise<void>;
 }
 
@@ -61,9 +67,18 @@ export async function chooseAccel(want: Accel | "auto"): Promise<Accel> {
   return s.usable;
 }
 
-export function qemuArgs(
-  o: VmOptions & { accel: Accel; qmp: string; vars?: string; code?: string },
-): string[] {
+export interface QemuArgsInput extends VmOptions {
+  accel: Accel;
+  qmp: string;
+  code?: string;
+  vars?: string;
+  seedIso?: string;
+  kernel?: { kernel: string; initrd: string; cmdline: string };
+  /** "stdio" for a watched pipe, "mon:stdio" for a person at a terminal. */
+  serial?: string;
+}
+
+export function qemuArgs(o: QemuArgsInput): string[] {
   const format = o.image.endsWith(".qcow2") ? "qcow2" : "raw";
   const args = [
     "-machine",
@@ -76,7 +91,7 @@ export function qemuArgs(
     "-nographic",
     "-no-user-config",
     "-serial",
-    "stdio",
+    o.serial ?? "stdio",
     "-qmp",
     `unix:${o.qmp},server=on,wait=off`,
     "-drive",
@@ -97,53 +112,127 @@ export function qemuArgs(
       `if=pflash,format=raw,unit=1,file=${o.vars}`,
     );
   }
-  for (const d of o.extraDrives ?? []) args.push("-drive", `file=${d},media=cdrom,readonly=on`);
+  if (o.kernel)
+    args.push("-kernel", o.kernel.kernel, "-initrd", o.kernel.initrd, "-append", o.kernel.cmdline);
+  if (o.seedIso) args.push("-drive", `file=${o.seedIso},media=cdrom,readonly=on`);
+  for (const [name, value] of Object.entries(o.credentials ?? {})) {
+    // SMBIOS type 11 strings are how systemd (>= 252) receives credentials in a VM.
+    args.push(
+      "-smbios",
+      `type=11,value=io.systemd.credential.binary:${name}=${Buffer.from(value).toString("base64")}`,
+    );
+  }
   return args;
 }
 
-export async function startVm(o: VmOptions): Promise<Vm> {
+/** Everything a QEMU boot needs besides the process: firmware copy, seed ISO, kernel. */
+async function prepare(
+  o: VmOptions,
+  serial: string,
+): Promise<{ args: string[]; accel: Accel; dir: string; qmp: string; dispose(): Promise<void> }> {
   if (!existsSync(o.image)) throw new KilnError("VM_NO_IMAGE", `${o.image} does not exist`);
   const accel = await chooseAccel(o.accel);
   const dir = await mkdtemp(join(tmpdir(), "kiln-vm-"));
-  const qmp = join(dir, "qmp.sock");
-  let fw: { code?: string; vars?: string } = {};
-  if (o.firmware === "uefi") {
-    const ovmf = findOvmf();
-    // Each boot gets its own writable copy of the variable store.
-    await copyFile(ovmf.vars, join(dir, "vars.fd"));
-    fw = { code: ovmf.code, vars: join(dir, "vars.fd") };
+  const dispose = () => rm(dir, { recursive: true, force: true });
+  const drop = onCleanup(`VM scratch ${dir}`, dispose);
+  try {
+    const qmp = join(dir, "qmp.sock");
+    const extra: Partial<QemuArgsInput> = {};
+    if (o.firmware === "uefi" && !o.directKernel) {
+      const ovmf = findOvmf();
+      // Each boot gets its own writable copy of the variable store.
+      await copyFile(ovmf.vars, join(dir, "vars.fd"));
+      extra.code = ovmf.code;
+      extra.vars = join(dir, "vars.fd");
+    }
+    if (o.seed) extra.seedIso = await seedIso(o.seed, dir);
+    if (o.directKernel) extra.kernel = await extractBoot(o.image, dir);
+    const args = qemuArgs({ ...o, ...extra, accel, qmp, serial });
+    return {
+      args,
+      accel,
+      dir,
+      qmp,
+      dispose: async () => {
+        drop();
+        await dispose();
+      },
+    };
+  } catch (err) {
+    drop();
+    await dispose();
+    throw err;
   }
+}
+
+/** Start a VM whose console kiln reads (tests, --until-ready). */
+export async function startVm(o: VmOptions): Promise<Vm> {
+  const p = await prepare(o, "stdio");
   const watcher = new ConsoleWatcher();
-  const proc = await start("qemu-system-x86_64", qemuArgs({ ...o, accel, qmp, ...fw }), {
-    onData: (t) => {
-      watcher.feed(t);
-      o.onConsole?.(t);
-    },
-  });
+  let proc: Started;
+  try {
+    proc = await start("qemu-system-x86_64", p.args, {
+      onData: (t) => {
+        watcher.feed(t);
+        o.onConsole?.(t);
+      },
+    });
+  } catch (err) {
+    await p.dispose();
+    throw err;
+  }
   void proc.exited.then((code) => watcher.exited(code));
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    await qmpQuit(qmp).catch(() => {});
-    await Promise.race([proc.exited, new Promise((r) => setTimeout(r, 3000))]);
+    // A throw-away snapshot needs no clean shutdown; a persisting disk does.
+    const grace = o.persist ? 60_000 : 3000;
+    await qmp(p.qmp, o.persist ? "system_powerdown" : "quit").catch(() => {});
+    await Promise.race([proc.exited, new Promise((r) => setTimeout(r, grace))]);
     await proc.stop(2000);
-    await rm(dir, { recursive: true, force: true });
+    await p.dispose();
   };
-  return { watcher, accel, proc, stop };
+  return { watcher, accel: p.accel, proc, stop };
 }
 
-/** Ask QEMU to quit over its QMP socket (the guest's disk is a throw-away snapshot). */
-function qmpQuit(sock: string): Promise<void> {
+/** Run a VM with its serial console on this terminal until the guest or the user ends it. */
+export async function runVmInteractive(o: VmOptions): Promise<Accel> {
+  const p = await prepare(o, "mon:stdio");
+  try {
+    await exec("qemu-system-x86_64", p.args, { inherit: true });
+  } finally {
+    await p.dispose();
+  }
+  return p.accel;
+}
+
+/** Send one QMP command (after the capabilities handshake). */
+function qmp(sock: string, command: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const c = connect(sock);
     c.on("error", reject);
     c.on("connect", () => {
-      c.write('{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n');
+      c.write(`{"execute":"qmp_capabilities"}\n{"execute":"${command}"}\n`);
       setTimeout(() => {
         c.destroy();
         resolve();
       }, 300);
     });
   });
+}
+
+/** A NoCloud seed: an ISO as given, or a directory made into an ISO labelled `cidata`. */
+async function seedIso(seed: string, dir: string): Promise<string> {
+  if (!existsSync(seed)) throw new KilnError("VM_NO_SEED", `seed ${seed} does not exist`);
+  if (!statSync(seed).isDirectory()) return seed;
+  for (const f of ["user-data", "meta-data"]) {
+    if (!existsSync(join(seed, f)))
+      throw new KilnError("VM_BAD_SEED", `seed directory ${seed} has no ${f}`, {
+        hint: "a NoCloud seed needs user-data and meta-data",
+      });
+  }
+  const iso = join(dir, "seed.iso");
+  await exec("xorriso", ["-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", iso, seed]);
+  return iso;
 }

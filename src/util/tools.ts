@@ -48,6 +48,15 @@ export const HOST_TOOLS: readonly HostTool[] = [
   },
   { name: "tar", pkg: "tar", version: ["--version"], purpose: "tar outputs" },
   { name: "zstd", pkg: "zstd", version: ["--version"], purpose: "compression" },
+  { name: "xorriso", pkg: "xorriso", version: ["-version"], purpose: "cloud-init seed ISOs" },
+  { name: "ssh", pkg: "openssh-client", version: ["-V"], purpose: "kiln ssh" },
+  { name: "ssh-keygen", pkg: "openssh-client", purpose: "kiln ssh key" },
+  {
+    name: "script",
+    pkg: "bsdutils",
+    version: ["--version"],
+    purpose: "a terminal for nspawn consoles",
+  },
   { name: "openssl", pkg: "openssl", version: ["version"], purpose: "password hash checks" },
 ];
 

@@ -1,0 +1,85 @@
+import { join } from "node:path";
+import { KilnError } from "../util/errors.js";
+import { exec } from "../util/exec.js";
+
+interface SfdiskPartition {
+  start: number;
+  type: string;
+  name?: string;
+}
+
+const ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
+
+/** Partitions of a raw image, with byte offsets. */
+export async function partitions(image: string): Promise<(SfdiskPartition & { offset: number })[]> {
+  const { stdout } = await exec("sfdisk", ["--json", image]);
+  const t = (
+    JSON.parse(stdout) as { partitiontable: { partitions: SfdiskPartition[]; sectorsize?: number } }
+  ).partitiontable;
+  return t.partitions.map((p) => ({ ...p, offset: p.start * (t.sectorsize ?? 512) }));
+}
+
+/**
+ * The kernel, initrd and command line GRUB would boot, read out of a kiln
+ * disk without mounting it: grub.cfg and grubenv from the ESP (mtools), the
+ * files from the slot's ext4 root (debugfs). Lets `kiln vm --direct-kernel`
+ * skip firmware and GRUB, which costs seconds under TCG.
+ */
+export async function extractBoot(
+  image: string,
+  dir: string,
+): Promise<{ kernel: string; initrd: string; cmdline: string }> {
+  let raw = image;
+  if (image.endsWith(".qcow2")) {
+    raw = join(dir, "boot.raw");
+    await exec("qemu-img", ["convert", "-O", "raw", image, raw]);
+  }
+  const parts = await partitions(raw);
+  const esp = parts.find((p) => p.type === ESP);
+  if (!esp)
+    throw new KilnError("VM_NO_ESP", `${image} has no EFI system partition to read grub.cfg from`);
+  const env = { MTOOLS_SKIP_CHECK: "1" };
+  const cfg = (await exec("mtype", ["-i", `${raw}@@${esp.offset}`, "::/grub/grub.cfg"], { env }))
+    .stdout;
+  const envText = (
+    await exec("mtype", ["-i", `${raw}@@${esp.offset}`, "::/grub/grubenv"], {
+      env,
+      okCodes: [0, 1],
+    })
+  ).stdout;
+  const slot = /^kiln_slot=(\w+)$/m.exec(envText)?.[1] ?? "a";
+  const entry = new RegExp(
+    `--id slot-${slot} \\{[\\s\\S]*?linux (\\S+) ([^\\n]*)\\n\\s*initrd (\\S+)`,
+  ).exec(cfg);
+  if (!entry)
+    throw new KilnError("VM_NO_ENTRY", `grub.cfg of ${image} has no entry for slot ${slot}`);
+  const [, kernelPath, cmdline, initrdPath] = entry as unknown as [string, string, string, string];
+  const uuid = /root=UUID=([0-9a-f-]+)/.exec(cmdline)?.[1];
+  const rootPart = (
+    await Promise.all(
+      parts.map(async (p) => ({
+        p,
+        uuid: (
+          await exec("blkid", ["-p", "-O", String(p.offset), "-s", "UUID", "-o", "value", raw], {
+            okCodes: [0, 2],
+          })
+        ).stdout.trim(),
+      })),
+    )
+  ).find((x) => x.uuid === uuid)?.p;
+  if (!rootPart) throw new KilnError("VM_NO_ROOT", `no filesystem with UUID ${uuid} in ${image}`);
+  const fs = `${raw}?offset=${rootPart.offset}`;
+  const kernel = join(dir, "vmlinuz");
+  const initrd = join(dir, "initrd.img");
+  await exec("debugfs", ["-R", `dump ${await resolveLink(fs, kernelPath)} ${kernel}`, fs]);
+  await exec("debugfs", ["-R", `dump ${await resolveLink(fs, initrdPath)} ${initrd}`, fs]);
+  return { kernel, initrd, cmdline };
+}
+
+/** debugfs dumps a symlink as the link itself; follow /vmlinuz → boot/vmlinuz-VERSION. */
+async function resolveLink(fs: string, path: string): Promise<string> {
+  const { stdout } = await exec("debugfs", ["-R", `stat ${path}`, fs]);
+  const m = /Fast link dest: "([^"]+)"/.exec(stdout);
+  if (!m) return path;
+  return m[1]!.startsWith("/") ? m[1]! : `/${m[1]}`;
+}
