@@ -3,7 +3,13 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Accel } from "../runtime/accel.js";
-import { diskCopy, type Ephemeral, type Injected, overlayDir } from "../runtime/ephemeral.js";
+import {
+  diskCopy,
+  diskRootDir,
+  type Ephemeral,
+  type Injected,
+  overlayDir,
+} from "../runtime/ephemeral.js";
 import { startContainer } from "../runtime/nspawn.js";
 import { type Firmware, startVm } from "../runtime/qemu.js";
 import type { Check } from "../spec/schema.js";

@@ -3,6 +3,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Command } from "commander";
+import { diskRootDir, type Ephemeral } from "../runtime/ephemeral.js";
 import { nspawnArgs, startContainer } from "../runtime/nspawn.js";
 import { bootFailure, bootUntilReady } from "../runtime/ready.js";
 import { onCleanup } from "../util/cleanup.js";
@@ -13,8 +14,11 @@ import { printJson } from "./output.js";
 export function registerBoot(program: Command): void {
   program
     .command("boot")
-    .argument("<artifact>", "a root filesystem directory or a .tar/.tar.zst")
-    .option("--persist", "keep changes made while running (default: thrown away)")
+    .argument(
+      "<artifact>",
+      "a root filesystem directory, a .tar/.tar.zst, or a raw/qcow2 disk image",
+    )
+    .option("--persist", "keep changes made while running (directories only; default: thrown away)")
     .option("--until-ready", "boot, report time to ready, shut down (exit 2 if not ready)")
     .option("--timeout <seconds>", "with --until-ready", "120")
     .option("--json", "with --until-ready: the report as JSON")
@@ -24,33 +28,41 @@ export function registerBoot(program: Command): void {
         artifact: string,
         o: { persist?: boolean; untilReady?: boolean; timeout: string; json?: boolean },
       ) => {
-        let dir = artifact;
-        let scratch: string | undefined;
         if (!existsSync(artifact))
           throw new KilnError("BOOT_NO_ARTIFACT", `${artifact} does not exist`);
-        if (!statSync(artifact).isDirectory()) {
-          if (!/\.tar(\.zst|\.gz|\.xz)?$/.test(artifact)) {
+        let dir = artifact;
+        let scratch: string | undefined;
+        let disk: Ephemeral | undefined;
+        // Directories get nspawn's own throw-away overlay; unpacked tars and disks are throw-away already.
+        let persist = !!o.persist;
+        if (/\.(raw|img|qcow2)$/.test(artifact)) {
+          if (o.persist)
             throw new KilnError(
-              "BOOT_FORMAT",
-              `kiln boot takes a directory or a tar; ${artifact} is neither`,
-              { hint: "boot disk images with `kiln vm`" },
+              "BOOT_PERSIST_DISK",
+              "--persist is for directories; a disk's root is booted read-only with a throw-away overlay",
+              { hint: "to keep changes to a disk, use `kiln vm --persist`" },
             );
-          }
+          disk = await diskRootDir(artifact);
+          dir = disk.path;
+          persist = true;
+        } else if (!statSync(artifact).isDirectory()) {
+          if (!/\.tar(\.zst|\.gz|\.xz)?$/.test(artifact))
+            throw new KilnError("BOOT_FORMAT", `${artifact} is not a directory, tar or disk image`);
           scratch = await mkdtemp(join(tmpdir(), "kiln-boot-"));
           onCleanup(`unpacked ${artifact}`, () => rm(scratch!, { recursive: true, force: true }));
           await exec("tar", ["--numeric-owner", "-C", scratch, "-xf", artifact]);
           dir = scratch;
+          persist = true;
         }
         try {
           if (!o.untilReady) {
-            await exec(
-              "systemd-nspawn",
-              nspawnArgs({ dir, ...(o.persist ? { persist: true } : {}) }),
-              { inherit: true, okCodes: [0, 130, 133, 143] },
-            );
+            await exec("systemd-nspawn", nspawnArgs({ dir, persist }), {
+              inherit: true,
+              okCodes: [0, 130, 133, 143],
+            });
             return;
           }
-          const c = await startContainer({ dir, ...(o.persist ? { persist: true } : {}) });
+          const c = await startContainer({ dir, persist });
           const r = await bootUntilReady("nspawn", c, Number(o.timeout) * 1000);
           if (o.json) printJson(r);
           else if (r.ready) console.log(`nspawn: ready in ${r.seconds}s`);
@@ -60,6 +72,7 @@ export function registerBoot(program: Command): void {
             else throw bootFailure(r);
           }
         } finally {
+          await disk?.dispose();
           if (scratch) await rm(scratch, { recursive: true, force: true });
         }
       },

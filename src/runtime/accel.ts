@@ -48,11 +48,11 @@ export async function probeKvm(
   if (/Kernel panic|VFS: Unable to mount root|Run \/init/.test(console)) {
     return { usable: "kvm", kvm: "works", reason: "a test kernel booted under KVM", probedAt };
   }
-  const last = console.trim().split("\n").slice(-1)[0] ?? "";
+  const last = stripAnsi(console).trim().split("\n").slice(-1)[0] ?? "";
   return {
     usable: "tcg",
     kvm: "broken",
-    reason: `a test kernel did not boot under KVM (last line: ${stripAnsi(last).trim().slice(0, 80) || "none"})`,
+    reason: `a test kernel did not boot under KVM (last line: ${last.trim().slice(0, 80) || "none"})`,
     probedAt,
   };
 }

@@ -26,7 +26,7 @@ const FAILED: [RegExp, string][] = [
 ];
 
 // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping terminal escapes is the point
-const ANSI = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]|\r/g;
+const ANSI = /\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>c]|\r/g;
 
 export function stripAnsi(text: string): string {
   return text.replace(ANSI, "");

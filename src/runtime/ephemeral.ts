@@ -131,3 +131,61 @@ function parents(path: string): string[] {
   const parts = path.split("/").filter(Boolean);
   return parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join("/")}`);
 }
+
+/**
+ * A disk image's root filesystem as a directory, for nspawn: the root
+ * partition on a read-only loop device limited to its extent (no partition
+ * nodes are needed, which hosts without udev lack), mounted read-only, with
+ * a throw-away overlay on top. qcow2 images are converted to a raw copy first.
+ */
+export async function diskRootDir(image: string, inject: Injected[] = []): Promise<Ephemeral> {
+  const copy = image.endsWith(".qcow2") ? await diskCopy(image) : undefined;
+  const raw = copy?.path ?? image;
+  const parts = await partitions(raw);
+  const offset = await rootPartitionOffset(raw);
+  const part = parts.find((p) => p.offset === offset)!;
+  const base = await mkdtemp(join(tmpdir(), "kiln-diskroot-"));
+  const lower = join(base, "root");
+  await mkdir(lower);
+  let loop: string | undefined;
+  let mounted = false;
+  let overlay: Ephemeral | undefined;
+  const dispose = async () => {
+    await overlay?.dispose();
+    if (mounted) await exec("umount", [lower]).catch(() => exec("umount", ["-l", lower]));
+    mounted = false;
+    if (loop) await exec("losetup", ["-d", loop]).catch(() => {});
+    loop = undefined;
+    await rm(base, { recursive: true, force: true });
+    await copy?.dispose();
+  };
+  const drop = onCleanup(`disk root of ${image}`, dispose);
+  try {
+    loop = (
+      await exec("losetup", [
+        "--find",
+        "--show",
+        "--read-only",
+        "--offset",
+        String(offset),
+        "--sizelimit",
+        String(part.size * 512),
+        raw,
+      ])
+    ).stdout.trim();
+    await exec("mount", ["-o", "ro", loop, lower]);
+    mounted = true;
+    overlay = await overlayDir(lower, inject);
+    return {
+      path: overlay.path,
+      dispose: async () => {
+        drop();
+        await dispose();
+      },
+    };
+  } catch (err) {
+    drop();
+    await dispose();
+    throw err;
+  }
+}

@@ -4,6 +4,8 @@ import { exec } from "../util/exec.js";
 
 interface SfdiskPartition {
   start: number;
+  /** In sectors. */
+  size: number;
   type: string;
   name?: string;
 }

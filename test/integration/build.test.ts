@@ -165,6 +165,21 @@ describe("kiln build examples/minimal.yaml", () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ target: "nspawn", ready: true });
   });
 
+  it("boots the disk image's root in systemd-nspawn, leaving no loop device or mount", () => {
+    const r = kiln([
+      "boot",
+      join(DIR, "minimal.qcow2"),
+      "--until-ready",
+      "--json",
+      "--timeout",
+      "60",
+    ]);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ target: "nspawn", ready: true });
+    expect(execFileSync("losetup", ["-a"]).toString()).not.toContain("kiln-");
+    expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain("kiln-");
+  });
+
   for (const firmware of ["uefi", "bios"]) {
     it(`boots the disk in QEMU with ${firmware} to a login prompt`, () => {
       const r = kiln([

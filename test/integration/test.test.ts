@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -109,5 +109,56 @@ describe("kiln test", () => {
     expect(t.bootError).toContain("--- last console lines ---");
     // Well before the 240 s boot timeout: the failure is recognised on the console.
     expect(seconds).toBeLessThan(200);
+  });
+
+  it("kiln ssh reaches a VM started with --ssh; ending kiln vm ends QEMU and its record", async () => {
+    const image = join(OUT, "checks", "checks.qcow2");
+    const vm = spawn(
+      process.execPath,
+      [
+        KILN,
+        "vm",
+        image,
+        "--direct-kernel",
+        "--accel",
+        "tcg",
+        "--ssh",
+        "--name",
+        "it-ssh",
+        "--console-log",
+        join(OUT, "ssh-console.log"),
+      ],
+      {
+        cwd: ROOT,
+        stdio: ["pipe", "ignore", "pipe"],
+      },
+    );
+    const exited = new Promise<number | null>((res) => vm.on("close", (code) => res(code)));
+    try {
+      let answer = "";
+      for (let i = 0; i < 60 && !answer; i++) {
+        await new Promise((r) => setTimeout(r, 5000));
+        const r = kiln(["ssh", "it-ssh", "--", "hostname; id -un"]);
+        if (r.code === 0) answer = r.stdout;
+      }
+      expect(answer).toBe("minimal\nroot\n");
+      const st = kiln(["ssh", "it-ssh", "--", "exit 7"]);
+      expect(st.code).toBe(7);
+    } finally {
+      vm.kill("SIGTERM");
+      await exited;
+    }
+    const qemu = spawnSync("pgrep", ["-f", `qemu-system-x86_64.*${image}`]);
+    expect(qemu.status).toBe(1);
+    expect(kiln(["ssh", "it-ssh", "--", "true"]).stderr).toContain("no running VM named it-ssh");
+  });
+
+  it("the KVM probe runs for real and answers with a usable accelerator", () => {
+    const r = kiln(["doctor", "--json", "--reprobe"]);
+    const j = JSON.parse(r.stdout) as { accel: { usable: string; kvm: string; reason: string } };
+    expect(["kvm", "tcg"]).toContain(j.accel.usable);
+    // After a build the apt cache holds a kernel, so the probe really booted one.
+    expect(["works", "broken", "absent"]).toContain(j.accel.kvm);
+    expect(j.accel.usable === "kvm").toBe(j.accel.kvm === "works");
   });
 });
