@@ -55,6 +55,18 @@ try {
     );
     emit(`ready.tcg.${fw}`, r.seconds, "s");
   }
+  const direct = JSON.parse(
+    run([
+      "vm",
+      join(dir, "minimal.raw"),
+      "--direct-kernel",
+      "--accel",
+      "tcg",
+      "--until-ready",
+      "--json",
+    ]).stdout,
+  );
+  emit("ready.tcg.direct-kernel", direct.seconds, "s");
 } finally {
   rmSync(out, { recursive: true, force: true });
 }

@@ -31,8 +31,10 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
   }
   await writeFile(join(root, "etc/default/locale"), `LANG=${spec.locale}\n`);
 
-  // Every machine must get its own identity on first boot.
-  await writeFile(join(root, "etc/machine-id"), "uninitialized\n");
+  // Every machine must get its own identity when it boots. An empty file (not
+  // "uninitialized") does that without systemd's first-boot preset-all pass,
+  // which costs seconds under emulation and would redo what the build enabled.
+  await writeFile(join(root, "etc/machine-id"), "");
   await rm(join(root, "var/lib/dbus/machine-id"), { force: true });
 
   const netDir = join(root, "etc/systemd/network");
@@ -66,11 +68,34 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
       "etc/systemd/system/kiln-ssh-keygen.service",
     );
     await inRoot(root, "sh", ["-c", "rm -f /etc/ssh/ssh_host_*"]);
+    await mkdir(join(root, "etc/ssh/sshd_config.d"), { recursive: true });
+    await writeFile(
+      join(root, "etc/ssh/sshd_config.d/10-kiln-hostkey.conf"),
+      "# kiln: one ed25519 host key, made at first boot\nHostKey /etc/ssh/ssh_host_ed25519_key\n",
+    );
     enable.push("kiln-ssh-keygen.service");
   }
   await systemctl(root, "enable", [...enable, ...spec.services.enable]);
   await systemctl(root, "disable", spec.services.disable);
-  await systemctl(root, "mask", spec.services.mask);
+  await systemctl(root, "mask", [
+    ...spec.services.mask,
+    ...(spec.profile === "minimal" ? await presentUnits(root, MINIMAL_MASKED) : []),
+  ]);
+}
+
+/**
+ * Boot-time work a small server does not need, masked by the minimal profile:
+ * e2scrub's stale-snapshot cleanup (no LVM here) and gettys on tty2-6 for
+ * systems without logind.
+ */
+const MINIMAL_MASKED = ["e2scrub_reap.service", "getty-static.service"];
+
+async function presentUnits(root: string, units: string[]): Promise<string[]> {
+  return units.filter(
+    (u) =>
+      existsSync(join(root, "usr/lib/systemd/system", u)) ||
+      existsSync(join(root, "lib/systemd/system", u)),
+  );
 }
 
 /** Spec `files:` (after users so owners exist). */
