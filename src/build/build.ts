@@ -6,6 +6,7 @@ import { loadSpec } from "../spec/load.js";
 import { parseSize, type Spec } from "../spec/schema.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
+import { removeTree } from "../util/fsx.js";
 import { sha256File } from "../util/hash.js";
 import { step } from "../util/log.js";
 import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
@@ -157,7 +158,7 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     await swapInto(ctx.stage, outDir, work);
     return { outDir, manifest, credentials: ctx.credentials };
   } finally {
-    await rm(work, { recursive: true, force: true });
+    await removeTree(work);
     dropCleanup();
   }
 }

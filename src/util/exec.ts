@@ -21,6 +21,9 @@ export interface ExecOptions {
   hint?: string;
   /** Strings to mask in error messages and debug output (secrets). */
   redact?: string[];
+  /** How to ask the child to stop if kiln is interrupted (default SIGTERM, 5 s before SIGKILL). */
+  stopSignal?: NodeJS.Signals;
+  stopGraceMs?: number;
 }
 
 export interface ExecResult {
@@ -85,7 +88,9 @@ export function exec(
       stdio: opts.inherit ? "inherit" : ["pipe", "pipe", "pipe"],
     });
     running.add(child);
-    const drop = onCleanup(`process ${cmd}`, () => terminate(child));
+    const drop = onCleanup(`process ${cmd}`, () =>
+      terminate(child, opts.stopGraceMs, opts.stopSignal),
+    );
     let stdout = "";
     let stderr = "";
     let timedOut = false;
@@ -145,8 +150,12 @@ export function exec(
   });
 }
 
-/** SIGTERM, then SIGKILL if the child has not gone after `graceMs`. */
-export function terminate(child: ChildProcess, graceMs = 5000): Promise<void> {
+/** SIGTERM (or `signal`), then SIGKILL if the child has not gone after `graceMs`. */
+export function terminate(
+  child: ChildProcess,
+  graceMs = 5000,
+  signal: NodeJS.Signals = "SIGTERM",
+): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const t = setTimeout(() => child.kill("SIGKILL"), graceMs);
@@ -154,7 +163,7 @@ export function terminate(child: ChildProcess, graceMs = 5000): Promise<void> {
       clearTimeout(t);
       resolve();
     });
-    child.kill("SIGTERM");
+    child.kill(signal);
   });
 }
 

@@ -161,4 +161,40 @@ describe("kiln test", () => {
     expect(["works", "broken", "absent"]).toContain(j.accel.kvm);
     expect(j.accel.usable === "kvm").toBe(j.accel.kvm === "works");
   });
+
+  it("Ctrl-C during a test boot ends QEMU and removes the throw-away disk", async () => {
+    const image = join(OUT, "checks", "checks.qcow2");
+    const t = spawn(process.execPath, [KILN, "test", image, "--on", "bios", "--accel", "tcg"], {
+      cwd: ROOT,
+      stdio: "ignore",
+    });
+    const exited = new Promise<number | null>((res) => t.on("close", (code) => res(code)));
+    const qemuRunning = () =>
+      spawnSync("pgrep", ["-f", "qemu-system-x86_64.*kiln-disk-"]).status === 0;
+    for (let i = 0; i < 100 && !qemuRunning(); i++) await new Promise((r) => setTimeout(r, 200));
+    expect(qemuRunning()).toBe(true);
+    t.kill("SIGINT");
+    expect(await exited).toBe(130);
+    expect(qemuRunning()).toBe(false);
+    expect(readdirSync("/var/tmp").filter((f) => f.startsWith("kiln-disk-"))).toEqual([]);
+  });
+
+  it("Ctrl-C during a build leaves no work directory and no process", async () => {
+    const out = join(OUT, "interrupted");
+    const b = spawn(
+      process.execPath,
+      [KILN, "build", "examples/minimal.yaml", "-o", out, "--refresh"],
+      { cwd: ROOT, stdio: "ignore" },
+    );
+    const exited = new Promise<number | null>((res) => b.on("close", (code) => res(code)));
+    // --refresh makes mmdebstrap run, so the signal lands in the middle of the bootstrap.
+    for (let i = 0; i < 100 && spawnSync("pgrep", ["-x", "mmdebstrap"]).status !== 0; i++)
+      await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 3000));
+    b.kill("SIGINT");
+    expect(await exited).toBe(130);
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(spawnSync("pgrep", ["-x", "mmdebstrap"]).status).toBe(1);
+    expect(readdirSync(OUT).filter((f) => f.includes("interrupted"))).toEqual([]);
+  });
 });

@@ -38,6 +38,8 @@ async function bootstrap(ctx: BuildContext, target: string): Promise<void> {
   await mkdir(apt, { recursive: true });
   await mkdir(cacheDir("rootfs"), { recursive: true });
   const partial = `${target}.partial-${process.pid}`;
+  const scratch = join(ctx.work, "tmp");
+  await mkdir(scratch, { recursive: true });
   const drop = onCleanup(`partial rootfs ${partial}`, () => rm(partial, { force: true }));
   try {
     await exec(
@@ -56,6 +58,12 @@ async function bootstrap(ctx: BuildContext, target: string): Promise<void> {
         r.mirror,
       ],
       {
+        // mmdebstrap's scratch chroot goes inside kiln's work directory, so
+        // whatever an interrupted run leaves is removed with it.
+        env: { TMPDIR: scratch },
+        // mmdebstrap cleans up after SIGINT (what Ctrl-C sends it); give it time.
+        stopSignal: "SIGINT",
+        stopGraceMs: 60_000,
         onLine: (l) => ctx.detail(l),
         hint: `mmdebstrap could not build ${ctx.spec.distribution.id} ${r.release} from ${r.mirror}: check the release name, the mirror and the network`,
       },
