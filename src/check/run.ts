@@ -17,7 +17,7 @@ import { onCleanup } from "../util/cleanup.js";
 import { exec } from "../util/exec.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
-import { checkScript, DONE_MARK, TEST_UNIT } from "./script.js";
+import { checkScript, DONE_MARK, testUnit } from "./script.js";
 
 export type Target = "nspawn" | Firmware;
 
@@ -32,7 +32,7 @@ export interface TestOptions {
 export function testInjection(checks: Check[]): Injected[] {
   return [
     { path: "/usr/lib/kiln-test/checks.sh", content: checkScript(checks), mode: 0o755 },
-    { path: "/etc/systemd/system/kiln-test.service", content: TEST_UNIT },
+    { path: "/etc/systemd/system/kiln-test.service", content: testUnit() },
     {
       path: "/etc/systemd/system/multi-user.target.wants/kiln-test.service",
       linkTo: "/etc/systemd/system/kiln-test.service",
@@ -61,11 +61,9 @@ export async function runTarget(
         await exec("tar", ["--numeric-owner", "-C", unpacked, "-xf", dir]);
         dir = unpacked;
       }
-      if (!dir)
-        throw new Error(
-          "nspawn needs a directory or tar artifact (add `directory` or `tar` to outputs)",
-        );
-      eph = await overlayDir(dir, inject);
+      if (dir) eph = await overlayDir(dir, inject);
+      else if (artifact.disk) eph = await diskRootDir(artifact.disk, inject);
+      else throw new Error("nspawn needs a directory, tar or disk artifact");
       guest = await startContainer({
         dir: eph.path,
         persist: true,

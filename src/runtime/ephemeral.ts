@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { onCleanup } from "../util/cleanup.js";
+import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { partitions } from "./kernel.js";
@@ -42,28 +42,23 @@ export async function overlayDir(lower: string, inject: Injected[] = []): Promis
     }
   }
   let mounted = false;
-  const dispose = async () => {
+  const undo = async () => {
     if (mounted) await exec("umount", ["-l", merged]).catch(() => {});
     mounted = false;
     await rm(base, { recursive: true, force: true });
   };
-  const drop = onCleanup(`overlay ${merged}`, dispose);
-  await exec("mount", [
-    "-t",
-    "overlay",
-    "overlay",
-    "-o",
-    `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
-    merged,
-  ]);
-  mounted = true;
-  return {
-    path: merged,
-    dispose: async () => {
-      drop();
-      await dispose();
-    },
-  };
+  const { dispose } = await acquire(`overlay ${merged}`, undo, async () => {
+    await exec("mount", [
+      "-t",
+      "overlay",
+      "overlay",
+      "-o",
+      `lowerdir=${lower},upperdir=${upper},workdir=${work}`,
+      merged,
+    ]);
+    mounted = true;
+  });
+  return { path: merged, dispose };
 }
 
 /** Byte offset of the partition a disk boots by default (root-a, else the first Linux root). */
@@ -88,13 +83,14 @@ export async function rootPartitionOffset(image: string): Promise<number> {
 export async function diskCopy(image: string, inject: Injected[] = []): Promise<Ephemeral> {
   if (!existsSync(image)) throw new KilnError("VM_NO_IMAGE", `${image} does not exist`);
   const base = await mkdtemp(join(existsSync("/var/tmp") ? "/var/tmp" : tmpdir(), "kiln-disk-"));
-  const dispose = () => rm(base, { recursive: true, force: true });
-  const drop = onCleanup(`disk copy ${base}`, dispose);
-  try {
-    const copy = join(base, "disk.raw");
-    if (image.endsWith(".qcow2")) await exec("qemu-img", ["convert", "-O", "raw", image, copy]);
-    else await exec("cp", ["--sparse=always", image, copy]);
-    if (inject.length) {
+  const copy = join(base, "disk.raw");
+  const { dispose } = await acquire(
+    `disk copy ${base}`,
+    () => rm(base, { recursive: true, force: true }),
+    async () => {
+      if (image.endsWith(".qcow2")) await exec("qemu-img", ["convert", "-O", "raw", image, copy]);
+      else await exec("cp", ["--sparse=always", image, copy]);
+      if (!inject.length) return;
       const offset = await rootPartitionOffset(copy);
       const cmds: string[] = [];
       for (const [i, f] of inject.entries()) {
@@ -112,19 +108,9 @@ export async function diskCopy(image: string, inject: Injected[] = []): Promise<
       }
       await writeFile(join(base, "debugfs.cmds"), `${cmds.join("\n")}\n`);
       await exec("debugfs", ["-w", "-f", join(base, "debugfs.cmds"), `${copy}?offset=${offset}`]);
-    }
-    return {
-      path: copy,
-      dispose: async () => {
-        drop();
-        await dispose();
-      },
-    };
-  } catch (err) {
-    drop();
-    await dispose();
-    throw err;
-  }
+    },
+  );
+  return { path: copy, dispose };
 }
 
 function parents(path: string): string[] {
@@ -146,11 +132,10 @@ export async function diskRootDir(image: string, inject: Injected[] = []): Promi
   const part = parts.find((p) => p.offset === offset)!;
   const base = await mkdtemp(join(tmpdir(), "kiln-diskroot-"));
   const lower = join(base, "root");
-  await mkdir(lower);
   let loop: string | undefined;
   let mounted = false;
   let overlay: Ephemeral | undefined;
-  const dispose = async () => {
+  const undo = async () => {
     await overlay?.dispose();
     if (mounted) await exec("umount", [lower]).catch(() => exec("umount", ["-l", lower]));
     mounted = false;
@@ -159,8 +144,9 @@ export async function diskRootDir(image: string, inject: Injected[] = []): Promi
     await rm(base, { recursive: true, force: true });
     await copy?.dispose();
   };
-  const drop = onCleanup(`disk root of ${image}`, dispose);
-  try {
+  const { value, dispose } = await acquire(`disk root of ${image}`, undo, async () => {
+    await mkdir(lower);
+    const size = String(part.size * 512);
     loop = (
       await exec("losetup", [
         "--find",
@@ -169,23 +155,14 @@ export async function diskRootDir(image: string, inject: Injected[] = []): Promi
         "--offset",
         String(offset),
         "--sizelimit",
-        String(part.size * 512),
+        size,
         raw,
       ])
     ).stdout.trim();
     await exec("mount", ["-o", "ro", loop, lower]);
     mounted = true;
     overlay = await overlayDir(lower, inject);
-    return {
-      path: overlay.path,
-      dispose: async () => {
-        drop();
-        await dispose();
-      },
-    };
-  } catch (err) {
-    drop();
-    await dispose();
-    throw err;
-  }
+    return overlay.path;
+  });
+  return { path: value, dispose };
 }

@@ -3,7 +3,7 @@ import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { onCleanup } from "../util/cleanup.js";
+import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec, type Started, start } from "../util/exec.js";
 import { log } from "../util/log.js";
@@ -133,36 +133,25 @@ async function prepare(
   if (!existsSync(o.image)) throw new KilnError("VM_NO_IMAGE", `${o.image} does not exist`);
   const accel = await chooseAccel(o.accel);
   const dir = await mkdtemp(join(tmpdir(), "kiln-vm-"));
-  const dispose = () => rm(dir, { recursive: true, force: true });
-  const drop = onCleanup(`VM scratch ${dir}`, dispose);
-  try {
-    const qmp = join(dir, "qmp.sock");
-    const extra: Partial<QemuArgsInput> = {};
-    if (o.firmware === "uefi" && !o.directKernel) {
-      const ovmf = findOvmf();
-      // Each boot gets its own writable copy of the variable store.
-      await copyFile(ovmf.vars, join(dir, "vars.fd"));
-      extra.code = ovmf.code;
-      extra.vars = join(dir, "vars.fd");
-    }
-    if (o.seed) extra.seedIso = await seedIso(o.seed, dir);
-    if (o.directKernel) extra.kernel = await extractBoot(o.image, dir);
-    const args = qemuArgs({ ...o, ...extra, accel, qmp, serial });
-    return {
-      args,
-      accel,
-      dir,
-      qmp,
-      dispose: async () => {
-        drop();
-        await dispose();
-      },
-    };
-  } catch (err) {
-    drop();
-    await dispose();
-    throw err;
-  }
+  const qmp = join(dir, "qmp.sock");
+  const { value: args, dispose } = await acquire(
+    `VM scratch ${dir}`,
+    () => rm(dir, { recursive: true, force: true }),
+    async () => {
+      const extra: Partial<QemuArgsInput> = {};
+      if (o.firmware === "uefi" && !o.directKernel) {
+        const ovmf = findOvmf();
+        // Each boot gets its own writable copy of the variable store.
+        await copyFile(ovmf.vars, join(dir, "vars.fd"));
+        extra.code = ovmf.code;
+        extra.vars = join(dir, "vars.fd");
+      }
+      if (o.seed) extra.seedIso = await seedIso(o.seed, dir);
+      if (o.directKernel) extra.kernel = await extractBoot(o.image, dir);
+      return qemuArgs({ ...o, ...extra, accel, qmp, serial });
+    },
+  );
+  return { args, accel, dir, qmp, dispose };
 }
 
 /** Start a VM whose console kiln reads (tests, --until-ready). */

@@ -50,3 +50,26 @@ function installHandlers(): void {
   process.on("SIGTERM", handler);
   process.on("SIGHUP", handler);
 }
+
+/**
+ * Make something that must be undone (a scratch dir, a mount): `undo` is
+ * registered for signals while it exists, run at once if `make` fails, and
+ * run by the returned `dispose` when the caller is done.
+ */
+export async function acquire<T>(
+  what: string,
+  undo: Undo,
+  make: () => Promise<T>,
+): Promise<{ value: T; dispose(): Promise<void> }> {
+  const drop = onCleanup(what, undo);
+  const dispose = async () => {
+    drop();
+    await undo();
+  };
+  try {
+    return { value: await make(), dispose };
+  } catch (err) {
+    await dispose();
+    throw err;
+  }
+}

@@ -37,7 +37,7 @@ describe("guest check script", () => {
 
   it("really runs: a run check reports its exit and output through the framing", () => {
     // Only run checks can execute on a build host; the console is replaced by stdout.
-    const script = checkScript([checks[0]!]).replaceAll("> /dev/console", ">&1");
+    const script = checkScript([checks[0]!]).replaceAll(">/dev/console", ">&1");
     const out = execFileSync("bash", ["-c", script]).toString();
     const { results, done } = parseResults(out);
     expect(done).toBe(true);

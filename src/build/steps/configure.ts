@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
-import { chmod, cp, mkdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { chmod, cp, mkdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { readAsset } from "../../util/assets.js";
 import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
@@ -124,7 +125,7 @@ async function systemctl(root: string, verb: string, units: string[]): Promise<v
 }
 
 async function installAsset(root: string, asset: string, to: string): Promise<void> {
-  const text = await readFile(new URL(`../../../assets/${asset}`, import.meta.url), "utf8");
+  const text = readAsset(asset);
   await mkdir(dirname(join(root, to)), { recursive: true });
   await writeFile(join(root, to), text);
 }
