@@ -15,6 +15,7 @@ import { configureStep, filesStep } from "./steps/configure.js";
 import { diskStep } from "./steps/disk.js";
 import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
+import { netbootStep } from "./steps/netboot.js";
 import { directoryStep, qcow2Step, tarStep } from "./steps/outputs.js";
 import { rootfsStep } from "./steps/rootfs.js";
 import { usersStep } from "./steps/users.js";
@@ -68,6 +69,7 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
   tar: tarStep,
   disk: diskStep,
   qcow2: qcow2Step,
+  netboot: netbootStep,
   directory: directoryStep,
 };
 
@@ -81,6 +83,7 @@ const ORDER: StepId[] = [
   "tar",
   "disk",
   "qcow2",
+  "netboot",
   "directory",
   "manifest",
 ];

@@ -16,6 +16,7 @@ interface VmFlags {
   forward?: string[];
   seed?: string;
   directKernel?: boolean;
+  netboot?: string;
   consoleLog?: string;
   ssh?: boolean;
   name?: string;
@@ -27,7 +28,7 @@ interface VmFlags {
 export function registerVm(program: Command): void {
   program
     .command("vm")
-    .argument("<image>", "a raw or qcow2 disk image")
+    .argument("[image]", "a raw or qcow2 disk image")
     .option("--firmware <kind>", "uefi or bios", "uefi")
     .option("--accel <kind>", "auto (probe KVM, fall back to TCG), kvm or tcg", "auto")
     .option("--cpus <n>", "virtual CPUs", "2")
@@ -37,6 +38,10 @@ export function registerVm(program: Command): void {
     .option(
       "--seed <dir-or-iso>",
       "attach a cloud-init NoCloud seed (a directory becomes a cidata ISO)",
+    )
+    .option(
+      "--netboot <dir>",
+      "boot a netboot bundle (outputs: [netboot]) over HTTP from this host, no disk",
     )
     .option(
       "--direct-kernel",
@@ -52,7 +57,9 @@ export function registerVm(program: Command): void {
     .option("--timeout <seconds>", "with --until-ready", "300")
     .option("--json", "with --until-ready: the report as JSON")
     .description("boot a disk image in QEMU, serial console on this terminal (Ctrl-A X quits)")
-    .action(async (image: string, o: VmFlags) => {
+    .action(async (imageArg: string | undefined, o: VmFlags) => {
+      const image = imageArg ?? "";
+      if (!image && !o.netboot) throw usage("give a disk image, or --netboot DIR");
       const firmware = o.firmware as Firmware;
       if (firmware !== "uefi" && firmware !== "bios") throw usage("--firmware is uefi or bios");
       if (!["auto", "kvm", "tcg"].includes(o.accel)) throw usage("--accel is auto, kvm or tcg");
@@ -71,6 +78,7 @@ export function registerVm(program: Command): void {
         forwards,
         ...(o.seed ? { seed: o.seed } : {}),
         ...(o.directKernel ? { directKernel: true } : {}),
+        ...(o.netboot ? { netboot: o.netboot } : {}),
         ...(o.consoleLog ? { onConsole: (t: string) => appendFileSync(o.consoleLog!, t) } : {}),
       };
       let forget: (() => Promise<void>) | undefined;

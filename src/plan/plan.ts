@@ -18,6 +18,7 @@ export type StepId =
   | "tar"
   | "disk"
   | "qcow2"
+  | "netboot"
   | "manifest";
 
 export interface PlannedStep {
@@ -76,7 +77,7 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   const outputs = new Set(spec.outputs);
   // qcow2 is converted from the raw disk, so the disk is always made for it.
   if (outputs.has("qcow2")) outputs.add("disk");
-  for (const o of ["directory", "tar", "disk", "qcow2"] as const) {
+  for (const o of ["directory", "tar", "disk", "qcow2", "netboot"] as const) {
     if (!outputs.has(o)) continue;
     const title =
       o === "disk"

@@ -3,6 +3,7 @@ import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { serveDirectory } from "../deliver/static.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec, type Started, start } from "../util/exec.js";
@@ -31,6 +32,7 @@ export function findOvmf(candidates = OVMF_CANDIDATES): { code: string; vars: st
 }
 
 export interface VmOptions {
+  /** The disk; may be empty with `netboot`. */
   image: string;
   firmware: Firmware;
   accel: Accel | "auto";
@@ -44,6 +46,8 @@ export interface VmOptions {
   seed?: string;
   /** Boot the image's kernel and initrd directly, skipping firmware and GRUB. */
   directKernel?: boolean;
+  /** Boot a netboot bundle directory instead of a disk: its root image is served over HTTP. */
+  netboot?: string;
   /** systemd credentials passed over SMBIOS (e.g. ssh.authorized_keys.root). */
   credentials?: Record<string, string>;
   /** Console text as it arrives. */
@@ -79,7 +83,7 @@ export interface QemuArgsInput extends VmOptions {
 }
 
 export function qemuArgs(o: QemuArgsInput): string[] {
-  const format = o.image.endsWith(".qcow2") ? "qcow2" : "raw";
+  const format = o.image?.endsWith(".qcow2") ? "qcow2" : "raw";
   const args = [
     "-machine",
     `q35,accel=${o.accel}`,
@@ -94,11 +98,14 @@ export function qemuArgs(o: QemuArgsInput): string[] {
     o.serial ?? "stdio",
     "-qmp",
     `unix:${o.qmp},server=on,wait=off`,
-    "-drive",
-    `file=${o.image},if=virtio,format=${format}${o.persist ? "" : ",snapshot=on"}`,
     "-device",
     "virtio-rng-pci",
   ];
+  if (o.image)
+    args.push(
+      "-drive",
+      `file=${o.image},if=virtio,format=${format}${o.persist ? "" : ",snapshot=on"}`,
+    );
   if (o.accel === "kvm") args.push("-cpu", "host");
   const fwd = (o.forwards ?? [])
     .map((f) => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`)
@@ -130,27 +137,39 @@ async function prepare(
   o: VmOptions,
   serial: string,
 ): Promise<{ args: string[]; accel: Accel; dir: string; qmp: string; dispose(): Promise<void> }> {
-  if (!existsSync(o.image)) throw new KilnError("VM_NO_IMAGE", `${o.image} does not exist`);
+  if (o.image && !existsSync(o.image))
+    throw new KilnError("VM_NO_IMAGE", `${o.image} does not exist`);
   const accel = await chooseAccel(o.accel);
   const dir = await mkdtemp(join(tmpdir(), "kiln-vm-"));
   const qmp = join(dir, "qmp.sock");
-  const { value: args, dispose } = await acquire(
-    `VM scratch ${dir}`,
-    () => rm(dir, { recursive: true, force: true }),
-    async () => {
-      const extra: Partial<QemuArgsInput> = {};
-      if (o.firmware === "uefi" && !o.directKernel) {
-        const ovmf = findOvmf();
-        // Each boot gets its own writable copy of the variable store.
-        await copyFile(ovmf.vars, join(dir, "vars.fd"));
-        extra.code = ovmf.code;
-        extra.vars = join(dir, "vars.fd");
-      }
-      if (o.seed) extra.seedIso = await seedIso(o.seed, dir);
-      if (o.directKernel) extra.kernel = await extractBoot(o.image, dir);
-      return qemuArgs({ ...o, ...extra, accel, qmp, serial });
-    },
-  );
+  let http: Awaited<ReturnType<typeof serveDirectory>> | undefined;
+  const undo = async () => {
+    await http?.close();
+    await rm(dir, { recursive: true, force: true });
+  };
+  const { value: args, dispose } = await acquire(`VM scratch ${dir}`, undo, async () => {
+    const extra: Partial<QemuArgsInput> = {};
+    if (o.firmware === "uefi" && !o.directKernel) {
+      const ovmf = findOvmf();
+      // Each boot gets its own writable copy of the variable store.
+      await copyFile(ovmf.vars, join(dir, "vars.fd"));
+      extra.code = ovmf.code;
+      extra.vars = join(dir, "vars.fd");
+    }
+    if (o.seed) extra.seedIso = await seedIso(o.seed, dir);
+    if (o.directKernel) extra.kernel = await extractBoot(o.image, dir);
+    if (o.netboot) {
+      // The guest reaches the host's loopback as 10.0.2.2 on QEMU user networking.
+      http = await serveDirectory(o.netboot);
+      const console = "console=tty0 console=ttyS0,115200";
+      extra.kernel = {
+        kernel: join(o.netboot, "vmlinuz"),
+        initrd: join(o.netboot, "initrd.img"),
+        cmdline: `kiln.root=http://10.0.2.2:${http.port}/root.squashfs ${console}`,
+      };
+    }
+    return qemuArgs({ ...o, ...extra, accel, qmp, serial });
+  });
   return { args, accel, dir, qmp, dispose };
 }
 

@@ -1,21 +1,8 @@
-import { readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { closest, distance } from "fastest-levenshtein";
-import {
-  type Document,
-  isMap,
-  isNode,
-  isPair,
-  isScalar,
-  isSeq,
-  LineCounter,
-  parseDocument,
-} from "yaml";
-import type { z } from "zod";
 import { type Diagnostic, KilnError, SpecError } from "../util/errors.js";
-import { codeFrame } from "./frame.js";
 import { mergeSpecs } from "./merge.js";
 import { type Spec, specSchema } from "./schema.js";
+import { issuesToDiagnostics, type ParsedYaml, parseYamlFile } from "./yaml.js";
 
 export interface LoadedSpec {
   spec: Spec;
@@ -25,14 +12,6 @@ export interface LoadedSpec {
   dir: string;
   /** Canonical JSON of the merged spec (for hashing). */
   canonical: string;
-}
-
-interface Parsed {
-  file: string;
-  text: string;
-  doc: Document.Parsed;
-  lines: LineCounter;
-  value: Record<string, unknown>;
 }
 
 /** Load, compose (`extends`) and validate a spec; all problems are reported together. */
@@ -51,7 +30,8 @@ export function loadSpec(path: string): LoadedSpec {
   }
   const top = chain[0]!;
   const result = specSchema.safeParse(merged);
-  if (!result.success) throw new SpecError(issuesToDiagnostics(result.error.issues, top));
+  if (!result.success)
+    throw new SpecError(issuesToDiagnostics(result.error.issues, top, specSchema));
   // Relative `source:` paths belong to the file that named them.
   const spec = result.data;
   for (const f of spec.files) {
@@ -65,11 +45,18 @@ export function loadSpec(path: string): LoadedSpec {
   };
 }
 
-function loadChain(file: string, seen: string[]): Parsed[] {
+function validate(p: ParsedYaml, partial: boolean): Diagnostic[] {
+  // A base spec may leave out what the extending spec supplies (e.g. name).
+  const schema = partial ? specSchema.partial() : specSchema;
+  const result = schema.safeParse(p.value);
+  return result.success ? [] : issuesToDiagnostics(result.error.issues, p, schema);
+}
+
+function loadChain(file: string, seen: string[]): ParsedYaml[] {
   if (seen.includes(file)) {
     throw new KilnError("SPEC_EXTENDS_CYCLE", `extends cycle: ${[...seen, file].join(" → ")}`);
   }
-  const parsed = parseFile(file);
+  const parsed = parseYamlFile(file);
   const ext = parsed.value.extends;
   const bases = typeof ext === "string" ? [ext] : Array.isArray(ext) ? ext : [];
   const chain = [parsed];
@@ -81,134 +68,7 @@ function loadChain(file: string, seen: string[]): Parsed[] {
   return chain;
 }
 
-function parseFile(file: string): Parsed {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (err) {
-    throw new KilnError("SPEC_NOT_FOUND", `cannot read spec ${file}: ${(err as Error).message}`, {
-      hint: "`kiln init` writes a starter spec",
-    });
-  }
-  const lines = new LineCounter();
-  const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
-  if (doc.errors.length) {
-    throw new SpecError(
-      doc.errors.map((e) => {
-        const { line, col } = lines.linePos(e.pos[0]);
-        return {
-          loc: { file, line, column: col },
-          message: e.message.split("\n")[0]!,
-          frame: codeFrame(text, line, col),
-        };
-      }),
-    );
-  }
-  const value = doc.toJS() ?? {};
-  if (typeof value !== "object" || Array.isArray(value)) {
-    throw new SpecError([
-      { loc: { file, line: 1, column: 1 }, message: "a spec must be a mapping of keys" },
-    ]);
-  }
-  return { file, text, doc, lines, value };
-}
-
-function validate(p: Parsed, partial: boolean): Diagnostic[] {
-  // A base spec may leave out what the extending spec supplies (e.g. name).
-  const schema = partial ? specSchema.partial() : specSchema;
-  const result = schema.safeParse(p.value);
-  return result.success ? [] : issuesToDiagnostics(result.error.issues, p);
-}
-
-function issuesToDiagnostics(issues: z.core.$ZodIssue[], p: Parsed): Diagnostic[] {
-  const out: Diagnostic[] = [];
-  for (const issue of issues) {
-    if (issue.code === "unrecognized_keys") {
-      for (const key of issue.keys) {
-        const known = knownKeys(issue.path);
-        const guess = known.length ? closest(key, known) : undefined;
-        const hint = guess && similar(key, guess) ? ` (did you mean \`${guess}\`?)` : "";
-        out.push(at(p, [...issue.path, key], true, `unknown key \`${key}\`${hint}`));
-      }
-      continue;
-    }
-    out.push(at(p, issue.path, false, `${describePath(issue.path)}: ${messageOf(issue)}`));
-  }
-  return out.sort((a, b) => a.loc.line - b.loc.line || a.loc.column - b.loc.column);
-}
-
-function messageOf(issue: z.core.$ZodIssue): string {
-  if (issue.code === "invalid_value" && "values" in issue) {
-    return `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
-  }
-  if (issue.code === "invalid_type" && issue.input === undefined) return "is required";
-  return issue.message;
-}
-
-function describePath(path: PropertyKey[]): string {
-  if (!path.length) return "spec";
-  return path
-    .map((k, i) => (typeof k === "number" ? `[${k}]` : i ? `.${String(k)}` : String(k)))
-    .join("");
-}
-
-/** Locate a path in the YAML document; for unknown keys point at the key itself. */
-function at(p: Parsed, path: PropertyKey[], keyNode: boolean, message: string): Diagnostic {
-  let node: unknown = p.doc.contents;
-  let offset = 0;
-  for (const [i, k] of path.entries()) {
-    const last = i === path.length - 1;
-    if (isMap(node)) {
-      const pair = node.items.find((it) => isPair(it) && isScalar(it.key) && it.key.value === k);
-      if (!pair) break;
-      node = (keyNode && last) || !pair.value ? pair.key : pair.value;
-    } else if (isSeq(node) && typeof k === "number") {
-      const item = node.items[k];
-      if (!item) break;
-      node = item;
-    } else break;
-    if (isNode(node) && node.range) offset = node.range[0];
-  }
-  if (isNode(node) && node.range) offset = node.range[0];
-  const { line, col } = p.lines.linePos(offset);
-  return { loc: { file: p.file, line, column: col }, message, frame: codeFrame(p.text, line, col) };
-}
-
-/** Keys the schema allows at a path, for "did you mean" suggestions. */
-function knownKeys(path: PropertyKey[]): string[] {
-  // biome-ignore lint/suspicious/noExplicitAny: walking zod internals generically
-  let s: any = specSchema;
-  const unwrap = () => {
-    for (;;) {
-      const def = s?._zod?.def;
-      if (!def) return;
-      if (def.type === "optional" || def.type === "default" || def.type === "nullable")
-        s = def.innerType;
-      else if (def.type === "pipe") s = def.in;
-      else if (def.type === "array") s = def.element;
-      else return;
-    }
-  };
-  unwrap();
-  for (const k of path) {
-    if (typeof k === "number") {
-      unwrap();
-      continue;
-    }
-    s = s?._zod?.def?.shape?.[k];
-    unwrap();
-  }
-  const shape = s?._zod?.def?.shape;
-  return shape ? Object.keys(shape) : [];
-}
-
-function similar(a: string, b: string): boolean {
-  // Edit distance small relative to length: "pakages" → "packages", not "x" → "name".
-  const d = distance(a, b);
-  return d <= Math.max(2, Math.floor(b.length / 3));
-}
-
-function originOf(chain: Parsed[], filePath: string): string | undefined {
+function originOf(chain: ParsedYaml[], filePath: string): string | undefined {
   for (const p of chain) {
     const files = p.value.files;
     if (

@@ -10,10 +10,15 @@ const LIST_KEYS: Record<string, string> = {
   interfaces: "match",
 };
 
+/** Lists an extending spec replaces outright: what to make is not a union of what the base made. */
+const REPLACED_LISTS = new Set(["outputs", "firmware"]);
+
 type Json = unknown;
 
 export function mergeSpecs(base: Json, over: Json, key = ""): Json {
-  if (Array.isArray(base) && Array.isArray(over)) return mergeLists(base, over, LIST_KEYS[key]);
+  if (Array.isArray(base) && Array.isArray(over)) {
+    return REPLACED_LISTS.has(key) ? over : mergeLists(base, over, LIST_KEYS[key]);
+  }
   if (isObject(base) && isObject(over)) {
     const out: Record<string, Json> = { ...base };
     for (const [k, v] of Object.entries(over)) out[k] = k in base ? mergeSpecs(base[k], v, k) : v;

@@ -48,6 +48,20 @@ export const HOST_TOOLS: readonly HostTool[] = [
   },
   { name: "tar", pkg: "tar", version: ["--version"], purpose: "tar outputs" },
   { name: "zstd", pkg: "zstd", version: ["--version"], purpose: "compression" },
+  {
+    name: "mksquashfs",
+    pkg: "squashfs-tools",
+    version: ["-version"],
+    purpose: "netboot root images",
+  },
+  { name: "busybox", pkg: "busybox-static", purpose: "the netboot initrd" },
+  { name: "cpio", pkg: "cpio", version: ["--version"], purpose: "initrd archives" },
+  {
+    name: "dnsmasq",
+    pkg: "dnsmasq-base",
+    version: ["--version"],
+    purpose: "kiln serve: proxy-DHCP and TFTP",
+  },
   { name: "xorriso", pkg: "xorriso", version: ["-version"], purpose: "cloud-init seed ISOs" },
   { name: "ssh", pkg: "openssh-client", version: ["-V"], purpose: "kiln ssh" },
   { name: "ssh-keygen", pkg: "openssh-client", purpose: "kiln ssh key" },
@@ -65,6 +79,7 @@ export const HOST_FILES: readonly { path: string; pkg: string; purpose: string }
   { path: "/usr/lib/grub/x86_64-efi", pkg: "grub-efi-amd64-bin", purpose: "GRUB for UEFI" },
   { path: "/usr/lib/grub/i386-pc/grub-bios-setup", pkg: "grub-pc-bin", purpose: "GRUB for BIOS" },
   { path: "/usr/share/OVMF", pkg: "ovmf", purpose: "UEFI firmware for VMs" },
+  { path: "/usr/lib/ipxe/undionly.kpxe", pkg: "ipxe", purpose: "network boot loaders" },
 ];
 
 /**

@@ -1,0 +1,126 @@
+import { chmod, copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { readAsset } from "../../util/assets.js";
+import { KilnError } from "../../util/errors.js";
+import { exec, which } from "../../util/exec.js";
+import type { BuildContext } from "../context.js";
+import { kernelCmdline } from "./disk.js";
+
+/** Modules the netboot initrd loads (with their dependencies): NIC, loop, squashfs, overlay. */
+export const NETBOOT_MODULES = ["virtio_pci", "virtio_net", "loop", "squashfs", "overlay"];
+
+/**
+ * A netboot bundle: the kernel, a small busybox initrd that fetches the root
+ * filesystem over HTTP and runs it from RAM under a tmpfs overlay, the root
+ * filesystem as zstd squashfs, and an iPXE script.
+ */
+export async function netbootStep(ctx: BuildContext): Promise<string> {
+  const version = ctx.facts.kernelVersion as string;
+  const out = join(ctx.stage, `${ctx.spec.name}.netboot`);
+  await mkdir(out, { recursive: true });
+  await copyFile(join(ctx.root, "boot", `vmlinuz-${version}`), join(out, "vmlinuz"));
+  await makeInitrd(ctx, version, join(out, "initrd.img"));
+  await exec(
+    "mksquashfs",
+    [ctx.root, join(out, "root.squashfs"), "-comp", "zstd", "-noappend", "-quiet", "-e", "boot"],
+    {
+      onLine: (l) => ctx.detail(l),
+    },
+  );
+  await writeFile(join(out, "boot.ipxe"), ipxeScript(`${kernelCmdline(ctx.spec)}`));
+  return out;
+}
+
+/**
+ * Standalone script for any HTTP server: iPXE resolves kernel and initrd
+ * against the script's own URL; the initrd needs the absolute URL of the root
+ * image, which `kiln serve` fills in per machine, or `${base}` set beforehand.
+ */
+export function ipxeScript(cmdline: string): string {
+  return [
+    "#!ipxe",
+    "# kiln netboot bundle. Set ${base} to the URL of this directory (ending in /) before chaining here.",
+    "isset ${base} || set base ${cwduri}",
+    `kernel \${base}vmlinuz kiln.root=\${base}root.squashfs ${cmdline}`.trimEnd(),
+    "initrd ${base}initrd.img",
+    "boot",
+    "",
+  ].join("\n");
+}
+
+async function makeInitrd(ctx: BuildContext, version: string, target: string): Promise<void> {
+  const busybox = (await which("busybox")) ?? "";
+  if (!busybox)
+    throw new KilnError("TOOL_MISSING", "busybox not found", {
+      hint: "install it with `kiln doctor --install` (Debian package busybox-static)",
+    });
+  const tree = join(ctx.work, "netboot-initrd");
+  for (const d of ["bin", "etc", `lib/modules`]) await mkdir(join(tree, d), { recursive: true });
+  await copyFile(busybox, join(tree, "bin/busybox"));
+  await chmod(join(tree, "bin/busybox"), 0o755);
+  await writeFile(join(tree, "init"), readAsset("netboot/init"), { mode: 0o755 });
+  await writeFile(join(tree, "etc/udhcpc.script"), readAsset("netboot/udhcpc.script"), {
+    mode: 0o755,
+  });
+
+  const modDir = join(ctx.root, "usr/lib/modules", version);
+  const deps = parseModulesDep(await readFile(join(modDir, "modules.dep"), "utf8"));
+  const order = moduleLoadOrder(NETBOOT_MODULES, deps);
+  const names: string[] = [];
+  for (const rel of order) {
+    const name = rel
+      .split("/")
+      .pop()!
+      .replace(/\.zst$|\.xz$/, "");
+    const dest = join(tree, "lib/modules", name);
+    // busybox insmod cannot decompress, so modules go in uncompressed.
+    if (rel.endsWith(".zst")) await exec("zstd", ["-q", "-d", "-f", join(modDir, rel), "-o", dest]);
+    else await copyFile(join(modDir, rel), dest);
+    names.push(name);
+  }
+  await writeFile(join(tree, "etc/kiln-modules"), `${names.join("\n")}\n`);
+  await mkdir(dirname(target), { recursive: true });
+  await exec("sh", [
+    "-c",
+    'cd "$1" && find . | cpio --quiet -o -H newc | zstd -q -19 -T0 > "$2"',
+    "sh",
+    tree,
+    target,
+  ]);
+}
+
+/** modules.dep: "path: dep dep" per line → map from module name to its path and dependency paths. */
+export function parseModulesDep(text: string): Map<string, { path: string; deps: string[] }> {
+  const out = new Map<string, { path: string; deps: string[] }>();
+  for (const line of text.split("\n")) {
+    const [path, rest] = line.split(":");
+    if (!path || rest === undefined) continue;
+    const name = path
+      .split("/")
+      .pop()!
+      .replace(/\.ko(\.zst|\.xz|\.gz)?$/, "")
+      .replace(/-/g, "_");
+    out.set(name, { path, deps: rest.trim().split(/\s+/).filter(Boolean) });
+  }
+  return out;
+}
+
+/** Paths in an order insmod can load them: every dependency before its user, each once. */
+export function moduleLoadOrder(
+  wanted: string[],
+  deps: Map<string, { path: string; deps: string[] }>,
+): string[] {
+  const byPath = new Map([...deps.values()].map((m) => [m.path, m]));
+  const order: string[] = [];
+  const visit = (path: string) => {
+    if (order.includes(path)) return;
+    for (const d of byPath.get(path)?.deps ?? []) visit(d);
+    order.push(path);
+  };
+  for (const w of wanted) {
+    const m = deps.get(w.replace(/-/g, "_"));
+    // Built into this kernel: nothing to load.
+    if (m) visit(m.path);
+  }
+  return order;
+}

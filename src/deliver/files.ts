@@ -1,0 +1,97 @@
+import { createReadStream, type Stats } from "node:fs";
+import { stat } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { isAbsolute, join, normalize, relative, sep } from "node:path";
+
+/**
+ * Serve one file from under `root` for GET and HEAD, with ETag /
+ * If-None-Match and a single byte Range (what iPXE, curl and wget resume
+ * with). The path is checked to stay inside `root`; anything else is 404.
+ */
+export async function serveFile(
+  req: IncomingMessage,
+  res: ServerResponse,
+  root: string,
+  relPath: string,
+): Promise<number> {
+  const file = safeJoin(root, relPath);
+  if (!file) return send(res, 400, "bad path\n");
+  let st: Stats;
+  try {
+    st = await stat(file);
+  } catch {
+    return send(res, 404, "not found\n");
+  }
+  if (!st.isFile()) return send(res, 404, "not found\n");
+  const etag = `"${st.size.toString(16)}-${Math.floor(st.mtimeMs).toString(16)}"`;
+  res.setHeader("ETag", etag);
+  res.setHeader("Last-Modified", st.mtime.toUTCString());
+  res.setHeader("Accept-Ranges", "bytes");
+  res.setHeader("Content-Type", "application/octet-stream");
+  if (req.headers["if-none-match"] === etag) return send(res, 304);
+
+  let start = 0;
+  let end = st.size - 1;
+  let status = 200;
+  const range = req.headers.range;
+  if (range && (!req.headers["if-range"] || req.headers["if-range"] === etag)) {
+    const m = /^bytes=(\d*)-(\d*)$/.exec(range.trim());
+    if (!m || (m[1] === "" && m[2] === ""))
+      return send(res, 416, "", { "Content-Range": `bytes */${st.size}` });
+    if (m[1] === "") {
+      start = Math.max(0, st.size - Number(m[2]));
+    } else {
+      start = Number(m[1]);
+      if (m[2] !== "") end = Math.min(end, Number(m[2]));
+    }
+    if (start > end || start >= st.size)
+      return send(res, 416, "", { "Content-Range": `bytes */${st.size}` });
+    status = 206;
+    res.setHeader("Content-Range", `bytes ${start}-${end}/${st.size}`);
+  }
+  res.statusCode = status;
+  res.setHeader("Content-Length", String(end - start + 1));
+  if (req.method === "HEAD" || st.size === 0) {
+    res.end();
+    return status;
+  }
+  await new Promise<void>((resolve) => {
+    const s = createReadStream(file, { start, end });
+    s.on("error", () => {
+      res.destroy();
+      resolve();
+    });
+    res.on("close", resolve);
+    s.pipe(res);
+  });
+  return status;
+}
+
+/** root + rel, or undefined if rel is absolute, has NULs, or climbs out of root. */
+export function safeJoin(root: string, rel: string): string | undefined {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(rel);
+  } catch {
+    return undefined;
+  }
+  if (decoded.includes("\0") || isAbsolute(decoded)) return undefined;
+  const full = normalize(join(root, decoded));
+  const r = relative(root, full);
+  if (r === "" || r.startsWith(`..${sep}`) || r === ".." || isAbsolute(r)) return undefined;
+  return full;
+}
+
+export function send(
+  res: ServerResponse,
+  status: number,
+  body = "",
+  headers: Record<string, string> = {},
+): number {
+  res.statusCode = status;
+  for (const [k, v] of Object.entries(headers)) res.setHeader(k, v);
+  if (body && !res.hasHeader("Content-Type"))
+    res.setHeader("Content-Type", "text/plain; charset=utf-8");
+  res.end(body);
+  return status;
+}
