@@ -6,8 +6,10 @@ import { registerBuild } from "./build.js";
 import { registerDoctor } from "./doctor.js";
 import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
+import { registerMachines } from "./machines.js";
 import { reportError } from "./output.js";
 import { registerSchema } from "./schema.js";
+import { registerServe } from "./serve.js";
 import { registerSsh } from "./ssh.js";
 import { registerTest } from "./test.js";
 import { registerVm } from "./vm.js";
@@ -32,6 +34,8 @@ export async function main(argv: string[]): Promise<number> {
     registerVm,
     registerTest,
     registerSsh,
+    registerServe,
+    registerMachines,
     registerInspect,
     registerDoctor,
     registerSchema,

@@ -27,7 +27,9 @@ export async function netbootStep(ctx: BuildContext): Promise<string> {
       onLine: (l) => ctx.detail(l),
     },
   );
-  await writeFile(join(out, "boot.ipxe"), ipxeScript(`${kernelCmdline(ctx.spec)}`));
+  await writeFile(join(out, "boot.ipxe"), ipxeScript(kernelCmdline(ctx.spec)));
+  // `kiln serve` adds these to the kernel arguments it hands out.
+  await writeFile(join(out, "cmdline"), `${kernelCmdline(ctx.spec)}\n`);
   return out;
 }
 

@@ -1,0 +1,256 @@
+import { existsSync, readFileSync, watch } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { isAbsolute, join, resolve } from "node:path";
+import { SpecError } from "../util/errors.js";
+import { log } from "../util/log.js";
+import type { Discovery } from "./discovery.js";
+import { send, serveFile } from "./files.js";
+import {
+  type Facts,
+  type Inventory,
+  invalidFacts,
+  loadInventory,
+  normalizeFact,
+  selectGroup,
+} from "./inventory.js";
+
+export interface BootServerOptions {
+  inventoryFile: string;
+  /** Base URL machines use to reach this server, e.g. http://10.0.0.2:8080 */
+  publicUrl: string;
+  discovery: Discovery;
+  host?: string;
+  port?: number;
+}
+
+const MAX_URL = 2048;
+const LABEL = /^[a-z][a-z0-9_-]{0,63}$/;
+
+/**
+ * The HTTP side of `kiln serve`: iPXE scripts per machine from the
+ * inventory, the profiles' netboot files (Range, ETag, HEAD), per-machine
+ * metadata and cloud-init NoCloud data. Read-only: there is no endpoint that
+ * changes anything. The inventory file is watched; an edit that does not
+ * load is refused (with file:line:col in the log) and the last good one stays.
+ */
+export class BootServer {
+  private inventory: Inventory;
+  private server: Server | undefined;
+  private readonly inventoryDir: string;
+  private closeWatch: (() => void) | undefined;
+
+  constructor(private readonly o: BootServerOptions) {
+    this.inventory = loadInventory(o.inventoryFile);
+    this.inventoryDir = resolve(o.inventoryFile, "..");
+  }
+
+  async listen(): Promise<number> {
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err) => {
+        log.warn(`http: ${req.method} ${req.url}: ${String(err)}`);
+        if (!res.headersSent) send(res, 500, "internal error\n");
+        else res.destroy();
+      });
+    });
+    this.server.requestTimeout = 30_000;
+    this.server.headersTimeout = 10_000;
+    await new Promise<void>((res, rej) => {
+      this.server!.once("error", rej);
+      this.server!.listen(this.o.port ?? 8080, this.o.host ?? "0.0.0.0", res);
+    });
+    this.watchInventory();
+    return (this.server.address() as AddressInfo).port;
+  }
+
+  async close(): Promise<void> {
+    this.closeWatch?.();
+    const s = this.server;
+    if (!s) return;
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  /** Load the inventory again; on error keep the current one. Returns whether it changed. */
+  reload(): boolean {
+    try {
+      this.inventory = loadInventory(this.o.inventoryFile);
+      log.info(
+        `inventory reloaded: ${this.inventory.groups.length} groups, ${Object.keys(this.inventory.profiles).length} profiles`,
+      );
+      return true;
+    } catch (err) {
+      const where = err instanceof SpecError ? err.message : String(err);
+      log.warn(`inventory edit refused, still serving the last good one:\n${where}`);
+      return false;
+    }
+  }
+
+  private watchInventory(): void {
+    // Editors replace files (rename), which ends an fs.watch on the file, so watch its directory.
+    let timer: NodeJS.Timeout | undefined;
+    const w = watch(this.inventoryDir, (_event, name) => {
+      if (name && !this.o.inventoryFile.endsWith(name.toString())) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => this.reload(), 200);
+    });
+    this.closeWatch = () => {
+      clearTimeout(timer);
+      w.close();
+    };
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const raw = req.url ?? "/";
+    if (raw.length > MAX_URL) return void this.refuse(req, res, 414, "request too long");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      return void this.refuse(req, res, 405, "read-only server", { Allow: "GET, HEAD" });
+    }
+    const url = new URL(raw, "http://x");
+    const path = url.pathname;
+    if (path === "/boot.ipxe")
+      return void send(res, 200, this.chainScript(), { "Content-Type": "text/plain" });
+    if (path === "/ipxe") return this.machineScript(req, res, url);
+    let m = /^\/artifacts\/([a-z0-9][a-z0-9._-]*)\/(.+)$/.exec(path);
+    if (m) {
+      const profile = this.inventory.profiles[m[1]!];
+      if (!profile) return void this.refuse(req, res, 404, `no profile ${m[1]}`);
+      const status = await serveFile(req, res, this.artifactDir(profile.artifact), m[2]!);
+      if (status === 400)
+        log.warn(`http: refused path ${JSON.stringify(m[2])} from ${req.socket.remoteAddress}`);
+      return;
+    }
+    m = /^\/metadata\/([^/]+)\.json$/.exec(path);
+    if (m) return this.metadata(req, res, m[1]!);
+    m = /^\/cloud-init\/([^/]+)\/(user-data|meta-data)$/.exec(path);
+    if (m) return this.cloudInit(req, res, m[1]!, m[2] as "user-data" | "meta-data");
+    this.refuse(req, res, 404, "not found");
+  }
+
+  /** What every iPXE client fetches first: come back with your identity. */
+  private chainScript(): string {
+    const q = [
+      "mac=${netX/mac}",
+      "uuid=${uuid}",
+      "serial=${serial:uristring}",
+      "hostname=${hostname:uristring}",
+      "arch=${buildarch}",
+      "platform=${platform}",
+    ];
+    return `#!ipxe\nchain ${this.o.publicUrl}/ipxe?${q.join("&")}\n`;
+  }
+
+  private async machineScript(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
+    const facts: Facts = {};
+    for (const [k, v] of url.searchParams) {
+      if (!LABEL.test(k))
+        return void this.refuse(req, res, 400, `bad label ${JSON.stringify(k.slice(0, 40))}`);
+      if (v !== "") facts[k] = normalizeFact(k, v);
+    }
+    const bad = invalidFacts(facts);
+    if (bad) return void this.refuse(req, res, 400, bad);
+    if (!facts.mac && !facts.uuid) return void this.refuse(req, res, 400, "need mac or uuid");
+    const group = selectGroup(this.inventory, facts);
+    const id = facts.mac ?? facts.uuid!;
+    await this.o.discovery.record(id, facts, group?.name ?? null, group?.profile ?? null);
+    if (!group) {
+      log.info(`boot: ${id} matches no group`);
+      return void send(
+        res,
+        200,
+        `#!ipxe\necho kiln: no profile for this machine (${id}); it has been recorded\nsleep 10\nexit\n`,
+      );
+    }
+    const profile = this.inventory.profiles[group.profile]!;
+    const base = `${this.o.publicUrl}/artifacts/${group.profile}`;
+    const bundleArgs = this.bundleCmdline(profile.artifact);
+    const hostname = profile.metadata.hostname;
+    const args = [
+      `kiln.root=${base}/root.squashfs`,
+      `kiln.metadata=${this.o.publicUrl}/metadata/${encodeURIComponent(id)}.json`,
+      ...(hostname ? [`systemd.hostname=${hostname}`] : []),
+      bundleArgs,
+      profile.kernel_args,
+    ].filter(Boolean);
+    log.info(`boot: ${id} → group ${group.name}, profile ${group.profile}`);
+    send(
+      res,
+      200,
+      `#!ipxe\nkernel ${base}/vmlinuz ${args.join(" ")}\ninitrd ${base}/initrd.img\nboot\n`,
+    );
+  }
+
+  private lookup(id: string): { facts: Facts; group: ReturnType<typeof selectGroup> } | undefined {
+    const decoded = decodeURIComponent(id);
+    const facts: Facts = decoded.includes(":")
+      ? { mac: normalizeFact("mac", decoded) }
+      : { uuid: normalizeFact("uuid", decoded) };
+    if (invalidFacts(facts)) return undefined;
+    const known = this.o.discovery.list().find((m) => m.id === (facts.mac ?? facts.uuid));
+    const all = { ...(known?.facts ?? {}), ...facts };
+    return { facts: all, group: selectGroup(this.inventory, all) };
+  }
+
+  private metadata(req: IncomingMessage, res: ServerResponse, id: string): void {
+    const l = this.lookup(id);
+    if (!l) return void this.refuse(req, res, 400, "malformed machine id");
+    if (!l.group) return void this.refuse(req, res, 404, "machine matches no group");
+    const profile = this.inventory.profiles[l.group.profile]!;
+    const body = {
+      machine: l.facts,
+      group: l.group.name,
+      profile: l.group.profile,
+      ...profile.metadata,
+    };
+    send(res, 200, `${JSON.stringify(body, null, 2)}\n`, { "Content-Type": "application/json" });
+  }
+
+  private cloudInit(
+    req: IncomingMessage,
+    res: ServerResponse,
+    id: string,
+    part: "user-data" | "meta-data",
+  ): void {
+    const l = this.lookup(id);
+    if (!l) return void this.refuse(req, res, 400, "malformed machine id");
+    const ci = l.group ? this.inventory.profiles[l.group.profile]!.cloud_init : undefined;
+    if (!l.group || !ci)
+      return void this.refuse(req, res, 404, "no cloud-init data for this machine");
+    if (part === "user-data") return void send(res, 200, ci.user_data ?? "#cloud-config\n{}\n");
+    const meta = {
+      "instance-id": `kiln-${l.facts.mac ?? l.facts.uuid}`,
+      "local-hostname": this.inventory.profiles[l.group.profile]!.metadata.hostname ?? "",
+      ...ci.meta_data,
+    };
+    send(
+      res,
+      200,
+      Object.entries(meta)
+        .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
+        .join("\n") + "\n",
+    );
+  }
+
+  private artifactDir(artifact: string): string {
+    return isAbsolute(artifact) ? artifact : join(this.inventoryDir, artifact);
+  }
+
+  /** Kernel arguments the bundle was built with (console settings), if it recorded them. */
+  private bundleCmdline(artifact: string): string {
+    const f = join(this.artifactDir(artifact), "cmdline");
+    return existsSync(f) ? readFileSync(f, "utf8").trim() : "";
+  }
+
+  private refuse(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    why: string,
+    headers: Record<string, string> = {},
+  ): void {
+    log.warn(
+      `http: ${status} ${req.method} ${(req.url ?? "").slice(0, 120)} from ${req.socket.remoteAddress}: ${why}`,
+    );
+    send(res, status, `${why}\n`, headers);
+  }
+}

@@ -1,0 +1,73 @@
+import { existsSync, readFileSync } from "node:fs";
+import { mkdir, rename, writeFile } from "node:fs/promises";
+import { dirname } from "node:path";
+import initSqlJs, { type Database } from "sql.js";
+
+export interface MachineRecord {
+  id: string;
+  facts: Record<string, string>;
+  firstSeen: string;
+  lastSeen: string;
+  group: string | null;
+  profile: string | null;
+  requests: number;
+}
+
+/**
+ * Every machine that asks for a boot script, in an embedded SQLite database
+ * (sql.js: SQLite compiled to WebAssembly, so nothing native to build). The
+ * file is rewritten atomically after each change; `kiln machines` reads it.
+ */
+export class Discovery {
+  private constructor(
+    private readonly db: Database,
+    private readonly file: string,
+  ) {}
+
+  static async open(file: string): Promise<Discovery> {
+    const SQL = await initSqlJs();
+    const db = existsSync(file) ? new SQL.Database(readFileSync(file)) : new SQL.Database();
+    db.run(`CREATE TABLE IF NOT EXISTS machines (
+      id TEXT PRIMARY KEY, facts TEXT NOT NULL, first_seen TEXT NOT NULL, last_seen TEXT NOT NULL,
+      grp TEXT, profile TEXT, requests INTEGER NOT NULL DEFAULT 1)`);
+    return new Discovery(db, file);
+  }
+
+  async record(
+    id: string,
+    facts: Record<string, string>,
+    group: string | null,
+    profile: string | null,
+  ): Promise<void> {
+    const now = new Date().toISOString();
+    this.db.run(
+      `INSERT INTO machines (id, facts, first_seen, last_seen, grp, profile) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET facts = excluded.facts, last_seen = excluded.last_seen,
+         grp = excluded.grp, profile = excluded.profile, requests = requests + 1`,
+      [id, JSON.stringify(facts), now, now, group, profile],
+    );
+    await this.save();
+  }
+
+  list(): MachineRecord[] {
+    const res = this.db.exec(
+      "SELECT id, facts, first_seen, last_seen, grp, profile, requests FROM machines ORDER BY last_seen DESC",
+    );
+    return (res[0]?.values ?? []).map((r) => ({
+      id: String(r[0]),
+      facts: JSON.parse(String(r[1])) as Record<string, string>,
+      firstSeen: String(r[2]),
+      lastSeen: String(r[3]),
+      group: r[4] === null ? null : String(r[4]),
+      profile: r[5] === null ? null : String(r[5]),
+      requests: Number(r[6]),
+    }));
+  }
+
+  private async save(): Promise<void> {
+    await mkdir(dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.tmp-${process.pid}`;
+    await writeFile(tmp, this.db.export());
+    await rename(tmp, this.file);
+  }
+}
