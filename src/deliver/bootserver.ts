@@ -165,7 +165,9 @@ export class BootServer {
     const base = `${this.o.publicUrl}/artifacts/${group.profile}`;
     const bundleArgs = this.bundleCmdline(profile.artifact);
     const hostname = profile.metadata.hostname;
+    // UEFI kernels load their initrd through the EFI stub by the name given in initrd=.
     const args = [
+      "initrd=initrd.img",
       `kiln.root=${base}/root.squashfs`,
       `kiln.metadata=${this.o.publicUrl}/metadata/${encodeURIComponent(id)}.json`,
       ...(hostname ? [`systemd.hostname=${hostname}`] : []),
@@ -176,7 +178,7 @@ export class BootServer {
     send(
       res,
       200,
-      `#!ipxe\nkernel ${base}/vmlinuz ${args.join(" ")}\ninitrd ${base}/initrd.img\nboot\n`,
+      `#!ipxe\nkernel ${base}/vmlinuz ${args.join(" ")}\ninitrd --name initrd.img ${base}/initrd.img\nboot\n`,
     );
   }
 

@@ -41,11 +41,16 @@ export async function netbootStep(ctx: BuildContext): Promise<string> {
 export function ipxeScript(cmdline: string): string {
   return [
     "#!ipxe",
-    "# kiln netboot bundle. Set ${base} to the URL of this directory (ending in /) before chaining here.",
-    "isset ${base} || set base ${cwduri}",
-    `kernel \${base}vmlinuz kiln.root=\${base}root.squashfs ${cmdline}`.trimEnd(),
-    "initrd ${base}initrd.img",
+    "# kiln netboot bundle. Set ${base} to the URL of this directory (ending in /) before chaining here;",
+    "# `kiln serve` writes per-machine scripts itself.",
+    "isset ${base} || goto nobase",
+    // UEFI kernels load their initrd through the EFI stub by the name given in initrd=.
+    `kernel \${base}vmlinuz initrd=initrd.img kiln.root=\${base}root.squashfs ${cmdline}`.trimEnd(),
+    "initrd --name initrd.img ${base}initrd.img",
     "boot",
+    ":nobase",
+    "echo kiln: set base to the URL of this bundle first, e.g. set base http://server/netboot/",
+    "exit 1",
     "",
   ].join("\n");
 }
