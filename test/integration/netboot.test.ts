@@ -253,8 +253,10 @@ describe("kiln serve: proxy-DHCP network boot", () => {
       inventory('  - { name: new, profile: gamma, selector: { mac: "52:54:00:77:00:03" } }\n'),
     );
     await until("reload", () => serveLog.includes("inventory reloaded"), 10_000);
-    const script = () =>
-      inNs(NS.kiln, "curl", "-s", "http://10.77.0.2:8080/ipxe?mac=52:54:00:77:00:03");
+    // Asked from inside the kiln namespace, as a client on that network would.
+    const fetchJs =
+      'fetch("http://10.77.0.2:8080/ipxe?mac=52:54:00:77:00:03").then(async (r) => process.stdout.write(await r.text()))';
+    const script = () => inNs(NS.kiln, process.execPath, "-e", fetchJs);
     expect(script()).toContain("systemd.hostname=gamma");
     writeFileSync(
       INV,
