@@ -2,7 +2,7 @@
 // Benchmarks of the minimal example. Prints one JSON object per line:
 // {"name": ..., "value": ..., "unit": ...}, so runs can be compared.
 // BENCH_COLD=0 skips the cold build (a bootstrap with the apt cache warm).
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -67,6 +67,63 @@ try {
     ]).stdout,
   );
   emit("ready.tcg.direct-kernel", direct.seconds, "s");
+  // Network boot: the bundle booted with its root image served over HTTP.
+  const nbDir = join(out, "netboot");
+  run(["build", "examples/netboot.yaml", "-o", nbDir, "-q"]);
+  const nb = JSON.parse(
+    run([
+      "vm",
+      "--netboot",
+      join(nbDir, "netboot.netboot"),
+      "--accel",
+      "tcg",
+      "--until-ready",
+      "--json",
+    ]).stdout,
+  );
+  emit("ready.tcg.netboot", nb.seconds, "s");
+  emit("size.netboot", dirBytes(join(nbDir, "netboot.netboot")) / 1048576, "MiB");
+  bootScriptRate();
 } finally {
   rmSync(out, { recursive: true, force: true });
+}
+
+function dirBytes(dir) {
+  return Number(spawnSync("du", ["-sb", dir], { encoding: "utf8" }).stdout.split("\t")[0]);
+}
+
+/** Requests per second for per-machine boot scripts, served by kiln on loopback, measured by wrk. */
+function bootScriptRate() {
+  if (spawnSync("sh", ["-c", "command -v wrk"]).status !== 0) {
+    console.error("bench: wrk not installed (apt-get install wrk); skipping boot-script rate");
+    return;
+  }
+  const script = `
+    import { mkdtempSync, writeFileSync } from "node:fs";
+    import { tmpdir } from "node:os";
+    import { join } from "node:path";
+    import { BootServer } from "${join(root, "dist/deliver/bootserver.js")}";
+    import { Discovery } from "${join(root, "dist/deliver/discovery.js")}";
+    const d = mkdtempSync(join(tmpdir(), "kiln-bench-"));
+    writeFileSync(join(d, "inv.yaml"), 'profiles:\n  p: { artifact: /nonexistent }\ngroups:\n  - { name: g, profile: p, selector: { mac: "52:54:00:00:00:01" } }\n');
+    const s = new BootServer({ inventoryFile: join(d, "inv.yaml"), publicUrl: "http://x", discovery: await Discovery.open(join(d, "db")), host: "127.0.0.1", port: 18099 });
+    await s.listen();
+    process.stdout.write("ready\n");`;
+  const srv = spawn(process.execPath, ["--input-type=module", "-e", script], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const wait = Date.now() + 10000;
+  while (Date.now() < wait) {
+    const r = spawnSync("bash", ["-c", "exec 3<>/dev/tcp/127.0.0.1/18099"]);
+    if (r.status === 0) break;
+    spawnSync("sleep", ["0.2"]);
+  }
+  const w = spawnSync(
+    "wrk",
+    ["-t2", "-c32", "-d10s", "http://127.0.0.1:18099/ipxe?mac=52:54:00:00:00:01&serial=S1"],
+    { encoding: "utf8" },
+  );
+  srv.kill();
+  const rps = /Requests\/sec:\s+([\d.]+)/.exec(w.stdout);
+  if (rps) emit("serve.boot-script.rps", Number(rps[1]), "req/s");
 }

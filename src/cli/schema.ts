@@ -1,10 +1,14 @@
 import type { Command } from "commander";
+import { inventoryJsonSchema } from "../deliver/inventory.js";
 import { specJsonSchema } from "../spec/jsonschema.js";
 import { printJson } from "./output.js";
 
 export function registerSchema(program: Command): void {
   program
     .command("schema")
+    .option("--inventory", "the inventory's schema instead (schema/inventory.json)")
     .description("print the spec's JSON Schema (committed as schema/spec.json)")
-    .action(() => printJson(specJsonSchema()));
+    .action(async (o: { inventory?: boolean }) =>
+      printJson(o.inventory ? await inventoryJsonSchema() : specJsonSchema()),
+    );
 }

@@ -65,6 +65,7 @@ export class BootServer {
 
   async close(): Promise<void> {
     this.closeWatch?.();
+    await this.o.discovery.flush();
     const s = this.server;
     if (!s) return;
     s.closeAllConnections();

@@ -16,9 +16,13 @@ export interface MachineRecord {
 /**
  * Every machine that asks for a boot script, in an embedded SQLite database
  * (sql.js: SQLite compiled to WebAssembly, so nothing native to build). The
- * file is rewritten atomically after each change; `kiln machines` reads it.
+ * file is rewritten atomically, at most every half second (boot storms must
+ * not mean a disk write per request) and on close; `kiln machines` reads it.
  */
 export class Discovery {
+  private timer: NodeJS.Timeout | undefined;
+  private saving: Promise<void> = Promise.resolve();
+
   private constructor(
     private readonly db: Database,
     private readonly file: string,
@@ -46,7 +50,20 @@ export class Discovery {
          grp = excluded.grp, profile = excluded.profile, requests = requests + 1`,
       [id, JSON.stringify(facts), now, now, group, profile],
     );
-    await this.save();
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      this.saving = this.saving.then(() => this.save());
+    }, 500);
+  }
+
+  /** Write pending changes now (on shutdown). */
+  async flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+      this.saving = this.saving.then(() => this.save());
+    }
+    await this.saving;
   }
 
   list(): MachineRecord[] {

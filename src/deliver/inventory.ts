@@ -129,3 +129,16 @@ export function selectGroup(inv: Inventory, facts: Facts): Group | undefined {
   }
   return best;
 }
+
+/** The inventory's JSON Schema (committed as schema/inventory.json). */
+export function inventoryJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(inventorySchema, { io: "input", unrepresentable: "any" }) as Record<
+    string,
+    unknown
+  >;
+  return {
+    ...schema,
+    $id: "https://kiln.dev/schema/inventory.json",
+    title: "kiln serve inventory",
+  };
+}

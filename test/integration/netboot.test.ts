@@ -235,6 +235,12 @@ describe("kiln serve: proxy-DHCP network boot", () => {
       firmware: "bios",
       until: /no profile for this machine/,
     });
+    // kiln serve writes its database at most every half second.
+    await until(
+      "the unmatched machine in the database",
+      () => machines().some((x) => x.id === "52:54:00:77:00:03"),
+      5000,
+    );
     const m = machines();
     expect(m.find((x) => x.id === "52:54:00:77:00:03")).toMatchObject({
       group: null,
@@ -272,5 +278,31 @@ describe("kiln serve: proxy-DHCP network boot", () => {
       firmware: "bios",
     });
     expect(con).toMatch(/^gamma login: ?$/m);
+  });
+
+  it("TFTP serves the iPXE loaders and nothing outside its root", () => {
+    const get = (name: string) =>
+      spawnSync(
+        "ip",
+        [
+          "netns",
+          "exec",
+          NS.site,
+          "busybox",
+          "tftp",
+          "-g",
+          "-r",
+          name,
+          "-l",
+          join(OUT, "tftp-got"),
+          "10.77.0.2",
+        ],
+        { encoding: "utf8" },
+      );
+    expect(get("undionly.kpxe").status).toBe(0);
+    for (const bad of ["../../../../etc/passwd", "/etc/passwd", "../dnsmasq.conf"]) {
+      const r = get(bad);
+      expect(r.status, bad).not.toBe(0);
+    }
   });
 });

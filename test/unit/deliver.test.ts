@@ -106,6 +106,7 @@ describe("boot server", () => {
   it("an unmatched machine gets a script that says so, and is recorded", async () => {
     const t = await (await fetch(`${base}/ipxe?mac=52:54:00:00:00:09`)).text();
     expect(t).toContain("no profile for this machine");
+    await new Promise((r) => setTimeout(r, 800));
     const db = await Discovery.open(join(dir, "db.sqlite"));
     expect(db.list().find((m) => m.id === "52:54:00:00:00:09")).toMatchObject({
       group: null,

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { inventoryJsonSchema } from "../../src/deliver/inventory.js";
 import { specJsonSchema } from "../../src/spec/jsonschema.js";
 import { loadSpec } from "../../src/spec/load.js";
 import { mergeSpecs } from "../../src/spec/merge.js";
@@ -92,5 +93,11 @@ describe("JSON Schema", () => {
       readFileSync(join(import.meta.dirname, "../../schema/spec.json"), "utf8"),
     );
     expect(committed).toEqual(specJsonSchema());
+  });
+  it("the committed schema/inventory.json matches the inventory schema", async () => {
+    const committed = JSON.parse(
+      readFileSync(join(import.meta.dirname, "../../schema/inventory.json"), "utf8"),
+    );
+    expect(committed).toEqual(inventoryJsonSchema());
   });
 });
