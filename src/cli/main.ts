@@ -1,5 +1,5 @@
 import { Command, CommanderError } from "commander";
-import { runCleanups } from "../util/cleanup.js";
+import { afterInterrupt, runCleanups } from "../util/cleanup.js";
 import { setDebug, setQuiet } from "../util/log.js";
 import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
@@ -46,8 +46,10 @@ export async function main(argv: string[]): Promise<number> {
     json = argv.includes("--json");
     if (json) setQuiet(true);
     await program.parseAsync(argv);
-    return Number(process.exitCode ?? 0);
+    return (await afterInterrupt()) ?? Number(process.exitCode ?? 0);
   } catch (err) {
+    const interrupted = await afterInterrupt();
+    if (interrupted !== undefined) return interrupted;
     if (err instanceof CommanderError) {
       // --help and --version end here with code 0; usage errors were already printed.
       return err.exitCode === 0 ? 0 : 2;

@@ -9,6 +9,7 @@ const pending = new Map<number, { what: string; undo: Undo }>();
 let nextId = 1;
 let installed = false;
 let interrupted = 0;
+let cleaning: Promise<void> | undefined;
 
 export function onCleanup(what: string, undo: Undo): () => void {
   installHandlers();
@@ -36,6 +37,17 @@ export function wasInterrupted(): boolean {
   return interrupted > 0;
 }
 
+/**
+ * After a signal, the work in flight fails as its processes are ended; the
+ * command must then wait for the cleanup to finish rather than exit with
+ * that failure's status.
+ */
+export async function afterInterrupt(): Promise<number | undefined> {
+  if (!interrupted) return undefined;
+  await cleaning;
+  return 130;
+}
+
 function installHandlers(): void {
   if (installed) return;
   installed = true;
@@ -44,7 +56,8 @@ function installHandlers(): void {
     // A second Ctrl-C while cleaning up means "stop now".
     if (interrupted > 1) process.exit(130);
     process.stderr.write(`\nkiln: ${signal}, cleaning up…\n`);
-    void runCleanups().finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+    cleaning = runCleanups();
+    void cleaning.finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
   };
   process.on("SIGINT", handler);
   process.on("SIGTERM", handler);
