@@ -1,4 +1,4 @@
-import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { KilnError } from "../util/errors.js";
 import { type Started, start } from "../util/exec.js";
@@ -141,8 +141,4 @@ export async function superviseDnsmasq(
       await current?.stop(3000);
     },
   };
-}
-
-export async function writeConfig(file: string, text: string): Promise<void> {
-  await writeFile(file, text);
 }
