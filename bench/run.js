@@ -98,17 +98,6 @@ function bootScriptRate() {
     console.error("bench: wrk not installed (apt-get install wrk); skipping boot-script rate");
     return;
   }
-  const script = `
-    import { mkdtempSync, writeFileSync } from "node:fs";
-    import { tmpdir } from "node:os";
-    import { join } from "node:path";
-    import { BootServer } from "${join(root, "dist/deliver/bootserver.js")}";
-    import { Discovery } from "${join(root, "dist/deliver/discovery.js")}";
-    const d = mkdtempSync(join(tmpdir(), "kiln-bench-"));
-    writeFileSync(join(d, "inv.yaml"), 'profiles:\n  p: { artifact: /nonexistent }\ngroups:\n  - { name: g, profile: p, selector: { mac: "52:54:00:00:00:01" } }\n');
-    const s = new BootServer({ inventoryFile: join(d, "inv.yaml"), publicUrl: "http://x", discovery: await Discovery.open(join(d, "db")), host: "127.0.0.1", port: 18099 });
-    await s.listen();
-    process.stdout.write("ready\n");`;
   const srv = spawn(process.execPath, ["--input-type=module", "-e", script], {
     stdio: ["ignore", "pipe", "inherit"],
   });
