@@ -189,7 +189,7 @@ export class BootServer {
       ? { mac: normalizeFact("mac", decoded) }
       : { uuid: normalizeFact("uuid", decoded) };
     if (invalidFacts(facts)) return undefined;
-    const known = this.o.discovery.list().find((m) => m.id === (facts.mac ?? facts.uuid));
+    const known = this.o.discovery.get((facts.mac ?? facts.uuid)!);
     const all = { ...(known?.facts ?? {}), ...facts };
     return { facts: all, group: selectGroup(this.inventory, all) };
   }

@@ -3,6 +3,8 @@ import { mkdir, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import initSqlJs, { type Database } from "sql.js";
 
+const SELECT = "SELECT id, facts, first_seen, last_seen, grp, profile, requests FROM machines";
+
 export interface MachineRecord {
   id: string;
   facts: Record<string, string>;
@@ -67,9 +69,15 @@ export class Discovery {
   }
 
   list(): MachineRecord[] {
-    const res = this.db.exec(
-      "SELECT id, facts, first_seen, last_seen, grp, profile, requests FROM machines ORDER BY last_seen DESC",
-    );
+    return this.query(`${SELECT} ORDER BY last_seen DESC`);
+  }
+
+  get(id: string): MachineRecord | undefined {
+    return this.query(`${SELECT} WHERE id = ?`, [id])[0];
+  }
+
+  private query(sql: string, params: string[] = []): MachineRecord[] {
+    const res = this.db.exec(sql, params);
     return (res[0]?.values ?? []).map((r) => ({
       id: String(r[0]),
       facts: JSON.parse(String(r[1])) as Record<string, string>,
