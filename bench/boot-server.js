@@ -1,6 +1,6 @@
 // A kiln boot server on 127.0.0.1:PORT with a one-group inventory, for the
 // boot-script rate benchmark (bench/run.js drives it with wrk).
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BootServer } from "../dist/deliver/bootserver.js";
@@ -23,4 +23,8 @@ const server = new BootServer({
   port: Number(process.argv[2] ?? 18099),
 });
 await server.listen();
+process.on("SIGTERM", () => {
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
+});
 process.stdout.write("ready\n");
