@@ -1,6 +1,4 @@
 import { existsSync, statSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Accel } from "../runtime/accel.js";
 import {
@@ -9,12 +7,11 @@ import {
   type Ephemeral,
   type Injected,
   overlayDir,
+  unpackTar,
 } from "../runtime/ephemeral.js";
 import { startContainer } from "../runtime/nspawn.js";
 import { type Firmware, startVm } from "../runtime/qemu.js";
 import type { Check } from "../spec/schema.js";
-import { onCleanup } from "../util/cleanup.js";
-import { exec } from "../util/exec.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
 import { checkScript, DONE_MARK, testUnit } from "./script.js";
@@ -49,17 +46,15 @@ export async function runTarget(
 ): Promise<TargetReport & { accel?: Accel }> {
   const inject = testInjection(checks);
   let eph: Ephemeral | undefined;
-  let unpacked: string | undefined;
+  let unpacked: Ephemeral | undefined;
   try {
     let guest: { watcher: import("../runtime/console.js").ConsoleWatcher; stop(): Promise<void> };
     let accel: Accel | undefined;
     if (target === "nspawn") {
       let dir = artifact.rootfs;
       if (dir && !statSync(dir).isDirectory()) {
-        unpacked = await mkdtemp(join(tmpdir(), "kiln-unpack-"));
-        onCleanup(`unpacked ${dir}`, () => rm(unpacked!, { recursive: true, force: true }));
-        await exec("tar", ["--numeric-owner", "-C", unpacked, "-xf", dir]);
-        dir = unpacked;
+        unpacked = await unpackTar(dir);
+        dir = unpacked.path;
       }
       if (dir) eph = await overlayDir(dir, inject);
       else if (artifact.disk) eph = await diskRootDir(artifact.disk, inject);
@@ -116,7 +111,7 @@ export async function runTarget(
     };
   } finally {
     await eph?.dispose();
-    if (unpacked) await rm(unpacked, { recursive: true, force: true });
+    await unpacked?.dispose();
   }
 }
 

@@ -1,12 +1,8 @@
 import { existsSync, statSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { Command } from "commander";
-import { diskRootDir, type Ephemeral } from "../runtime/ephemeral.js";
+import { diskRootDir, type Ephemeral, unpackTar } from "../runtime/ephemeral.js";
 import { nspawnArgs, startContainer } from "../runtime/nspawn.js";
 import { bootFailure, bootUntilReady } from "../runtime/ready.js";
-import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { printJson } from "./output.js";
@@ -31,7 +27,7 @@ export function registerBoot(program: Command): void {
         if (!existsSync(artifact))
           throw new KilnError("BOOT_NO_ARTIFACT", `${artifact} does not exist`);
         let dir = artifact;
-        let scratch: string | undefined;
+        let scratch: Ephemeral | undefined;
         let disk: Ephemeral | undefined;
         // Directories get nspawn's own throw-away overlay; unpacked tars and disks are throw-away already.
         let persist = !!o.persist;
@@ -48,10 +44,8 @@ export function registerBoot(program: Command): void {
         } else if (!statSync(artifact).isDirectory()) {
           if (!/\.tar(\.zst|\.gz|\.xz)?$/.test(artifact))
             throw new KilnError("BOOT_FORMAT", `${artifact} is not a directory, tar or disk image`);
-          scratch = await mkdtemp(join(tmpdir(), "kiln-boot-"));
-          onCleanup(`unpacked ${artifact}`, () => rm(scratch!, { recursive: true, force: true }));
-          await exec("tar", ["--numeric-owner", "-C", scratch, "-xf", artifact]);
-          dir = scratch;
+          scratch = await unpackTar(artifact);
+          dir = scratch.path;
           persist = true;
         }
         try {
@@ -73,7 +67,7 @@ export function registerBoot(program: Command): void {
           }
         } finally {
           await disk?.dispose();
-          if (scratch) await rm(scratch, { recursive: true, force: true });
+          await scratch?.dispose();
         }
       },
     );

@@ -28,7 +28,3 @@ export function distroDriver(id: string): DistroDriver {
   if (!d) throw new Error(`no driver for distribution ${id}`);
   return d;
 }
-
-export function knownDistros(): string[] {
-  return [...drivers.keys()];
-}

@@ -2,4 +2,4 @@
 import "./debian.js";
 import "./ubuntu.js";
 
-export { type DistroDriver, distroDriver, knownDistros } from "./driver.js";
+export { type DistroDriver, distroDriver } from "./driver.js";

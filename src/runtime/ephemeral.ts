@@ -166,3 +166,24 @@ export async function diskRootDir(image: string, inject: Injected[] = []): Promi
   });
   return { path: value, dispose };
 }
+
+/** A root filesystem tarball unpacked into a scratch directory that is removed on dispose. */
+export async function unpackTar(tar: string): Promise<Ephemeral> {
+  const dir = await mkdtemp(join(tmpdir(), "kiln-unpack-"));
+  const { dispose } = await acquire(
+    `unpacked ${tar}`,
+    () => rm(dir, { recursive: true, force: true }),
+    async () => {
+      await exec("tar", [
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "-C",
+        dir,
+        "-xf",
+        tar,
+      ]);
+    },
+  );
+  return { path: dir, dispose };
+}

@@ -33,10 +33,6 @@ export async function runCleanups(): Promise<void> {
   }
 }
 
-export function wasInterrupted(): boolean {
-  return interrupted > 0;
-}
-
 /**
  * After a signal, the work in flight fails as its processes are ended; the
  * command must then wait for the cleanup to finish rather than exit with

@@ -74,7 +74,3 @@ async function bootstrap(ctx: BuildContext, target: string): Promise<void> {
     await rm(partial, { force: true });
   }
 }
-
-export function rootfsCachePath(key: string): string {
-  return join(cacheDir("rootfs"), `${key}.tar`);
-}
