@@ -10,7 +10,7 @@ import {
   unpackTar,
 } from "../runtime/ephemeral.js";
 import { startContainer } from "../runtime/nspawn.js";
-import { type Firmware, startVm } from "../runtime/qemu.js";
+import { emulatorCrash, type Firmware, startVm } from "../runtime/qemu.js";
 import type { Check } from "../spec/schema.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
@@ -23,6 +23,8 @@ export interface TestOptions {
   checksTimeoutMs: number;
   accel: Accel | "auto";
   onConsole?: (target: Target, text: string) => void;
+  /** Told when a target is booted again after the emulator crashed. */
+  onRetry?: (target: Target, signal: string) => void;
 }
 
 /** What the test boot carries in addition to the artifact: the checks and the unit that runs them. */
@@ -37,18 +39,41 @@ export function testInjection(checks: Check[]): Injected[] {
   ];
 }
 
-/** Boot one target from a throw-away copy, wait until ready, collect the check results, end everything. */
+type Report = TargetReport & { accel?: Accel; emulatorCrash?: string; retried?: string };
+
+/**
+ * Boot one target from a throw-away copy, wait until ready, collect the check
+ * results, end everything. A boot in which QEMU itself crashed is retried
+ * once (see emulatorCrash), and the report says so.
+ */
 export async function runTarget(
   target: Target,
   artifact: { rootfs?: string; disk?: string },
   checks: Check[],
   o: TestOptions,
-): Promise<TargetReport & { accel?: Accel }> {
+): Promise<Report> {
+  const first = await bootOnce(target, artifact, checks, o);
+  if (!first.emulatorCrash) return first;
+  o.onRetry?.(target, first.emulatorCrash);
+  const second = await bootOnce(target, artifact, checks, o);
+  return { ...second, retried: `QEMU was killed by ${first.emulatorCrash}; booted again` };
+}
+
+async function bootOnce(
+  target: Target,
+  artifact: { rootfs?: string; disk?: string },
+  checks: Check[],
+  o: TestOptions,
+): Promise<Report> {
   const inject = testInjection(checks);
   let eph: Ephemeral | undefined;
   let unpacked: Ephemeral | undefined;
   try {
-    let guest: { watcher: import("../runtime/console.js").ConsoleWatcher; stop(): Promise<void> };
+    let guest: {
+      watcher: import("../runtime/console.js").ConsoleWatcher;
+      proc: { child: { signalCode: NodeJS.Signals | null } };
+      stop(): Promise<void>;
+    };
     let accel: Accel | undefined;
     if (target === "nspawn") {
       let dir = artifact.rootfs;
@@ -62,6 +87,9 @@ export async function runTarget(
       guest = await startContainer({
         dir: eph.path,
         persist: true,
+        // A network namespace of its own (loopback only): the guest's sshd or
+        // web server cannot clash with the host's ports, nor checks reach the host's.
+        extraArgs: ["--private-network"],
         onConsole: (t) => o.onConsole?.(target, t),
       });
     } else {
@@ -80,7 +108,9 @@ export async function runTarget(
     try {
       const state = await guest.watcher.wait(o.bootTimeoutMs);
       if (state.state !== "ready") {
+        const crash = target === "nspawn" ? undefined : emulatorCrash(guest.proc);
         return {
+          ...(crash ? { emulatorCrash: crash } : {}),
           target,
           ready: false,
           readySeconds: null,

@@ -64,6 +64,8 @@ export function registerTest(program: Command): void {
             bootTimeoutMs: Number(o.timeout) * 1000,
             checksTimeoutMs: 180_000,
             accel: o.accel as "auto",
+            onRetry: (t, sig) =>
+              log.warn(`${t}: QEMU was killed by ${sig} (an emulator crash); booting again`),
           });
           reports.push(r);
           if (!o.json) printTarget(r);

@@ -1,10 +1,17 @@
 import { appendFileSync } from "node:fs";
 import { basename } from "node:path";
 import type { Command } from "commander";
-import { type Firmware, runVmInteractive, startVm, type VmOptions } from "../runtime/qemu.js";
+import {
+  emulatorCrash,
+  type Firmware,
+  runVmInteractive,
+  startVm,
+  type VmOptions,
+} from "../runtime/qemu.js";
 import { bootFailure, bootUntilReady } from "../runtime/ready.js";
 import { freePort, recordVm, vmKey } from "../runtime/ssh.js";
 import { KilnError } from "../util/errors.js";
+import { log } from "../util/log.js";
 import { printJson } from "./output.js";
 
 interface VmFlags {
@@ -93,8 +100,14 @@ export function registerVm(program: Command): void {
       }
       try {
         if (o.untilReady) {
-          const vm = await startVm(opts);
-          const r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
+          let vm = await startVm(opts);
+          let r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
+          const crash = r.ready ? undefined : emulatorCrash(vm.proc);
+          if (crash) {
+            log.warn(`QEMU was killed by ${crash} (an emulator crash); booting again`);
+            vm = await startVm(opts);
+            r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
+          }
           if (o.json) printJson({ ...r, accel: vm.accel, firmware });
           else if (r.ready) console.log(`${firmware}/${vm.accel}: ready in ${r.seconds}s`);
           if (!r.ready) {

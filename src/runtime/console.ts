@@ -99,13 +99,11 @@ export class ConsoleWatcher {
   }
 
   /** The guest ended before it was ready. */
-  exited(code: number | null): void {
+  exited(code: number | null, signal?: string | null): void {
     this.ended = true;
+    const how = signal ? `was killed by ${signal}` : `exited (status ${code})`;
     if (this.result.state === "booting")
-      this.settle({
-        state: "failed",
-        reason: `the guest exited (status ${code}) before it was ready`,
-      });
+      this.settle({ state: "failed", reason: `the guest ${how} before it was ready` });
   }
 
   private settle(s: BootState): void {

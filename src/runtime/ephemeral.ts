@@ -5,6 +5,7 @@ import { dirname, join } from "node:path";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { detachLoop, unmount } from "../util/fsx.js";
 import { partitions } from "./kernel.js";
 
 /** A file to place into a throw-away boot (never into the artifact). */
@@ -43,7 +44,7 @@ export async function overlayDir(lower: string, inject: Injected[] = []): Promis
   }
   let mounted = false;
   const undo = async () => {
-    if (mounted) await exec("umount", ["-l", merged]).catch(() => {});
+    if (mounted) await unmount(merged);
     mounted = false;
     await rm(base, { recursive: true, force: true });
   };
@@ -137,9 +138,9 @@ export async function diskRootDir(image: string, inject: Injected[] = []): Promi
   let overlay: Ephemeral | undefined;
   const undo = async () => {
     await overlay?.dispose();
-    if (mounted) await exec("umount", [lower]).catch(() => exec("umount", ["-l", lower]));
+    if (mounted) await unmount(lower);
     mounted = false;
-    if (loop) await exec("losetup", ["-d", loop]).catch(() => {});
+    if (loop) await detachLoop(loop);
     loop = undefined;
     await rm(base, { recursive: true, force: true });
     await copy?.dispose();

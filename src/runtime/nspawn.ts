@@ -1,6 +1,8 @@
 import { existsSync, statSync } from "node:fs";
+import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { quoteCommand, type Started, start } from "../util/exec.js";
+import { commOf, descendants, running, signal, waitGone } from "../util/proc.js";
 import { ConsoleWatcher } from "./console.js";
 
 export interface ContainerOptions {
@@ -54,6 +56,36 @@ export async function startContainer(o: ContainerOptions): Promise<Container> {
       },
     },
   );
-  void proc.exited.then((code) => watcher.exited(code));
-  return { watcher, proc, stop: () => proc.stop(8000) };
+  void proc.exited.then((code) => watcher.exited(code, proc.child.signalCode));
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= stopTree(proc, 8000);
+    return stopping;
+  };
+  const drop = onCleanup("container", stop);
+  void proc.exited.then(() => stop().then(drop));
+  return { watcher, proc, stop };
+}
+
+/**
+ * Stop nspawn and everything below it. `script` may exit before nspawn has
+ * finished, so stopping `script` alone can leave nspawn (and with it the
+ * container's mounts and loop devices) behind for seconds, or for good if it
+ * was killed: SIGTERM goes to nspawn itself (an orderly poweroff of the
+ * container), and kiln waits for the whole tree, killing what outlives the grace.
+ */
+async function stopTree(proc: Started, graceMs: number): Promise<void> {
+  const pid = proc.child.pid;
+  if (pid === undefined) return;
+  const tree = [pid, ...descendants(pid)];
+  const nspawn = tree.filter((p) => commOf(p) === "systemd-nspawn");
+  if (tree.some(running)) {
+    signal(nspawn.length > 0 ? nspawn : [pid], "SIGTERM");
+    if (!(await waitGone(tree, graceMs))) {
+      // The container's init dies last: killing it takes its whole PID namespace.
+      signal([...tree, ...descendants(pid)], "SIGKILL");
+      await waitGone(tree, 5000);
+    }
+  }
+  await proc.exited;
 }

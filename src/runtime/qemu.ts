@@ -189,7 +189,7 @@ export async function startVm(o: VmOptions): Promise<Vm> {
     await p.dispose();
     throw err;
   }
-  void proc.exited.then((code) => watcher.exited(code));
+  void proc.exited.then((code) => watcher.exited(code, proc.child.signalCode));
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -243,4 +243,16 @@ async function seedIso(seed: string, dir: string): Promise<string> {
   const iso = join(dir, "seed.iso");
   await exec("xorriso", ["-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", iso, seed]);
   return iso;
+}
+
+/**
+ * The signal that killed QEMU if it crashed by itself. QEMU 7.2's
+ * multi-threaded TCG now and then segfaults early in a boot; that says
+ * nothing about the image, so callers boot once more.
+ */
+export function emulatorCrash(proc: {
+  child: { signalCode: NodeJS.Signals | null };
+}): NodeJS.Signals | undefined {
+  const sig = proc.child.signalCode;
+  return sig && ["SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL"].includes(sig) ? sig : undefined;
 }

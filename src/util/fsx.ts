@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { exec } from "./exec.js";
@@ -18,4 +19,37 @@ export async function removeTree(dir: string): Promise<void> {
     .sort((a, b) => b.length - a.length);
   for (const m of mounts) await exec("umount", ["-l", m]).catch(() => {});
   await exec("rm", ["-rf", "--one-file-system", dir]).catch(() => {});
+}
+
+/**
+ * Unmount, waiting out a briefly busy filesystem (a container's last
+ * processes may still be exiting) before falling back to a lazy unmount, so
+ * that what lies below (a loop device, an overlay's lower layer) is free
+ * when this returns in all but the stuck case.
+ */
+export async function unmount(path: string, waitMs = 5000): Promise<void> {
+  const until = Date.now() + waitMs;
+  for (;;) {
+    try {
+      await exec("umount", [path]);
+      return;
+    } catch (err) {
+      if (/not mounted|no mount point/i.test(String(err))) return;
+      if (Date.now() >= until) break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  await exec("umount", ["-l", path]).catch(() => {});
+}
+
+/**
+ * Detach a loop device and wait until the kernel has let go of it: a loop
+ * still in use is only marked for auto-clear, which would leave it (and its
+ * backing file) around after kiln has exited.
+ */
+export async function detachLoop(dev: string, waitMs = 5000): Promise<void> {
+  await exec("losetup", ["-d", dev]).catch(() => {});
+  const backing = `/sys/block/${dev.replace(/^\/dev\//, "")}/loop/backing_file`;
+  const until = Date.now() + waitMs;
+  while (existsSync(backing) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
 }

@@ -178,6 +178,8 @@ describe("kiln build examples/minimal.yaml", () => {
     expect(JSON.parse(r.stdout)).toMatchObject({ target: "nspawn", ready: true });
     expect(execFileSync("losetup", ["-a"]).toString()).not.toContain("kiln-");
     expect(readFileSync("/proc/self/mountinfo", "utf8")).not.toContain("kiln-");
+    // kiln waits for nspawn itself, not only for the `script` wrapper around it.
+    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
   });
 
   for (const firmware of ["uefi", "bios"]) {

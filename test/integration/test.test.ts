@@ -179,6 +179,33 @@ describe("kiln test", () => {
     expect(readdirSync("/var/tmp").filter((f) => f.startsWith("kiln-disk-"))).toEqual([]);
   });
 
+  it("a QEMU crash during a test boot is not the image's fault: booted again once, and said so", async () => {
+    const image = join(OUT, "checks", "checks.qcow2");
+    const t = spawn(
+      process.execPath,
+      [KILN, "test", image, "--on", "bios", "--accel", "tcg", "--json"],
+      { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stdout = "";
+    let stderr = "";
+    t.stdout.on("data", (b: Buffer) => (stdout += b));
+    t.stderr.on("data", (b: Buffer) => (stderr += b));
+    const exited = new Promise<number | null>((res) => t.on("close", (code) => res(code)));
+    const qemuPid = () =>
+      spawnSync("pgrep", ["-f", "qemu-system-x86_64.*kiln-disk-"], { encoding: "utf8" })
+        .stdout.trim()
+        .split("\n")[0];
+    for (let i = 0; i < 100 && !qemuPid(); i++) await new Promise((r) => setTimeout(r, 200));
+    // What QEMU 7.2's TCG does now and then by itself, here on purpose.
+    process.kill(Number(qemuPid()), "SIGSEGV");
+    expect(await exited, stderr).toBe(1);
+    expect(stderr).toContain("QEMU was killed by SIGSEGV");
+    const r = (JSON.parse(stdout) as { targets: (Report & { retried?: string })[] }).targets[0]!;
+    expect(r.ready).toBe(true);
+    expect(r.retried).toMatch(/SIGSEGV/);
+    expect(readdirSync("/var/tmp").filter((f) => f.startsWith("kiln-disk-"))).toEqual([]);
+  });
+
   it("Ctrl-C during a build leaves no work directory and no process", async () => {
     const out = join(OUT, "interrupted");
     const b = spawn(
