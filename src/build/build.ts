@@ -23,6 +23,8 @@ import { usersStep } from "./steps/users.js";
 export interface BuildOptions {
   outDir?: string;
   refresh?: boolean;
+  /** Outputs wanted besides the spec's own (e.g. `kiln bundle` needs the root filesystem). */
+  addOutputs?: Spec["outputs"];
 }
 
 export interface BuildResult {
@@ -88,8 +90,12 @@ const ORDER: StepId[] = [
   "manifest",
 ];
 
-export function planFor(specPath: string): { plan: Plan; loaded: ReturnType<typeof loadSpec> } {
+export function planFor(
+  specPath: string,
+  addOutputs: Spec["outputs"] = [],
+): { plan: Plan; loaded: ReturnType<typeof loadSpec> } {
   const loaded = loadSpec(specPath);
+  for (const o of addOutputs) if (!loaded.spec.outputs.includes(o)) loaded.spec.outputs.push(o);
   return { loaded, plan: planBuild(loaded.spec, loaded.canonical) };
 }
 
@@ -99,7 +105,7 @@ export function planFor(specPath: string): { plan: Plan; loaded: ReturnType<type
  * error or Ctrl-C leaves the last good build untouched and nothing half-made.
  */
 export async function build(specPath: string, opts: BuildOptions = {}): Promise<BuildResult> {
-  const { loaded, plan } = planFor(specPath);
+  const { loaded, plan } = planFor(specPath, opts.addOutputs);
   const spec = loaded.spec;
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
   await mkdir(dirname(outDir), { recursive: true });

@@ -4,16 +4,21 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import type { Manifest } from "../build/build.js";
 import { listPackages, mib, treeBytes } from "../build/report.js";
+import { bundleInfo } from "../deliver/bundle.js";
 import { KilnError } from "../util/errors.js";
 import { printJson } from "./output.js";
 
 export function registerInspect(program: Command): void {
   program
     .command("inspect")
-    .argument("<dir>", "a build output directory")
+    .argument("<dir>", "a build output directory, or an update bundle (.raucb)")
     .option("--json", "machine-readable output")
-    .description("package count, /usr size, largest packages and artifacts of a build")
-    .action(async (dir: string, o: { json?: boolean }) => {
+    .option("--keyring <file>", "bundles: verify the signature against this CA certificate")
+    .description(
+      "package count, /usr size, largest packages and artifacts of a build; a bundle's manifest",
+    )
+    .action(async (dir: string, o: { json?: boolean; keyring?: string }) => {
+      if (dir.endsWith(".raucb")) return inspectBundle(dir, o);
       const mf = join(dir, "manifest.json");
       if (!existsSync(mf))
         throw new KilnError("INSPECT_NO_MANIFEST", `${dir} has no manifest.json`, {
@@ -57,4 +62,19 @@ export function registerInspect(program: Command): void {
           `  ${a.format.padEnd(10)} ${a.path.padEnd(24)} ${mib(a.size).padStart(10)}  ${a.sha256.slice(0, 16)}`,
         );
     });
+}
+
+async function inspectBundle(path: string, o: { json?: boolean; keyring?: string }) {
+  if (!existsSync(path)) throw new KilnError("INSPECT_NO_BUNDLE", `${path} does not exist`);
+  const info = await bundleInfo(path, o.keyring);
+  if (o.json) return printJson(info);
+  console.log(`bundle      ${info.path} (${(info.bytes / 2 ** 20).toFixed(1)} MiB, ${info.format})
+compatible  ${info.compatible}
+version     ${info.version}
+built       ${info.build ?? "-"}
+signature   ${info.verified ? `verified against ${o.keyring}` : "not checked (pass --keyring CA)"}`);
+  for (const i of info.images)
+    console.log(
+      `image       ${i.slotClass}: ${i.filename}, ${(i.bytes / 2 ** 20).toFixed(1)} MiB, sha256 ${i.sha256}`,
+    );
 }

@@ -3,9 +3,11 @@ import { afterInterrupt, runCleanups } from "../util/cleanup.js";
 import { setDebug, setQuiet } from "../util/log.js";
 import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
+import { registerBundle } from "./bundle.js";
 import { registerDoctor } from "./doctor.js";
 import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
+import { registerKeys } from "./keys.js";
 import { registerMachines } from "./machines.js";
 import { reportError } from "./output.js";
 import { registerSchema } from "./schema.js";
@@ -34,6 +36,8 @@ export async function main(argv: string[]): Promise<number> {
     registerVm,
     registerTest,
     registerSsh,
+    registerKeys,
+    registerBundle,
     registerServe,
     registerMachines,
     registerInspect,

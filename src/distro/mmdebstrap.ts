@@ -38,7 +38,15 @@ export function rootfsRecipe(spec: Spec): RootfsRecipe {
   const keyring = spec.distribution.keyring ?? d.keyring;
   const kernel = spec.kernel.package ?? d.defaultKernel(arch);
   const initrd = spec.kernel.initrd === "tiny" ? ["tiny-initramfs"] : ["initramfs-tools"];
-  const packages = unique([...d.bootPackages, kernel, ...initrd, ...spec.packages]).sort();
+  // The device side of A/B updates: RAUC (client and D-Bus service) and grub-editenv for its GRUB backend.
+  const updater = spec.disk.layout === "ab" ? ["rauc", "rauc-service", "grub-common"] : [];
+  const packages = unique([
+    ...d.bootPackages,
+    kernel,
+    ...initrd,
+    ...updater,
+    ...spec.packages,
+  ]).sort();
   if (spec.locale !== "C.UTF-8" && spec.locale !== "C") packages.push("locales");
 
   const args = [

@@ -32,10 +32,21 @@ export function loadSpec(path: string): LoadedSpec {
   const result = specSchema.safeParse(merged);
   if (!result.success)
     throw new SpecError(issuesToDiagnostics(result.error.issues, top, specSchema));
-  // Relative `source:` paths belong to the file that named them.
   const spec = result.data;
+  if (spec.update && spec.disk.layout !== "ab") {
+    const at = chain.find((p) => p.value.update !== undefined) ?? top;
+    const issue = { code: "custom", path: ["update"], message: "A/B updates need disk.layout: ab" };
+    throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
+  }
+  // Relative `source:` paths belong to the file that named them.
   for (const f of spec.files) {
     if (f.source) f.source = resolve(originOf(chain, f.path) ?? top.file, "..", f.source);
+  }
+  if (spec.update?.keyring) {
+    const named = (p: ParsedYaml) =>
+      (p.value.update as { keyring?: unknown } | undefined)?.keyring !== undefined;
+    const from = chain.find(named)?.file ?? top.file;
+    spec.update.keyring = resolve(from, "..", spec.update.keyring);
   }
   return {
     spec,

@@ -194,6 +194,35 @@ export const specSchema = z
         compressed_size: size.optional().describe("fail the build if the qcow2 or tar is larger"),
       })
       .default({}),
+    update: z
+      .strictObject({
+        compatible: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9._ -]*$/, "letters, digits, '.', '_', '-' and spaces")
+          .optional()
+          .describe("what RAUC matches bundles against; default: the spec's name"),
+        tries: z
+          .number()
+          .int()
+          .min(1)
+          .max(9)
+          .default(3)
+          .describe("boots a slot gets on trial before GRUB falls back to the other one"),
+        keyring: z
+          .string()
+          .optional()
+          .describe(
+            "CA certificate bundles must chain to (relative to the spec); `kiln keys init` makes one",
+          ),
+        health: z
+          .array(check)
+          .default([])
+          .describe(
+            "checks that must pass before the booted slot is marked good (patterns are grep -E)",
+          ),
+      })
+      .optional()
+      .describe("A/B updates with RAUC (needs disk.layout: ab)"),
     tests: z.array(check).default([]),
   })
   .describe("A kiln spec: one declarative description of a minimal Linux system.");

@@ -71,7 +71,13 @@ export const HOST_TOOLS: readonly HostTool[] = [
     version: ["--version"],
     purpose: "a terminal for nspawn consoles",
   },
-  { name: "openssl", pkg: "openssl", version: ["version"], purpose: "password hash checks" },
+  {
+    name: "openssl",
+    pkg: "openssl",
+    version: ["version"],
+    purpose: "update signing keys, password hash checks",
+  },
+  { name: "rauc", pkg: "rauc", version: ["--version"], purpose: "signed A/B update bundles" },
 ];
 
 /** Firmware and module trees kiln reads, with their packages. */

@@ -6,6 +6,7 @@ import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 import { networkdUnits } from "./network.js";
+import { updaterStep } from "./updater.js";
 
 /** Host name, time zone, locale, network, first-boot units, services. Files go in after users. */
 export async function configureStep(ctx: BuildContext): Promise<void> {
@@ -51,16 +52,11 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
     );
   }
 
-  if (spec.disk.layout === "ab") {
-    // State that must survive a slot switch lives on the data partition.
-    await mkdir(join(root, "var/lib/kiln/data"), { recursive: true });
-    await writeFile(
-      join(root, "etc/fstab"),
-      "LABEL=data /var/lib/kiln/data ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2\n",
-    );
-  }
-
   const enable = ["systemd-networkd.service"];
+  if (spec.disk.layout === "ab") {
+    await updaterStep(root, spec);
+    enable.push("kiln-health.service");
+  }
   if (existsSync(join(root, "usr/sbin/sshd"))) {
     // Host keys made while building would be shared by every machine: drop them, make them at first boot.
     await installAsset(

@@ -10,7 +10,7 @@ import {
   sfdiskScript,
 } from "../../image/gpt.js";
 import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
-import { grubConfig, type Slot } from "../../image/grubcfg.js";
+import { abGrubConfig, grubConfig, type Slot } from "../../image/grubcfg.js";
 import { formatGrubenv } from "../../image/grubenv.js";
 import { parseSize } from "../../spec/schema.js";
 import { KilnError } from "../../util/errors.js";
@@ -101,15 +101,35 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   const slots: Slot[] = [
     { id: "a", title: `${spec.name} ${spec.version} (slot A)`, fsUuid: uuids.a },
   ];
-  if (ab) slots.push({ id: "b", title: `${spec.name} (slot B)`, fsUuid: uuids.b });
   const serial = spec.console.serial !== "";
+  const partNumber = (name: string) => layout.partitions.findIndex((p) => p.name === name) + 1;
   const tmp = await mkdtemp(join(ctx.work, "esp-"));
   try {
-    await writeFile(
-      join(tmp, "grub.cfg"),
-      grubConfig({ slots, cmdline: kernelCmdline(spec), serial, timeoutSeconds: 1 }),
-    );
-    await writeFile(join(tmp, "grubenv"), formatGrubenv({ kiln_slot: "a" }));
+    if (ab) {
+      await writeFile(
+        join(tmp, "grub.cfg"),
+        abGrubConfig({
+          title: spec.name,
+          partA: partNumber("root-a"),
+          partB: partNumber("root-b"),
+          cmdline: consoleCmdline(spec),
+          tries: spec.update?.tries ?? 3,
+          serial,
+          timeoutSeconds: 1,
+        }),
+      );
+      // Slot A holds this build and is good; slot B is empty until the first update.
+      await writeFile(
+        join(tmp, "grubenv"),
+        formatGrubenv({ ORDER: "A B", A_OK: "1", A_TRY: "0", B_OK: "0", B_TRY: "0" }),
+      );
+    } else {
+      await writeFile(
+        join(tmp, "grub.cfg"),
+        grubConfig({ slots, cmdline: kernelCmdline(spec), serial, timeoutSeconds: 1 }),
+      );
+      await writeFile(join(tmp, "grubenv"), formatGrubenv({ kiln_slot: "a" }));
+    }
     const files = [
       { from: join(tmp, "grub.cfg"), to: "/grub/grub.cfg" },
       { from: join(tmp, "grubenv"), to: "/grub/grubenv" },
@@ -148,8 +168,10 @@ function espFsUuid(volumeId: string): string {
 }
 
 export function kernelCmdline(spec: BuildContext["spec"]): string {
-  const parts: string[] = [];
-  if (spec.console.serial) parts.push("console=tty0", `console=${spec.console.serial}`);
-  if (spec.kernel.cmdline) parts.push(spec.kernel.cmdline);
-  return parts.join(" ");
+  return [consoleCmdline(spec), spec.kernel.cmdline].filter(Boolean).join(" ");
+}
+
+/** The kernel arguments that belong to the machine rather than to a version of the system. */
+export function consoleCmdline(spec: BuildContext["spec"]): string {
+  return spec.console.serial ? `console=tty0 console=${spec.console.serial}` : "";
 }

@@ -1,0 +1,179 @@
+import { existsSync, statSync } from "node:fs";
+import { mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { basename, dirname, join, resolve } from "node:path";
+import type { Manifest } from "../build/build.js";
+import { acquire } from "../util/cleanup.js";
+import { KilnError } from "../util/errors.js";
+import { exec } from "../util/exec.js";
+
+/** What an A/B root filesystem says about itself (written by the build's updater step). */
+export interface Release {
+  name: string;
+  version: string;
+  compatible: string;
+}
+
+export function parseRelease(text: string): Release {
+  const get = (k: string) => new RegExp(`^${k}=(.*)$`, "m").exec(text)?.[1] ?? "";
+  return { name: get("NAME"), version: get("VERSION"), compatible: get("COMPATIBLE") };
+}
+
+/** The root filesystem (directory or tar) of a build output directory. */
+export async function rootfsOfBuild(dir: string): Promise<{ path: string; manifest: Manifest }> {
+  const mf = join(dir, "manifest.json");
+  if (!existsSync(mf))
+    throw new KilnError("BUNDLE_SOURCE", `${dir} is neither a spec nor a build output directory`);
+  const manifest = JSON.parse(await readFile(mf, "utf8")) as Manifest;
+  for (const format of ["directory", "tar"]) {
+    const a = manifest.artifacts.find((x) => x.format === format);
+    if (a && existsSync(join(dir, a.path))) return { path: join(dir, a.path), manifest };
+  }
+  throw new KilnError("BUNDLE_NO_ROOTFS", `${dir} has no directory or tar output to bundle`, {
+    hint: "add `tar` to outputs, or give `kiln bundle` the spec",
+  });
+}
+
+async function readRelease(rootfs: string): Promise<Release> {
+  let text: string;
+  try {
+    text = statSync(rootfs).isDirectory()
+      ? await readFile(join(rootfs, "etc/kiln/release"), "utf8")
+      : (await exec("tar", ["-xOf", rootfs, "./etc/kiln/release"])).stdout;
+  } catch {
+    throw new KilnError("BUNDLE_NOT_AB", `${rootfs} is not an A/B system (no /etc/kiln/release)`, {
+      hint: "bundles update machines built with disk.layout: ab",
+    });
+  }
+  return parseRelease(text);
+}
+
+export interface BundleOptions {
+  rootfs: string;
+  out: string;
+  key: string;
+  cert: string;
+  /** Checked at creation time if given: the signature must chain to this CA. */
+  keyring?: string;
+  version?: string;
+  compatible?: string;
+}
+
+/**
+ * A RAUC bundle in the verity format: the root filesystem as a tar image in
+ * a squashfs whose every block is covered by a dm-verity hash tree, and a
+ * CMS signature over the manifest (compatible, version, the image's sha256
+ * and the verity root hash). Written beside `out` and renamed into place.
+ */
+export async function makeBundle(o: BundleOptions): Promise<BundleInfo> {
+  for (const [what, f] of [
+    ["key", o.key],
+    ["cert", o.cert],
+  ] as const)
+    if (!existsSync(f) && !f.startsWith("pkcs11:"))
+      throw new KilnError("BUNDLE_KEY", `--${what} ${f} does not exist`, {
+        hint: "make a development key with `kiln keys init`",
+      });
+  const release = await readRelease(o.rootfs);
+  const out = resolve(o.out);
+  const tmp = await mkdtemp(join(dirname(out), `.${basename(out)}.kiln-`));
+  const { dispose } = await acquire(
+    `bundle work directory ${tmp}`,
+    () => rm(tmp, { recursive: true, force: true }),
+    async () => {
+      const content = join(tmp, "content");
+      await exec("mkdir", [content]);
+      const tar = join(content, "rootfs.tar");
+      if (statSync(o.rootfs).isDirectory())
+        await exec("tar", [
+          "--numeric-owner",
+          "--xattrs",
+          "--xattrs-include=*",
+          "--sort=name",
+          "-C",
+          o.rootfs,
+          "-cf",
+          tar,
+          ".",
+        ]);
+      // Plain tar inside: the bundle's squashfs compresses it, and the device needs no zstd.
+      else await exec("sh", ["-c", 'zstd -dcf "$1" >"$2"', "sh", o.rootfs, tar]);
+      await writeFile(
+        join(content, "manifest.raucm"),
+        [
+          "[update]",
+          `compatible=${o.compatible ?? release.compatible}`,
+          `version=${o.version ?? release.version}`,
+          `description=${release.name}`,
+          `build=${new Date().toISOString()}`,
+          "",
+          "[bundle]",
+          "format=verity",
+          "",
+          "[image.rootfs]",
+          "filename=rootfs.tar",
+          "",
+        ].join("\n"),
+      );
+      const part = join(tmp, "bundle.raucb");
+      await exec("rauc", [
+        "bundle",
+        `--cert=${o.cert}`,
+        `--key=${o.key}`,
+        ...(o.keyring ? [`--signing-keyring=${o.keyring}`] : []),
+        "--mksquashfs-args=-comp zstd",
+        content,
+        part,
+      ]);
+      await rename(part, out);
+    },
+  );
+  await dispose();
+  return bundleInfo(out, o.keyring);
+}
+
+export interface BundleInfo {
+  path: string;
+  bytes: number;
+  compatible: string;
+  version: string;
+  description?: string;
+  build?: string;
+  format: string;
+  images: { slotClass: string; filename: string; sha256: string; bytes: number }[];
+  /** Whether the signature was checked against a keyring (false: not checked). */
+  verified: boolean;
+}
+
+/** What a bundle's manifest says; with a keyring the signature is verified first. */
+export async function bundleInfo(path: string, keyring?: string): Promise<BundleInfo> {
+  const args = ["info", "--output-format=json"];
+  args.push(keyring ? `--keyring=${keyring}` : "--no-verify");
+  const r = await exec("rauc", [...args, path]);
+  const j = JSON.parse(r.stdout) as {
+    compatible: string;
+    version: string;
+    description?: string;
+    build?: string;
+    hooks?: unknown;
+    images: Record<string, { filename: string; checksum: string; size: number }>[];
+  };
+  const format = /Bundle Format:\s*(\S+)/.exec(r.stderr)?.[1] ?? "verity";
+  return {
+    path,
+    bytes: (await stat(path)).size,
+    compatible: j.compatible,
+    version: j.version,
+    ...(j.description ? { description: j.description } : {}),
+    ...(j.build ? { build: j.build } : {}),
+    format,
+    images: j.images.flatMap((m) =>
+      Object.entries(m).map(([slotClass, i]) => ({
+        slotClass,
+        filename: i.filename,
+        sha256: i.checksum,
+        bytes: i.size,
+      })),
+    ),
+    verified: !!keyring,
+  };
+}
