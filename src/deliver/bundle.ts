@@ -4,7 +4,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import type { Manifest } from "../build/build.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
-import { exec } from "../util/exec.js";
+import { ExecError, exec } from "../util/exec.js";
 
 /** What an A/B root filesystem says about itself (written by the build's updater step). */
 export interface Release {
@@ -148,7 +148,19 @@ export interface BundleInfo {
 export async function bundleInfo(path: string, keyring?: string): Promise<BundleInfo> {
   const args = ["info", "--output-format=json"];
   args.push(keyring ? `--keyring=${keyring}` : "--no-verify");
-  const r = await exec("rauc", [...args, path]);
+  const r = await exec("rauc", [...args, path]).catch((err: unknown) => {
+    const why =
+      err instanceof ExecError
+        ? /(signature verification failed.*|Invalid bundle.*|.*not a bundle.*)/i.exec(
+            err.stderr,
+          )?.[1]
+        : undefined;
+    if (why)
+      throw new KilnError("BUNDLE_INVALID", `${path}: ${why.trim()}`, {
+        ...(keyring ? { hint: `is it signed by a key that chains to ${keyring}?` } : {}),
+      });
+    throw err;
+  });
   const j = JSON.parse(r.stdout) as {
     compatible: string;
     version: string;

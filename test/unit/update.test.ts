@@ -142,3 +142,19 @@ describe("RAUC configuration", () => {
     expect(d.loc.line).toBe(4);
   });
 });
+
+describe("device scripts", () => {
+  it("are shellcheck-clean", () => {
+    for (const [asset, shell] of [
+      ["kiln-update/health", "bash"],
+      ["kiln-update/rauc-pre-install", "sh"],
+    ] as const) {
+      const r = spawnSync(
+        "shellcheck",
+        ["-s", shell, join(import.meta.dirname, "../../assets", asset)],
+        { encoding: "utf8" },
+      );
+      if (r.error === undefined) expect(r.stdout, asset).toBe("");
+    }
+  });
+});

@@ -29,6 +29,9 @@ export function raucSystemConf(spec: Spec, hasKeyring: boolean): string {
     "bundle-formats=-plain",
     "max-bundle-download-size=4294967296",
     "",
+    "[handlers]",
+    "pre-install=/usr/lib/kiln/rauc-pre-install",
+    "",
     ...(hasKeyring ? ["[keyring]", "path=/etc/rauc/keyring.pem", ""] : []),
     // Partition names never change; udev makes these links.
     "[slot.rootfs.0]",
@@ -70,6 +73,7 @@ export async function updaterStep(root: string, spec: Spec): Promise<void> {
   await put("etc/rauc/system.conf", raucSystemConf(spec, !!keyring));
   await put("etc/systemd/system/rauc.service.d/kiln.conf", readAsset("kiln-update/rauc-kiln.conf"));
   await put("usr/lib/kiln/health", readAsset("kiln-update/health"), 0o755);
+  await put("usr/lib/kiln/rauc-pre-install", readAsset("kiln-update/rauc-pre-install"), 0o755);
   await put("usr/lib/kiln/health-checks", healthChecksScript(spec.update?.health ?? []), 0o755);
   await put("etc/systemd/system/kiln-health.service", readAsset("kiln-update/kiln-health.service"));
   await put(
