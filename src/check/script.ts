@@ -29,7 +29,7 @@ export function checkScript(checks: Check[]): string {
     readAsset("kiln-test/probes.sh"),
     "# Checks from the spec:",
   ];
-  checks.forEach((c, i) => lines.push(`${checkBody(c)}; report ${i} $?`));
+  for (const [i, c] of checks.entries()) lines.push(`${checkBody(c)}; report ${i} $?`);
   lines.push("done_marker", "");
   return lines.join("\n");
 }
