@@ -28,3 +28,7 @@ export function distroDriver(id: string): DistroDriver {
   if (!d) throw new Error(`no driver for distribution ${id}`);
   return d;
 }
+
+export function knownDistro(id: string): boolean {
+  return drivers.has(id);
+}

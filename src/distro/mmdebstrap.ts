@@ -30,7 +30,7 @@ export interface RootfsRecipe {
  * The mmdebstrap call for a spec, as data: the plan prints it, unit tests
  * check it (Ubuntu included), and its hash is the root filesystem's cache key.
  */
-export function rootfsRecipe(spec: Spec): RootfsRecipe {
+export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): RootfsRecipe {
   const d = distroDriver(spec.distribution.id);
   const arch = spec.architecture;
   const mirror = spec.distribution.mirror ?? d.defaultMirror(arch);
@@ -40,13 +40,9 @@ export function rootfsRecipe(spec: Spec): RootfsRecipe {
   const initrd = spec.kernel.initrd === "tiny" ? ["tiny-initramfs"] : ["initramfs-tools"];
   // The device side of A/B updates: RAUC (client and D-Bus service) and grub-editenv for its GRUB backend.
   const updater = spec.disk.layout === "ab" ? ["rauc", "rauc-service", "grub-common"] : [];
-  const packages = unique([
-    ...d.bootPackages,
-    kernel,
-    ...initrd,
-    ...updater,
-    ...spec.packages,
-  ]).sort();
+  // A container image needs no kernel, initrd or device manager; systemd stays for --boot.
+  const base = o.container ? ["systemd-sysv"] : [...d.bootPackages, kernel, ...initrd, ...updater];
+  const packages = unique([...base, ...spec.packages]).sort();
   if (spec.locale !== "C.UTF-8" && spec.locale !== "C") packages.push("locales");
 
   const args = [

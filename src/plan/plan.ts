@@ -36,10 +36,15 @@ export interface Plan {
   steps: PlannedStep[];
 }
 
+/** The cache key of a root filesystem: its recipe, and the version of the step that makes it. */
+export function rootfsKey(recipe: RootfsRecipe): string {
+  return cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
+}
+
 /** Spec → ordered steps with cache keys. Pure: no I/O, no root, no network. */
 export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   const recipe = rootfsRecipe(spec);
-  const rootKey = cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
+  const rootKey = rootfsKey(recipe);
   const specHash = cacheKey(canonicalSpec);
   const steps: PlannedStep[] = [
     {

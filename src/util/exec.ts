@@ -11,6 +11,8 @@ export interface ExecOptions {
   input?: string | Buffer;
   /** Pass the terminal straight through (interactive tools, consoles). */
   inherit?: boolean;
+  /** With `inherit`: "ignore" gives the child an empty stdin instead of the terminal's. */
+  stdin?: "inherit" | "ignore";
   /** Called with each stderr/stdout line as it arrives (progress, logs). */
   onLine?: (line: string, stream: "stdout" | "stderr") => void;
   /** Exit codes that count as success (default [0]). */
@@ -85,7 +87,9 @@ export function exec(
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
       env: { ...process.env, PATH: withSbin(process.env.PATH), ...opts.env },
-      stdio: opts.inherit ? "inherit" : ["pipe", "pipe", "pipe"],
+      stdio: opts.inherit
+        ? [opts.stdin ?? "inherit", "inherit", "inherit"]
+        : ["pipe", "pipe", "pipe"],
     });
     running.add(child);
     const drop = onCleanup(`process ${cmd}`, () =>

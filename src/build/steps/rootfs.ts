@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
+import type { RootfsRecipe } from "../../distro/mmdebstrap.js";
 import { onCleanup } from "../../util/cleanup.js";
 import { exec } from "../../util/exec.js";
 import { cacheDir } from "../../util/paths.js";
@@ -13,12 +14,14 @@ import type { BuildContext } from "../context.js";
  */
 export async function rootfsStep(ctx: BuildContext): Promise<string> {
   const key = ctx.plan.steps.find((s) => s.id === "rootfs")!.key;
-  const cached = cacheDir("rootfs", `${key}.tar`);
-  let note = "cached";
-  if (ctx.refresh || !existsSync(cached)) {
-    await bootstrap(ctx, cached);
-    note = "bootstrapped";
-  }
+  const { tar, bootstrapped } = await cachedRootfs({
+    recipe: ctx.plan.recipe,
+    distro: ctx.spec.distribution.id,
+    key,
+    refresh: ctx.refresh,
+    scratch: join(ctx.work, "tmp"),
+    onLine: (l) => ctx.detail(l),
+  });
   await mkdir(ctx.root, { recursive: true });
   await exec("tar", [
     "--numeric-owner",
@@ -27,19 +30,39 @@ export async function rootfsStep(ctx: BuildContext): Promise<string> {
     "-C",
     ctx.root,
     "-xf",
-    cached,
+    tar,
   ]);
-  return note;
+  return bootstrapped ? "bootstrapped" : "cached";
 }
 
-async function bootstrap(ctx: BuildContext, target: string): Promise<void> {
-  const r = ctx.plan.recipe;
-  const apt = cacheDir("apt", `${ctx.spec.distribution.id}-${r.release}-${r.arch}`);
+export interface CachedRootfsOptions {
+  recipe: RootfsRecipe;
+  distro: string;
+  /** Content hash of the recipe: the cache entry's name. */
+  key: string;
+  refresh: boolean;
+  /** mmdebstrap's scratch space; the caller removes it. */
+  scratch: string;
+  onLine?: (line: string) => void;
+}
+
+/** The cached root filesystem tarball for a recipe, bootstrapping it first if needed. */
+export async function cachedRootfs(
+  o: CachedRootfsOptions,
+): Promise<{ tar: string; bootstrapped: boolean }> {
+  const tar = cacheDir("rootfs", `${o.key}.tar`);
+  if (!o.refresh && existsSync(tar)) return { tar, bootstrapped: false };
+  await bootstrap(o, tar);
+  return { tar, bootstrapped: true };
+}
+
+async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> {
+  const r = o.recipe;
+  const apt = cacheDir("apt", `${o.distro}-${r.release}-${r.arch}`);
   await mkdir(apt, { recursive: true });
   await mkdir(cacheDir("rootfs"), { recursive: true });
   const partial = `${target}.partial-${process.pid}`;
-  const scratch = join(ctx.work, "tmp");
-  await mkdir(scratch, { recursive: true });
+  await mkdir(o.scratch, { recursive: true });
   const drop = onCleanup(`partial rootfs ${partial}`, () => rm(partial, { force: true }));
   try {
     await exec(
@@ -58,14 +81,14 @@ async function bootstrap(ctx: BuildContext, target: string): Promise<void> {
         r.mirror,
       ],
       {
-        // mmdebstrap's scratch chroot goes inside kiln's work directory, so
-        // whatever an interrupted run leaves is removed with it.
-        env: { TMPDIR: scratch },
+        // mmdebstrap's scratch chroot goes inside the caller's work directory,
+        // so whatever an interrupted run leaves is removed with it.
+        env: { TMPDIR: o.scratch },
         // mmdebstrap cleans up after SIGINT (what Ctrl-C sends it); give it time.
         stopSignal: "SIGINT",
         stopGraceMs: 60_000,
-        onLine: (l) => ctx.detail(l),
-        hint: `mmdebstrap could not build ${ctx.spec.distribution.id} ${r.release} from ${r.mirror}: check the release name, the mirror and the network`,
+        ...(o.onLine ? { onLine: o.onLine } : {}),
+        hint: `mmdebstrap could not build ${o.distro} ${r.release} from ${r.mirror}: check the release name, the mirror and the network`,
       },
     );
     await rename(partial, target);

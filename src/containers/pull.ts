@@ -1,0 +1,74 @@
+import { mkdir, mkdtemp } from "node:fs/promises";
+import { join } from "node:path";
+import { treeBytes } from "../build/report.js";
+import { cachedRootfs } from "../build/steps/rootfs.js";
+import { distroDriver, knownDistro } from "../distro/driver.js";
+import "../distro/index.js";
+import { rootfsRecipe } from "../distro/mmdebstrap.js";
+import { rootfsKey } from "../plan/plan.js";
+import { specSchema } from "../spec/schema.js";
+import { KilnError } from "../util/errors.js";
+import { exec } from "../util/exec.js";
+import { removeTree } from "../util/fsx.js";
+import { addImage, findImage, type ImageRecord, type ImageRef, storeDir } from "./store.js";
+
+/** Can `kiln pull` make this reference itself (a distribution kiln bootstraps)? */
+export function pullable(ref: ImageRef): boolean {
+  return knownDistro(ref.name);
+}
+
+/**
+ * `kiln pull debian:bookworm`: the distribution's minimal base plus systemd
+ * (so `kiln run --boot` works), bootstrapped with mmdebstrap through the same
+ * content-addressed cache and apt cache as builds. `latest` is the driver's
+ * first release.
+ */
+export async function pullDistro(
+  ref: ImageRef,
+  o: { force?: boolean; onLine?: (l: string) => void } = {},
+): Promise<{ image: ImageRecord; fresh: boolean }> {
+  if (!pullable(ref))
+    throw new KilnError(
+      "PULL_UNKNOWN",
+      `pull access denied for ${ref.name}: kiln cannot build it`,
+      {
+        hint: "kiln pulls debian:RELEASE and ubuntu:RELEASE itself, and docker://… or oci:DIR:TAG images",
+      },
+    );
+  const existing = findImage(ref);
+  if (existing && !o.force) return { image: existing, fresh: false };
+  const driver = distroDriver(ref.name);
+  const release = ref.tag === "latest" ? driver.releases[0]! : ref.tag;
+  const spec = specSchema.parse({
+    name: `${ref.name}-${release}`,
+    distribution: { id: ref.name, release },
+  });
+  const recipe = rootfsRecipe(spec, { container: true });
+  await mkdir(storeDir("tmp"), { recursive: true });
+  const scratch = await mkdtemp(join(storeDir("tmp"), "mmdebstrap-"));
+  try {
+    const { tar } = await cachedRootfs({
+      recipe,
+      distro: ref.name,
+      key: rootfsKey(recipe),
+      refresh: !!o.force,
+      scratch,
+      ...(o.onLine ? { onLine: o.onLine } : {}),
+    });
+    const image = await addImage(ref, `mmdebstrap ${ref.name} ${release}`, async (rootfs) => {
+      await exec("tar", [
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "-C",
+        rootfs,
+        "-xf",
+        tar,
+      ]);
+      return treeBytes(rootfs);
+    });
+    return { image, fresh: true };
+  } finally {
+    await removeTree(scratch);
+  }
+}

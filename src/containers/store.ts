@@ -1,0 +1,113 @@
+import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { mkdir, mkdtemp, rename, rmdir, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { KilnError } from "../util/errors.js";
+import { removeTree } from "../util/fsx.js";
+
+/**
+ * The local image store: one directory per image and tag, holding the root
+ * filesystem and a small record. Root's store is /var/lib/kiln (like
+ * /var/lib/docker); KILN_STORE moves it.
+ */
+export function storeDir(...parts: string[]): string {
+  const base =
+    process.env.KILN_STORE ??
+    (process.getuid?.() === 0
+      ? "/var/lib/kiln"
+      : join(process.env.XDG_DATA_HOME ?? join(homedir(), ".local/share"), "kiln"));
+  return join(base, ...parts);
+}
+
+export interface ImageRef {
+  name: string;
+  tag: string;
+}
+
+export interface ImageRecord extends ImageRef {
+  /** Where it came from: "mmdebstrap debian bookworm", "docker://…", a build. */
+  source: string;
+  created: string;
+  bytes: number;
+}
+
+/** "debian:bookworm", "debian" (tag latest), "127.0.0.1:5000/team/app:1.0". */
+export function parseRef(text: string): ImageRef {
+  const slash = text.lastIndexOf("/");
+  const colon = text.lastIndexOf(":");
+  const [name, tag] =
+    colon > slash ? [text.slice(0, colon), text.slice(colon + 1)] : [text, "latest"];
+  if (!/^[a-z0-9][a-z0-9._/:-]*$/.test(name) || !/^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/.test(tag))
+    throw new KilnError("IMAGE_REF", `invalid reference format: ${text}`, {
+      hint: "use NAME[:TAG], e.g. debian:bookworm",
+      exitCode: 125,
+    });
+  return { name, tag };
+}
+
+export const refText = (r: ImageRef) => `${r.name}:${r.tag}`;
+
+function imageDir(r: ImageRef): string {
+  return storeDir("images", encodeURIComponent(r.name), encodeURIComponent(r.tag));
+}
+
+export function imageRootfs(r: ImageRef): string {
+  return join(imageDir(r), "rootfs");
+}
+
+export function findImage(r: ImageRef): ImageRecord | undefined {
+  const f = join(imageDir(r), "image.json");
+  if (!existsSync(f)) return undefined;
+  return JSON.parse(readFileSync(f, "utf8")) as ImageRecord;
+}
+
+export function listImages(): ImageRecord[] {
+  const root = storeDir("images");
+  if (!existsSync(root)) return [];
+  const out: ImageRecord[] = [];
+  for (const n of readdirSync(root))
+    for (const t of readdirSync(join(root, n))) {
+      const rec = findImage({ name: decodeURIComponent(n), tag: decodeURIComponent(t) });
+      if (rec) out.push(rec);
+    }
+  return out.sort((a, b) => refText(a).localeCompare(refText(b)));
+}
+
+/**
+ * Put a root filesystem into the store under `ref`: `fill` writes it into a
+ * scratch directory inside the store, which replaces the old image by a
+ * rename only when complete, so a failed or interrupted pull changes nothing.
+ */
+export async function addImage(
+  ref: ImageRef,
+  source: string,
+  fill: (rootfs: string) => Promise<number>,
+): Promise<ImageRecord> {
+  const dir = imageDir(ref);
+  await mkdir(storeDir("tmp"), { recursive: true });
+  const scratch = await mkdtemp(join(storeDir("tmp"), "pull-"));
+  try {
+    await mkdir(join(scratch, "rootfs"));
+    const bytes = await fill(join(scratch, "rootfs"));
+    const rec: ImageRecord = { ...ref, source, created: new Date().toISOString(), bytes };
+    await writeFile(join(scratch, "image.json"), `${JSON.stringify(rec, null, 2)}\n`);
+    await mkdir(join(dir, ".."), { recursive: true });
+    if (existsSync(dir)) {
+      const old = `${scratch}.old`;
+      await rename(dir, old);
+      await rename(scratch, dir);
+      await removeTree(old);
+    } else await rename(scratch, dir);
+    return rec;
+  } finally {
+    if (existsSync(scratch)) await removeTree(scratch);
+  }
+}
+
+export async function removeImage(ref: ImageRef): Promise<void> {
+  if (!findImage(ref))
+    throw new KilnError("IMAGE_MISSING", `No such image: ${refText(ref)}`, { exitCode: 1 });
+  await removeTree(imageDir(ref));
+  // The name's directory goes when its last tag does.
+  await rmdir(join(imageDir(ref), "..")).catch(() => {});
+}
