@@ -5,11 +5,13 @@ import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
 import { registerBundle } from "./bundle.js";
 import { registerDoctor } from "./doctor.js";
+import { registerImages } from "./images.js";
 import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
 import { registerKeys } from "./keys.js";
 import { registerMachines } from "./machines.js";
 import { reportError } from "./output.js";
+import { registerRun, runArgv } from "./run.js";
 import { registerSchema } from "./schema.js";
 import { registerServe } from "./serve.js";
 import { registerSsh } from "./ssh.js";
@@ -36,6 +38,8 @@ export async function main(argv: string[]): Promise<number> {
     registerVm,
     registerTest,
     registerSsh,
+    registerImages,
+    registerRun,
     registerKeys,
     registerBundle,
     registerServe,
@@ -49,7 +53,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     json = argv.includes("--json");
     if (json) setQuiet(true);
-    await program.parseAsync(argv);
+    await program.parseAsync(runArgv(argv));
     return (await afterInterrupt()) ?? Number(process.exitCode ?? 0);
   } catch (err) {
     const interrupted = await afterInterrupt();
