@@ -11,6 +11,7 @@ import { registerInspect } from "./inspect.js";
 import { registerKeys } from "./keys.js";
 import { registerMachines } from "./machines.js";
 import { reportError } from "./output.js";
+import { registerProbe } from "./probe.js";
 import { registerRun, runArgv } from "./run.js";
 import { registerSchema } from "./schema.js";
 import { registerServe } from "./serve.js";
@@ -40,6 +41,7 @@ export async function main(argv: string[]): Promise<number> {
     registerSsh,
     registerImages,
     registerRun,
+    registerProbe,
     registerKeys,
     registerBundle,
     registerServe,

@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { treeBytes } from "../build/report.js";
 import { cachedRootfs } from "../build/steps/rootfs.js";
@@ -65,6 +66,12 @@ export async function pullDistro(
         "-xf",
         tar,
       ]);
+      // mmdebstrap leaves no /etc/hosts; without one, "localhost" does not resolve in the container.
+      if (!existsSync(join(rootfs, "etc/hosts")))
+        await writeFile(
+          join(rootfs, "etc/hosts"),
+          "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
+        );
       return treeBytes(rootfs);
     });
     return { image, fresh: true };

@@ -20,6 +20,8 @@ export interface RunOptions {
   volumes?: string[];
   workdir?: string;
   boot?: boolean;
+  /** --boot without a terminal: receive the command's stdout here instead of kiln's stdout. */
+  onStdout?: (chunk: Buffer) => void;
 }
 
 const PATH_DIRS = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"];
@@ -95,7 +97,7 @@ export async function runContainer(o: RunOptions): Promise<number> {
     );
   const binds = (o.volumes ?? []).map(bindArg);
   const name = o.name ?? `kiln-${randomBytes(4).toString("hex")}`;
-  const relay = o.boot && !o.tty ? await stdioRelay(!!o.interactive) : undefined;
+  const relay = o.boot && !o.tty ? await stdioRelay(!!o.interactive, o.onStdout) : undefined;
   const overlay = await overlayDir(
     rootfs,
     o.boot ? bootInjection(command, !!o.tty, !!o.interactive) : [],
@@ -139,13 +141,16 @@ const RELAY_MOUNT = "/run/kiln-run-io";
  * gets FIFOs bind-mounted from the host, which kiln copies to and from its
  * own stdin, stdout and stderr.
  */
-async function stdioRelay(interactive: boolean) {
+async function stdioRelay(
+  interactive: boolean,
+  onStdout: (b: Buffer) => void = (b) => process.stdout.write(b),
+) {
   const dir = await mkdtemp(join(tmpdir(), "kiln-run-io-"));
   const fifos = ["out", "err", ...(interactive ? ["in"] : [])].map((f) => join(dir, f));
   await exec("mkfifo", ["-m", "600", ...fifos]);
   const copied = [
     once(
-      createReadStream(join(dir, "out")).on("data", (b) => process.stdout.write(b)),
+      createReadStream(join(dir, "out")).on("data", (b) => onStdout(b as Buffer)),
       "close",
     ),
     once(

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -108,6 +108,63 @@ describe.sequential("kiln pull, images, run, rmi", () => {
     const noVol = kiln(["run", "--rm", "-v", "/no/such/dir:/x", "debian:bookworm", "true"]);
     expect(noVol.code).toBe(125);
     expect(noVol.stderr).toContain("bind source path does not exist: /no/such/dir");
+  });
+
+  it("probe installs nginx on bookworm and trixie and fetches its page; a wrong expectation fails", () => {
+    expect(kiln(["pull", "debian:trixie"]).code).toBe(0);
+    const junit = join(OUT, "probe.xml");
+    const ok = kiln([
+      "probe",
+      "nginx",
+      "--on",
+      "debian:bookworm,debian:trixie",
+      "--service",
+      "nginx.service",
+      "--port",
+      "80",
+      "--http",
+      "http://localhost/",
+      "--expect",
+      "200",
+      "--json",
+    ]);
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    const j = JSON.parse(ok.stdout) as {
+      ok: boolean;
+      images: { target: string; version?: string }[];
+    };
+    expect(j.ok).toBe(true);
+    expect(j.images.map((i) => i.target)).toEqual(["debian:bookworm", "debian:trixie"]);
+    for (const i of j.images) expect(i.version).toMatch(/^1\.\d+/);
+    const body = kiln([
+      "probe",
+      "nginx",
+      "--on",
+      "debian:bookworm",
+      "--http",
+      "http://localhost/",
+      "--expect",
+      "/Welcome to nginx/",
+    ]);
+    expect(body.code, body.stdout + body.stderr).toBe(0);
+    const bad = kiln([
+      "probe",
+      "nginx",
+      "--on",
+      "debian:bookworm",
+      "--http",
+      "http://localhost/",
+      "--expect",
+      "404",
+      "--junit",
+      junit,
+    ]);
+    expect(bad.code).toBe(1);
+    expect(bad.stdout).toMatch(/http http:\/\/localhost\/\s+FAILED: expected 404, got HTTP 200/);
+    expect(readFileSync(junit, "utf8")).toContain(
+      '<failure message="expected 404, got HTTP 200"/>',
+    );
+    expect(kiln(["rmi", "debian:trixie"]).code).toBe(0);
   });
 
   it("--rm leaves no overlay, relay, process or store entry behind; rmi removes the image", () => {

@@ -158,3 +158,14 @@ describe("device scripts", () => {
     }
   });
 });
+
+describe("probe script", () => {
+  it("is shellcheck-clean", () => {
+    const r = spawnSync(
+      "shellcheck",
+      ["-s", "bash", join(import.meta.dirname, "../../assets/kiln-probe/probe.sh")],
+      { encoding: "utf8" },
+    );
+    if (r.error === undefined) expect(r.stdout).toBe("");
+  });
+});
