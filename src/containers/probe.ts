@@ -5,6 +5,7 @@ import { basename, join, resolve } from "node:path";
 import type { CheckResult } from "../check/evaluate.js";
 import type { TargetReport } from "../check/junit.js";
 import { readAsset } from "../util/assets.js";
+import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { runContainer } from "./run.js";
@@ -43,6 +44,7 @@ export async function probe(o: ProbeOptions): Promise<ProbeReport[]> {
   if (deb && !existsSync(deb)) throw new KilnError("PROBE_NO_DEB", `${deb} does not exist`);
   const pkgName = deb ? (await exec("dpkg-deb", ["-f", deb, "Package"])).stdout.trim() : o.pkg;
   const dir = await mkdtemp(join(tmpdir(), "kiln-probe-"));
+  const drop = onCleanup(`probe scratch ${dir}`, () => rm(dir, { recursive: true, force: true }));
   try {
     const env = {
       PKG: pkgName,
@@ -65,6 +67,7 @@ export async function probe(o: ProbeOptions): Promise<ProbeReport[]> {
     for (const image of o.images) reports.push(await probeOne(image, dir, o));
     return reports;
   } finally {
+    drop();
     await rm(dir, { recursive: true, force: true });
   }
 }
