@@ -3,7 +3,7 @@ import { pullDistro } from "../containers/pull.js";
 import { listImages, parseRef, refText, removeImage } from "../containers/store.js";
 import { KilnError } from "../util/errors.js";
 import { step } from "../util/log.js";
-import { printJson } from "./output.js";
+import { printJson, printTable } from "./output.js";
 
 /** The image store verbs: pull, images, rmi. */
 export function registerImages(program: Command): void {
@@ -48,14 +48,7 @@ export function registerImages(program: Command): void {
       const rows = [["REPOSITORY", "TAG", "SIZE", "CREATED", "SOURCE"]];
       for (const i of images)
         rows.push([i.name, i.tag, `${(i.bytes / 2 ** 20).toFixed(1)}MiB`, i.created, i.source]);
-      const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
-      for (const r of rows)
-        console.log(
-          r
-            .map((v, c) => v.padEnd(widths[c]!))
-            .join("  ")
-            .trimEnd(),
-        );
+      printTable(rows);
     });
 
   program

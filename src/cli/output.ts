@@ -46,3 +46,15 @@ export function reportError(err: unknown, json: boolean): number {
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
+
+/** Rows as left-aligned columns, the first row being the header. */
+export function printTable(rows: string[][]): void {
+  const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)));
+  for (const r of rows)
+    console.log(
+      r
+        .map((v, c) => v.padEnd(widths[c]!))
+        .join("  ")
+        .trimEnd(),
+    );
+}

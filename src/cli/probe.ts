@@ -5,7 +5,7 @@ import { probe } from "../containers/probe.js";
 import { parseRef } from "../containers/store.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
-import { printJson } from "./output.js";
+import { printJson, printTable } from "./output.js";
 
 interface ProbeFlags {
   on: string;
@@ -58,14 +58,7 @@ export function registerProbe(program: Command): void {
               c.passed ? "ok" : `FAILED: expected ${c.expected}, got ${c.actual}`,
               `${r.seconds}s`,
             ]);
-        const w = rows[0]!.map((_, i) => Math.max(...rows.map((x) => x[i]!.length)));
-        for (const x of rows)
-          console.log(
-            x
-              .map((v, i) => v.padEnd(w[i]!))
-              .join("  ")
-              .trimEnd(),
-          );
+        printTable(rows);
         if (failed)
           log.warn(
             `probe of ${pkg} failed on ${reports

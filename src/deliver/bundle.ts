@@ -1,5 +1,5 @@
 import { existsSync, statSync } from "node:fs";
-import { mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import type { Manifest } from "../build/build.js";
 import { acquire } from "../util/cleanup.js";
@@ -81,7 +81,7 @@ export async function makeBundle(o: BundleOptions): Promise<BundleInfo> {
     () => rm(tmp, { recursive: true, force: true }),
     async () => {
       const content = join(tmp, "content");
-      await exec("mkdir", [content]);
+      await mkdir(content);
       const tar = join(content, "rootfs.tar");
       if (statSync(o.rootfs).isDirectory())
         await exec("tar", [

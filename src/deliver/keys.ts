@@ -12,6 +12,9 @@ export interface KeySet {
   cert: string;
 }
 
+/** openssl req: a new unencrypted EC P-256 key (small, fast, and accepted by RAUC). */
+const NEW_EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+
 export function keyPaths(dir: string): KeySet {
   const d = resolve(dir);
   return {
@@ -46,11 +49,7 @@ export async function initKeys(dir: string, o: { force?: boolean; subject?: stri
     await exec("openssl", [
       "req",
       "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
+      ...NEW_EC_KEY,
       "-keyout",
       k.caKey,
       "-out",
@@ -68,11 +67,7 @@ export async function initKeys(dir: string, o: { force?: boolean; subject?: stri
     await exec("openssl", [
       "req",
       "-new",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
+      ...NEW_EC_KEY,
       "-keyout",
       k.key,
       "-out",

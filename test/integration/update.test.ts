@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { makeBundle } from "../../src/deliver/bundle.js";
+import { sshArgs } from "../../src/runtime/ssh.js";
 
 // A/B updates end to end on one QEMU machine (BIOS, TCG) whose disk persists
 // across boots. QEMU runs with -no-reboot, so every reboot of the guest ends
@@ -141,27 +142,15 @@ class Machine {
     clearTimeout(t);
   }
 
+  /** ssh's arguments for a command on the device, as `kiln ssh` builds them. */
+  sshArgv(command: string): string[] {
+    return sshArgs({ name: "device", port: this.port, key: SSH_KEY, pid: 0, image: DISK }, "root", [
+      command,
+    ]);
+  }
+
   ssh(command: string, input?: Buffer) {
-    return run(
-      "ssh",
-      [
-        "-i",
-        SSH_KEY,
-        "-p",
-        String(this.port),
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "ConnectTimeout=10",
-        "-o",
-        "LogLevel=ERROR",
-        "root@127.0.0.1",
-        command,
-      ],
-      input,
-    );
+    return run("ssh", this.sshArgv(command), input);
   }
 
   async sshReady(): Promise<void> {
@@ -314,20 +303,7 @@ describe.sequential("A/B updates (QEMU, BIOS, TCG)", () => {
 
   it("a power cut while the inactive slot is written leaves the old version booting; a retried install succeeds", async () => {
     // Stream rauc's progress and cut the power once it writes the slot.
-    const ssh = spawn("ssh", [
-      "-i",
-      SSH_KEY,
-      "-p",
-      String(m.port),
-      "-o",
-      "StrictHostKeyChecking=no",
-      "-o",
-      "UserKnownHostsFile=/dev/null",
-      "-o",
-      "LogLevel=ERROR",
-      "root@127.0.0.1",
-      `rauc install --progress ${base}/sick.raucb`,
-    ]);
+    const ssh = spawn("ssh", m.sshArgv(`rauc install --progress ${base}/sick.raucb`));
     let progress = "";
     ssh.stdout.on("data", (b: Buffer) => (progress += b));
     ssh.stderr.on("data", (b: Buffer) => (progress += b));
