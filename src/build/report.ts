@@ -13,7 +13,6 @@ export async function listPackages(root: string): Promise<PackageInfo[]> {
     `--admindir=${root}/var/lib/dpkg`,
     "-W",
     "-f",
-    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query format, not a template
     "${binary:Package}\\t${Version}\\t${Installed-Size}\\t${db:Status-Abbrev}\\n",
   ]);
   return stdout

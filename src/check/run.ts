@@ -10,7 +10,7 @@ import {
   unpackTar,
 } from "../runtime/ephemeral.js";
 import { startContainer } from "../runtime/nspawn.js";
-import { emulatorCrash, type Firmware, startVm } from "../runtime/qemu.js";
+import { emulatorFault, type Firmware, startVm } from "../runtime/qemu.js";
 import type { Check } from "../spec/schema.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
@@ -23,8 +23,8 @@ export interface TestOptions {
   checksTimeoutMs: number;
   accel: Accel | "auto";
   onConsole?: (target: Target, text: string) => void;
-  /** Told when a target is booted again after the emulator crashed. */
-  onRetry?: (target: Target, signal: string) => void;
+  /** Told when a target is booted again after an emulator fault (see emulatorFault). */
+  onRetry?: (target: Target, why: string) => void;
 }
 
 /** What the test boot carries in addition to the artifact: the checks and the unit that runs them. */
@@ -39,12 +39,12 @@ export function testInjection(checks: Check[]): Injected[] {
   ];
 }
 
-type Report = TargetReport & { accel?: Accel; emulatorCrash?: string; retried?: string };
+type Report = TargetReport & { accel?: Accel; emulatorFault?: string; retried?: string };
 
 /**
  * Boot one target from a throw-away copy, wait until ready, collect the check
- * results, end everything. A boot in which QEMU itself crashed is retried
- * once (see emulatorCrash), and the report says so.
+ * results, end everything. A boot that failed by the emulator's fault is
+ * retried once (see emulatorFault), and the report says so.
  */
 export async function runTarget(
   target: Target,
@@ -53,10 +53,10 @@ export async function runTarget(
   o: TestOptions,
 ): Promise<Report> {
   const first = await bootOnce(target, artifact, checks, o);
-  if (!first.emulatorCrash) return first;
-  o.onRetry?.(target, first.emulatorCrash);
+  if (!first.emulatorFault) return first;
+  o.onRetry?.(target, first.emulatorFault);
   const second = await bootOnce(target, artifact, checks, o);
-  return { ...second, retried: `QEMU was killed by ${first.emulatorCrash}; booted again` };
+  return { ...second, retried: `${first.emulatorFault}; booted again` };
 }
 
 async function bootOnce(
@@ -108,9 +108,10 @@ async function bootOnce(
     try {
       const state = await guest.watcher.wait(o.bootTimeoutMs);
       if (state.state !== "ready") {
-        const crash = target === "nspawn" ? undefined : emulatorCrash(guest.proc);
+        const reason = state.state === "failed" ? state.reason : undefined;
+        const fault = target === "nspawn" ? undefined : emulatorFault(guest.proc, reason);
         return {
-          ...(crash ? { emulatorCrash: crash } : {}),
+          ...(fault ? { emulatorFault: fault } : {}),
           target,
           ready: false,
           readySeconds: null,

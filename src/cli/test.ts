@@ -64,8 +64,7 @@ export function registerTest(program: Command): void {
             bootTimeoutMs: Number(o.timeout) * 1000,
             checksTimeoutMs: 180_000,
             accel: o.accel as "auto",
-            onRetry: (t, sig) =>
-              log.warn(`${t}: QEMU was killed by ${sig} (an emulator crash); booting again`),
+            onRetry: (t, why) => log.warn(`${t}: ${why}: not the image's fault; booting again`),
           });
           reports.push(r);
           if (!o.json) printTarget(r);

@@ -2,7 +2,7 @@ import { appendFileSync } from "node:fs";
 import { basename } from "node:path";
 import type { Command } from "commander";
 import {
-  emulatorCrash,
+  emulatorFault,
   type Firmware,
   runVmInteractive,
   startVm,
@@ -102,9 +102,9 @@ export function registerVm(program: Command): void {
         if (o.untilReady) {
           let vm = await startVm(opts);
           let r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
-          const crash = r.ready ? undefined : emulatorCrash(vm.proc);
-          if (crash) {
-            log.warn(`QEMU was killed by ${crash} (an emulator crash); booting again`);
+          const fault = r.ready ? undefined : emulatorFault(vm.proc, r.reason);
+          if (fault) {
+            log.warn(`${fault}: not the image's fault; booting again`);
             vm = await startVm(opts);
             r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
           }

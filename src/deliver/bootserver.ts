@@ -228,9 +228,9 @@ export class BootServer {
     send(
       res,
       200,
-      Object.entries(meta)
+      `${Object.entries(meta)
         .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
-        .join("\n") + "\n",
+        .join("\n")}\n`,
     );
   }
 

@@ -9,6 +9,9 @@ export type BootState =
   | { state: "ready"; seconds: number }
   | { state: "failed"; reason: string };
 
+/** The reason prefix of a boot that failed because the guest's CPUs stalled. */
+export const STALL = "guest CPU stall";
+
 const READY = [/\blogin: ?$/m, /Reached target .*Multi-User System/];
 const FAILED: [RegExp, string][] = [
   [/Kernel panic - not syncing[^\n]*/, "kernel panic"],
@@ -17,6 +20,12 @@ const FAILED: [RegExp, string][] = [
   [
     /Cannot open access to console, the root account is locked[^\n]*/,
     "emergency shell (root locked)",
+  ],
+  // A stalled vCPU in early boot, under TCG: QEMU's fault (lost timer
+  // interrupts), not the image's. Failing here, 21 s in, leaves time to boot again.
+  [
+    /rcu: INFO: rcu_(?:preempt|sched) (?:detected stalls|self-detected stall)[^\n]*|watchdog: BUG: soft lockup[^\n]*/,
+    STALL,
   ],
   [/Failed to mount root[^\n]*|Unable to mount root fs[^\n]*/, "root filesystem not mounted"],
   [

@@ -9,7 +9,7 @@ import { KilnError } from "../util/errors.js";
 import { exec, type Started, start } from "../util/exec.js";
 import { log } from "../util/log.js";
 import { type Accel, kvmStatus } from "./accel.js";
-import { ConsoleWatcher } from "./console.js";
+import { ConsoleWatcher, STALL } from "./console.js";
 import { extractBoot } from "./kernel.js";
 
 export type Firmware = "uefi" | "bios";
@@ -246,13 +246,20 @@ async function seedIso(seed: string, dir: string): Promise<string> {
 }
 
 /**
- * The signal that killed QEMU if it crashed by itself. QEMU 7.2's
- * multi-threaded TCG now and then segfaults early in a boot; that says
- * nothing about the image, so callers boot once more.
+ * Why a failed boot was the emulator's fault rather than the image's, if it
+ * was. QEMU 7.2's multi-threaded TCG now and then segfaults early in a boot,
+ * or loses a vCPU's timer interrupts so the guest kernel reports an RCU
+ * stall; neither says anything about the image, so callers boot once more.
  */
-export function emulatorCrash(proc: {
-  child: { signalCode: NodeJS.Signals | null };
-}): NodeJS.Signals | undefined {
+export function emulatorFault(
+  proc: { child: { signalCode: NodeJS.Signals | null } },
+  /** Why the boot failed, as the console watcher put it. */
+  reason: string | undefined,
+): string | undefined {
   const sig = proc.child.signalCode;
-  return sig && ["SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL"].includes(sig) ? sig : undefined;
+  if (sig && ["SIGSEGV", "SIGBUS", "SIGABRT", "SIGILL"].includes(sig))
+    return `QEMU was killed by ${sig}`;
+  if (reason?.startsWith(STALL))
+    return "the guest's CPUs stalled (an RCU stall under the emulator)";
+  return undefined;
 }

@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { probeKvm } from "../../src/runtime/accel.js";
-import { ConsoleWatcher } from "../../src/runtime/console.js";
-import { findOvmf, qemuArgs } from "../../src/runtime/qemu.js";
+import { ConsoleWatcher, STALL } from "../../src/runtime/console.js";
+import { emulatorFault, findOvmf, qemuArgs } from "../../src/runtime/qemu.js";
 
 describe("KVM probe", () => {
   it("says kvm when the test kernel reaches its panic", async () => {
@@ -58,6 +58,17 @@ describe("console watcher", () => {
       state: "failed",
       reason: expect.stringContaining("root device not found"),
     });
+  });
+  it("fails early on a guest CPU stall, which emulatorFault blames on the emulator", () => {
+    const w = new ConsoleWatcher();
+    w.feed("[   22.6] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:\n");
+    expect(w.state).toMatchObject({ state: "failed", reason: expect.stringContaining(STALL) });
+    const reason = w.state.state === "failed" ? w.state.reason : undefined;
+    const alive = { child: { signalCode: null } };
+    expect(emulatorFault(alive, reason)).toMatch(/stalled/);
+    expect(emulatorFault(alive, "kernel panic: x")).toBeUndefined();
+    expect(emulatorFault({ child: { signalCode: "SIGSEGV" } }, "not ready")).toMatch(/SIGSEGV/);
+    expect(emulatorFault({ child: { signalCode: "SIGTERM" } }, "not ready")).toBeUndefined();
   });
   it("times out with a reason", async () => {
     const w = new ConsoleWatcher();
