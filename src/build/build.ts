@@ -16,6 +16,7 @@ import { diskStep } from "./steps/disk.js";
 import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
 import { netbootStep } from "./steps/netboot.js";
+import { ociStep } from "./steps/oci.js";
 import { directoryStep, qcow2Step, tarStep } from "./steps/outputs.js";
 import { rootfsStep } from "./steps/rootfs.js";
 import { usersStep } from "./steps/users.js";
@@ -69,6 +70,7 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
     return mib(ctx.facts.installedBytes as number);
   },
   tar: tarStep,
+  oci: ociStep,
   disk: diskStep,
   qcow2: qcow2Step,
   netboot: netbootStep,
@@ -83,6 +85,7 @@ const ORDER: StepId[] = [
   "kernel",
   "minimize",
   "tar",
+  "oci",
   "disk",
   "qcow2",
   "netboot",

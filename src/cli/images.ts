@@ -1,4 +1,5 @@
 import type { Command } from "commander";
+import { parseOciSource, pullOci } from "../containers/oci.js";
 import { pullDistro } from "../containers/pull.js";
 import { listImages, parseRef, refText, removeImage } from "../containers/store.js";
 import { KilnError } from "../util/errors.js";
@@ -9,27 +10,33 @@ import { printJson, printTable } from "./output.js";
 export function registerImages(program: Command): void {
   program
     .command("pull")
-    .argument("<image>", "debian:RELEASE or ubuntu:RELEASE")
-    .option("--force", "bootstrap again even if the image is stored")
+    .argument("<image>", "debian:RELEASE, ubuntu:RELEASE, docker://HOST/REPO:TAG or oci:DIR:TAG")
+    .option("--force", "fetch or bootstrap again even if the image is stored")
+    .option(
+      "--tls-verify <bool>",
+      "for docker://: verify the registry's TLS (default: not on loopback)",
+    )
     .option("--json", "print the stored image as JSON")
     .description(
       "put an image into the local store (distributions are bootstrapped with mmdebstrap)",
     )
-    .action(async (text: string, o: { force?: boolean; json?: boolean }) => {
-      const ref = parseRef(text);
-      if (ref.name.startsWith("docker://") || ref.name.startsWith("oci:"))
-        throw new KilnError(
-          "PULL_UNSUPPORTED",
-          `${text}: registry and OCI pulls are not built yet`,
-          {
-            exitCode: 2,
-          },
-        );
-      const progress = step(`pull ${refText(ref)}`);
-      const { image, fresh } = await pullDistro(ref, {
+    .action(async (text: string, o: { force?: boolean; json?: boolean; tlsVerify?: string }) => {
+      const oci = parseOciSource(text);
+      const ref = oci?.ref ?? parseRef(text);
+      if (o.tlsVerify !== undefined && !["true", "false"].includes(o.tlsVerify))
+        throw new KilnError("USAGE", "--tls-verify is true or false", { exitCode: 2 });
+      const progress = step(`pull ${oci ? text : refText(ref)}`);
+      const opts = {
         ...(o.force ? { force: true } : {}),
-        onLine: (l) => progress.detail(l),
-      }).catch((err) => {
+        onLine: (l: string) => progress.detail(l),
+      };
+      const pulled = oci
+        ? pullOci(oci, {
+            ...opts,
+            ...(o.tlsVerify !== undefined ? { tlsVerify: o.tlsVerify === "true" } : {}),
+          })
+        : pullDistro(ref, opts);
+      const { image, fresh } = await pulled.catch((err) => {
         progress.fail();
         throw err;
       });

@@ -4,6 +4,7 @@ import { setDebug, setQuiet } from "../util/log.js";
 import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
 import { registerBundle } from "./bundle.js";
+import { registerContainers } from "./containers.js";
 import { registerDoctor } from "./doctor.js";
 import { registerImages } from "./images.js";
 import { registerInit } from "./init.js";
@@ -41,6 +42,7 @@ export async function main(argv: string[]): Promise<number> {
     registerSsh,
     registerImages,
     registerRun,
+    registerContainers,
     registerProbe,
     registerKeys,
     registerBundle,

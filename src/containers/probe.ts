@@ -79,6 +79,7 @@ async function probeOne(image: ImageRef, dir: string, o: ProbeOptions): Promise<
     image,
     command: ["/bin/bash", "/run/kiln-probe/probe.sh"],
     boot: true,
+    rm: true,
     volumes: [`${dir}:/run/kiln-probe:ro`],
     onStdout: (b) => {
       out += b.toString("utf8");

@@ -66,16 +66,20 @@ export async function pullDistro(
         "-xf",
         tar,
       ]);
-      // mmdebstrap leaves no /etc/hosts; without one, "localhost" does not resolve in the container.
-      if (!existsSync(join(rootfs, "etc/hosts")))
-        await writeFile(
-          join(rootfs, "etc/hosts"),
-          "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
-        );
+      await ensureHosts(rootfs);
       return treeBytes(rootfs);
     });
     return { image, fresh: true };
   } finally {
     await removeTree(scratch);
   }
+}
+
+/** mmdebstrap (and many OCI images) leave no /etc/hosts; without one, "localhost" does not resolve. */
+export async function ensureHosts(rootfs: string): Promise<void> {
+  if (existsSync(join(rootfs, "etc/hosts")) || !existsSync(join(rootfs, "etc"))) return;
+  await writeFile(
+    join(rootfs, "etc/hosts"),
+    "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n",
+  );
 }

@@ -1,12 +1,29 @@
+import type { ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { constants, createReadStream, createWriteStream, existsSync, lstatSync } from "node:fs";
+import {
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  constants as fsc,
+  lstatSync,
+} from "node:fs";
 import { mkdtemp, open, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { constants, tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { overlayDir } from "../runtime/ephemeral.js";
+import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
-import { exec } from "../util/exec.js";
+import { ExecError, exec } from "../util/exec.js";
+import { removeTree } from "../util/fsx.js";
+import {
+  type ContainerRecord,
+  claimName,
+  containerDir,
+  containerLog,
+  endNspawn,
+  writeContainer,
+} from "./instances.js";
 import { pullable } from "./pull.js";
 import { findImage, type ImageRef, imageRootfs, refText } from "./store.js";
 
@@ -20,7 +37,13 @@ export interface RunOptions {
   volumes?: string[];
   workdir?: string;
   boot?: boolean;
-  /** --boot without a terminal: receive the command's stdout here instead of kiln's stdout. */
+  /** Remove the container (layers, log, record) when it exits. */
+  rm?: boolean;
+  /** This process supervises a `run -d`: the container's output goes only to its log. */
+  detached?: boolean;
+  /** The name was claimed already (by the `run -d` that started this supervisor). */
+  claimed?: boolean;
+  /** Receive the command's stdout here instead of on kiln's stdout (kiln probe). */
   onStdout?: (chunk: Buffer) => void;
 }
 
@@ -71,38 +94,94 @@ export function bindArg(spec: string): string {
   return `--bind${ro ? "-ro" : ""}=${host}:${parts[1]}`;
 }
 
-/**
- * `kiln run`: an nspawn container on a throw-away overlay of a stored image.
- * Without --boot the command runs under nspawn's stub init (--as-pid2), which
- * reaps and forwards signals as docker's --init does; with --boot systemd is
- * PID 1 and the command runs as a unit whose exit status becomes the
- * container's. Returns the command's exit status.
- */
-export async function runContainer(o: RunOptions): Promise<number> {
+/** What a run needs that can be checked before anything is made: the image, the command, the binds. */
+export function prepareRun(o: RunOptions): { rootfs: string; command: string[]; binds: string[] } {
   const image = findImage(o.image);
   if (!image)
     throw new KilnError("RUN_NO_IMAGE", `Unable to find image '${refText(o.image)}' locally`, {
       hint: pullable(o.image)
         ? `kiln pull ${refText(o.image)}`
-        : `kiln cannot pull ${o.image.name} itself; pull docker://… or oci:DIR:TAG`,
+        : `kiln pull docker://${refText(o.image)} (or oci:DIR:TAG)`,
       exitCode: 125,
     });
   const rootfs = imageRootfs(o.image);
-  const command = o.command.length ? o.command : ["/bin/bash"];
+  const command = o.command.length ? o.command : (image.config?.cmd ?? ["/bin/bash"]);
   if (!resolvesInImage(rootfs, command[0]!))
     throw new KilnError(
       "RUN_NOT_FOUND",
       `exec: "${command[0]}": executable file not found in $PATH`,
       { exitCode: 127 },
     );
-  const binds = (o.volumes ?? []).map(bindArg);
-  const name = o.name ?? `kiln-${randomBytes(4).toString("hex")}`;
-  const relay = o.boot && !o.tty ? await stdioRelay(!!o.interactive, o.onStdout) : undefined;
-  const overlay = await overlayDir(
-    rootfs,
-    o.boot ? bootInjection(command, !!o.tty, !!o.interactive) : [],
-  );
+  return { rootfs, command, binds: (o.volumes ?? []).map(bindArg) };
+}
+
+export function defaultName(ref: ImageRef): string {
+  const base = ref.name
+    .split("/")
+    .pop()!
+    .replace(/[^a-zA-Z0-9_.-]/g, "-");
+  return `${base}-${randomBytes(3).toString("hex")}`;
+}
+
+/**
+ * `kiln run`: an nspawn container on an overlay of a stored image, kept in
+ * the store (its changes, log and exit status) until `kiln rm`, or removed
+ * on exit with --rm. Without --boot the command runs under nspawn's stub init
+ * (--as-pid2), which reaps and forwards signals as docker's --init does; with
+ * --boot systemd is PID 1 and the command runs as a unit whose exit status
+ * becomes the container's. Returns the command's exit status.
+ */
+export async function runContainer(o: RunOptions): Promise<number> {
+  const { rootfs, command, binds } = prepareRun(o);
+  const image = findImage(o.image)!;
+  const name = o.name ?? defaultName(o.image);
+  if (!o.claimed) await claimName(name);
+  const rec: ContainerRecord = {
+    name,
+    image: refText(o.image),
+    command,
+    boot: !!o.boot,
+    created: new Date().toISOString(),
+    status: "running",
+    pid: process.pid,
+    autoRemove: !!o.rm,
+  };
+  // Interrupted, the container still ends as a record (or, with --rm, not at all).
+  let code = 130;
+  const finish = async () => {
+    if (o.rm) return removeTree(containerDir(name));
+    await writeContainer({
+      ...rec,
+      status: "exited",
+      exitCode: code,
+      finished: new Date().toISOString(),
+    });
+  };
+  const dropFinish = onCleanup(`container ${name}`, finish);
+  await writeContainer(rec);
+  const log = createWriteStream(containerLog(name), { flags: "a" });
+  const output = (chunk: Buffer, stream: "stdout" | "stderr") => {
+    const b = stream === "stderr" ? withoutNspawnNoise(chunk) : chunk;
+    if (!b.length) return;
+    log.write(b);
+    if (o.detached) return;
+    if (stream === "stdout" && o.onStdout) o.onStdout(b);
+    else (stream === "stdout" ? process.stdout : process.stderr).write(b);
+  };
+  let relay: Awaited<ReturnType<typeof stdioRelay>> | undefined;
+  const env = [...(image.config?.env ?? []), ...(o.env ?? [])];
+  const workdir = o.workdir ?? image.config?.workdir;
+  let overlay: Awaited<ReturnType<typeof overlayDir>> | undefined;
+  let keys: ReturnType<typeof doubleCtrlC> | undefined;
+  // The record with nspawn's pid, written while the container runs; finish() must not race it.
+  let noted: Promise<void> = Promise.resolve();
   try {
+    if (o.boot && !o.tty) relay = await stdioRelay(!!o.interactive && !o.detached, output);
+    overlay = await overlayDir(
+      rootfs,
+      o.boot ? bootInjection(command, !!o.tty, !!o.interactive) : [],
+      containerDir(name),
+    );
     const args = [
       "--register=no",
       "--keep-unit",
@@ -112,25 +191,88 @@ export async function runContainer(o: RunOptions): Promise<number> {
       overlay.path,
       `--console=${o.tty ? "interactive" : "pipe"}`,
       ...binds,
-      ...(o.env ?? []).map(
-        (e) => `--setenv=${e.includes("=") ? e : `${e}=${process.env[e] ?? ""}`}`,
-      ),
-      ...(o.workdir ? [`--chdir=${o.workdir}`] : []),
+      ...env.map((e) => `--setenv=${e.includes("=") ? e : `${e}=${process.env[e] ?? ""}`}`),
+      ...(workdir ? [`--chdir=${workdir}`] : []),
       ...(relay ? [`--bind=${relay.dir}:${RELAY_MOUNT}`] : []),
     ];
     if (o.boot) args.push("-b", "systemd.show_status=false", "systemd.log_level=warning");
     else args.push("--as-pid2", "--", ...command);
+    const terminal = !!o.tty && !o.detached && process.stdin.isTTY;
     const r = await exec("systemd-nspawn", args, {
       inherit: true,
-      stdin: (o.interactive || o.tty) && !relay ? "inherit" : "ignore",
+      stdin: (o.interactive || o.tty) && !relay && !o.detached ? "inherit" : "ignore",
+      ...(o.tty ? {} : { onData: output }),
+      stdinPipe: terminal,
       okCodes: Array.from({ length: 256 }, (_, i) => i),
+      onSpawn: (child) => {
+        rec.nspawnPid = child.pid;
+        noted = writeContainer(rec).catch(() => {});
+        if (terminal) keys = doubleCtrlC(child);
+      },
+    }).catch((err) => {
+      // Killed (kiln stop after its grace period, or a second Ctrl-C): 128 + signal, as a shell says it.
+      if (err instanceof ExecError && err.signal)
+        return { code: 128 + constants.signals[err.signal] };
+      throw err;
     });
     await relay?.finish();
-    return r.code;
+    code = r.code;
+    return code;
   } finally {
+    keys?.dispose();
     await relay?.dispose();
-    await overlay.dispose();
+    await overlay?.dispose();
+    await new Promise((res) => log.end(res));
+    await noted;
+    dropFinish();
+    await finish();
   }
+}
+
+/**
+ * nspawn shares the container's stderr and says these on `kiln stop` and,
+ * on hosts whose /run is not a tmpfs, on every exit: about nspawn and the
+ * host, not the container.
+ */
+const NSPAWN_NOISE =
+  /^(?:Attempted to remove disk file system under "\/run\/systemd\/nspawn\/propagate\/|Trying to halt container\. Send SIGTERM again)[^\n]*\n?/gm;
+
+function withoutNspawnNoise(b: Buffer): Buffer {
+  const text = b.toString("utf8");
+  if (!/Attempted to remove disk file system|Trying to halt container/.test(text)) return b;
+  return Buffer.from(text.replace(NSPAWN_NOISE, ""));
+}
+
+/**
+ * `run -it`: the terminal is kiln's, in raw mode, and every key goes on to
+ * nspawn, so Ctrl-C reaches the container's foreground process as it would
+ * at a console. A second Ctrl-C within two seconds ends the container, for
+ * the command that ignores the first.
+ */
+function doubleCtrlC(child: ChildProcess) {
+  const stdin = process.stdin;
+  stdin.setRawMode(true);
+  let last = 0;
+  const onData = (b: Buffer) => {
+    if (b.includes(3)) {
+      const now = Date.now();
+      if (now - last < 2000 && child.pid) {
+        process.stderr.write("\r\nkiln: second Ctrl-C, ending the container\r\n");
+        void endNspawn(child.pid, 3000);
+      }
+      last = now;
+    }
+    child.stdin?.write(b);
+  };
+  stdin.on("data", onData);
+  stdin.resume();
+  return {
+    dispose() {
+      stdin.off("data", onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+    },
+  };
 }
 
 const RELAY_MOUNT = "/run/kiln-run-io";
@@ -143,18 +285,18 @@ const RELAY_MOUNT = "/run/kiln-run-io";
  */
 async function stdioRelay(
   interactive: boolean,
-  onStdout: (b: Buffer) => void = (b) => process.stdout.write(b),
+  output: (b: Buffer, stream: "stdout" | "stderr") => void,
 ) {
   const dir = await mkdtemp(join(tmpdir(), "kiln-run-io-"));
   const fifos = ["out", "err", ...(interactive ? ["in"] : [])].map((f) => join(dir, f));
   await exec("mkfifo", ["-m", "600", ...fifos]);
   const copied = [
     once(
-      createReadStream(join(dir, "out")).on("data", (b) => onStdout(b as Buffer)),
+      createReadStream(join(dir, "out")).on("data", (b) => output(b as Buffer, "stdout")),
       "close",
     ),
     once(
-      createReadStream(join(dir, "err")).on("data", (b) => process.stderr.write(b)),
+      createReadStream(join(dir, "err")).on("data", (b) => output(b as Buffer, "stderr")),
       "close",
     ),
   ];
@@ -163,9 +305,9 @@ async function stdioRelay(
   // stdin) are released by opening that end once ourselves.
   const release = async () => {
     for (const [f, flags] of [
-      ["out", constants.O_WRONLY | constants.O_NONBLOCK],
-      ["err", constants.O_WRONLY | constants.O_NONBLOCK],
-      ["in", constants.O_RDONLY | constants.O_NONBLOCK],
+      ["out", fsc.O_WRONLY | fsc.O_NONBLOCK],
+      ["err", fsc.O_WRONLY | fsc.O_NONBLOCK],
+      ["in", fsc.O_RDONLY | fsc.O_NONBLOCK],
     ] as const)
       await open(join(dir, f), flags).then(
         (h) => h.close(),

@@ -29,6 +29,8 @@ export interface ImageRecord extends ImageRef {
   source: string;
   created: string;
   bytes: number;
+  /** From an OCI image's config: what `kiln run` uses when not told otherwise. */
+  config?: { cmd?: string[]; env?: string[]; workdir?: string };
 }
 
 /** "debian:bookworm", "debian" (tag latest), "127.0.0.1:5000/team/app:1.0". */
@@ -82,6 +84,7 @@ export async function addImage(
   ref: ImageRef,
   source: string,
   fill: (rootfs: string) => Promise<number>,
+  config?: ImageRecord["config"],
 ): Promise<ImageRecord> {
   const dir = imageDir(ref);
   await mkdir(storeDir("tmp"), { recursive: true });
@@ -89,7 +92,13 @@ export async function addImage(
   try {
     await mkdir(join(scratch, "rootfs"));
     const bytes = await fill(join(scratch, "rootfs"));
-    const rec: ImageRecord = { ...ref, source, created: new Date().toISOString(), bytes };
+    const rec: ImageRecord = {
+      ...ref,
+      source,
+      created: new Date().toISOString(),
+      bytes,
+      ...(config && Object.keys(config).length ? { config } : {}),
+    };
     await writeFile(join(scratch, "image.json"), `${JSON.stringify(rec, null, 2)}\n`);
     await mkdir(join(dir, ".."), { recursive: true });
     if (existsSync(dir)) {

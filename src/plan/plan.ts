@@ -19,6 +19,7 @@ export type StepId =
   | "disk"
   | "qcow2"
   | "netboot"
+  | "oci"
   | "manifest";
 
 export interface PlannedStep {
@@ -41,9 +42,15 @@ export function rootfsKey(recipe: RootfsRecipe): string {
   return cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
 }
 
+/** A spec whose only output is an OCI image needs no kernel, initrd or boot loader. */
+export function containerOnly(spec: Spec): boolean {
+  return spec.outputs.every((o) => o === "oci");
+}
+
 /** Spec → ordered steps with cache keys. Pure: no I/O, no root, no network. */
 export function planBuild(spec: Spec, canonicalSpec: string): Plan {
-  const recipe = rootfsRecipe(spec);
+  const container = containerOnly(spec);
+  const recipe = rootfsRecipe(spec, { container });
   const rootKey = rootfsKey(recipe);
   const specHash = cacheKey(canonicalSpec);
   const steps: PlannedStep[] = [
@@ -66,12 +73,16 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
       key: cacheKey(rootKey, specHash, "users"),
       cached: false,
     },
-    {
-      id: "kernel",
-      title: `kernel and ${spec.kernel.initrd} initrd`,
-      key: cacheKey(rootKey, spec.kernel),
-      cached: false,
-    },
+    ...(container
+      ? []
+      : [
+          {
+            id: "kernel" as const,
+            title: `kernel and ${spec.kernel.initrd} initrd`,
+            key: cacheKey(rootKey, spec.kernel),
+            cached: false,
+          },
+        ]),
     {
       id: "minimize",
       title: `minimize (${spec.profile} profile)`,
@@ -82,12 +93,14 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   const outputs = new Set(spec.outputs);
   // qcow2 is converted from the raw disk, so the disk is always made for it.
   if (outputs.has("qcow2")) outputs.add("disk");
-  for (const o of ["directory", "tar", "disk", "qcow2", "netboot"] as const) {
+  for (const o of ["directory", "tar", "disk", "qcow2", "netboot", "oci"] as const) {
     if (!outputs.has(o)) continue;
     const title =
       o === "disk"
         ? `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`
-        : `${o} output`;
+        : o === "oci"
+          ? `OCI image layout (tag ${spec.version})`
+          : `${o} output`;
     steps.push({ id: o, title, key: cacheKey(specHash, o), cached: false });
   }
   steps.push({

@@ -27,12 +27,17 @@ export interface Ephemeral {
  * layer is thrown away. Injected files go into the upper layer, so the
  * directory itself never changes.
  */
-export async function overlayDir(lower: string, inject: Injected[] = []): Promise<Ephemeral> {
-  const base = await mkdtemp(join(tmpdir(), "kiln-overlay-"));
+export async function overlayDir(
+  lower: string,
+  inject: Injected[] = [],
+  /** Keep the layers in this directory (a kept container): dispose then only unmounts. */
+  keepIn?: string,
+): Promise<Ephemeral> {
+  const base = keepIn ?? (await mkdtemp(join(tmpdir(), "kiln-overlay-")));
   const upper = join(base, "upper");
   const work = join(base, "work");
   const merged = join(base, "merged");
-  await Promise.all([mkdir(upper), mkdir(work), mkdir(merged)]);
+  await Promise.all([upper, work, merged].map((d) => mkdir(d, { recursive: true })));
   for (const f of inject) {
     const dest = join(upper, f.path);
     await mkdir(dirname(dest), { recursive: true });
@@ -46,7 +51,7 @@ export async function overlayDir(lower: string, inject: Injected[] = []): Promis
   const undo = async () => {
     if (mounted) await unmount(merged);
     mounted = false;
-    await rm(base, { recursive: true, force: true });
+    if (!keepIn) await rm(base, { recursive: true, force: true });
   };
   const { dispose } = await acquire(`overlay ${merged}`, undo, async () => {
     await exec("mount", [

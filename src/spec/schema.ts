@@ -88,7 +88,7 @@ const check = z
     },
   );
 
-export const OUTPUT_FORMATS = ["directory", "tar", "disk", "qcow2", "netboot"] as const;
+export const OUTPUT_FORMATS = ["directory", "tar", "disk", "qcow2", "netboot", "oci"] as const;
 
 export const specSchema = z
   .strictObject({

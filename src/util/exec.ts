@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { closeSync, openSync } from "node:fs";
 import { onCleanup } from "./cleanup.js";
 import { KilnError, ToolMissingError } from "./errors.js";
 import { debugEnabled, log } from "./log.js";
@@ -26,6 +27,16 @@ export interface ExecOptions {
   /** How to ask the child to stop if kiln is interrupted (default SIGTERM, 5 s before SIGKILL). */
   stopSignal?: NodeJS.Signals;
   stopGraceMs?: number;
+  /**
+   * Stream the output instead of collecting it (long-running containers):
+   * each chunk goes here and ExecResult's stdout/stderr stay empty.
+   * Takes precedence over `inherit` for stdout and stderr.
+   */
+  onData?: (chunk: Buffer, stream: "stdout" | "stderr") => void;
+  /** Keep the child's stdin open as a pipe for the caller (see onSpawn) instead of writing `input`. */
+  stdinPipe?: boolean;
+  /** Told the child once it is started (its pid; its stdin with `stdinPipe`). */
+  onSpawn?: (child: ChildProcess) => void;
 }
 
 export interface ExecResult {
@@ -87,9 +98,11 @@ export function exec(
     const child = spawn(cmd, args, {
       cwd: opts.cwd,
       env: { ...process.env, PATH: withSbin(process.env.PATH), ...opts.env },
-      stdio: opts.inherit
-        ? [opts.stdin ?? "inherit", "inherit", "inherit"]
-        : ["pipe", "pipe", "pipe"],
+      stdio: [
+        opts.stdinPipe ? "pipe" : opts.inherit ? (opts.stdin ?? "inherit") : "pipe",
+        opts.inherit && !opts.onData ? "inherit" : "pipe",
+        opts.inherit && !opts.onData ? "inherit" : "pipe",
+      ],
     });
     running.add(child);
     const drop = onCleanup(`process ${cmd}`, () =>
@@ -109,6 +122,7 @@ export function exec(
     const lines = (stream: "stdout" | "stderr") => {
       let partial = "";
       return (chunk: Buffer) => {
+        if (opts.onData) return opts.onData(chunk, stream);
         const text = chunk.toString("utf8");
         if (stream === "stdout") stdout += text;
         else stderr += text;
@@ -122,8 +136,9 @@ export function exec(
     child.stderr?.on("data", lines("stderr"));
     if (child.stdin) {
       child.stdin.on("error", () => {}); // the child may exit before reading it all
-      child.stdin.end(opts.input ?? "");
+      if (!opts.stdinPipe) child.stdin.end(opts.input ?? "");
     }
+    if (child.pid !== undefined) opts.onSpawn?.(child);
 
     child.on("error", (err: NodeJS.ErrnoException) => {
       if (timer) clearTimeout(timer);
@@ -152,6 +167,30 @@ export function exec(
       );
     });
   });
+}
+
+/**
+ * Start a program that outlives kiln (the supervisor of `kiln run -d`): its
+ * own session, no stdin, stdout and stderr appended to `logFile`. Returns its pid.
+ */
+export function spawnDetached(
+  cmd: string,
+  args: readonly string[],
+  o: { logFile: string; env?: Record<string, string> },
+): number {
+  const fd = openSync(o.logFile, "a", 0o600);
+  try {
+    const child = spawn(cmd, args, {
+      detached: true,
+      stdio: ["ignore", fd, fd],
+      env: { ...process.env, PATH: withSbin(process.env.PATH), ...o.env },
+    });
+    child.unref();
+    if (child.pid === undefined) throw new KilnError("EXEC_SPAWN", `cannot start ${cmd}`);
+    return child.pid;
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** SIGTERM (or `signal`), then SIGKILL if the child has not gone after `graceMs`. */

@@ -6,7 +6,8 @@ import { readdirSync, readFileSync } from "node:fs";
  * because a child still running holds mounts and loop devices.
  */
 
-function children(pid: number): number[] {
+/** The direct children of a process. */
+export function children(pid: number): number[] {
   const out: number[] = [];
   let tasks: string[];
   try {

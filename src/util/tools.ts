@@ -78,6 +78,13 @@ export const HOST_TOOLS: readonly HostTool[] = [
     purpose: "update signing keys, password hash checks",
   },
   { name: "rauc", pkg: "rauc", version: ["--version"], purpose: "signed A/B update bundles" },
+  { name: "umoci", pkg: "umoci", version: ["--version"], purpose: "OCI image layouts" },
+  {
+    name: "skopeo",
+    pkg: "skopeo",
+    version: ["--version"],
+    purpose: "kiln pull docker://…, pushing OCI images",
+  },
 ];
 
 /** Firmware and module trees kiln reads, with their packages. */

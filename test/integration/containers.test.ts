@@ -1,5 +1,5 @@
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -29,7 +29,28 @@ const leftovers = () =>
     (f) => f.startsWith("kiln-overlay-") || f.startsWith("kiln-run-io-"),
   );
 
-describe.sequential("kiln pull, images, run, rmi", () => {
+interface Ps {
+  name: string;
+  image: string;
+  status: string;
+  exitCode?: number;
+  running: boolean;
+}
+const ps = (all: boolean) =>
+  JSON.parse(kiln(["ps", ...(all ? ["-a"] : []), "--json"]).stdout) as Ps[];
+
+const mounted = (under: string) =>
+  readFileSync("/proc/self/mountinfo", "utf8").includes(join(STORE, under));
+
+async function until(ok: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${ok}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe.sequential("kiln pull, images, run, ps, logs, stop, rm, rmi", () => {
   it("pulls debian:bookworm into the store and lists it", () => {
     const r = kiln(["pull", "debian:bookworm"]);
     expect(r.code, r.stderr).toBe(0);
@@ -167,11 +188,199 @@ describe.sequential("kiln pull, images, run, rmi", () => {
     expect(kiln(["rmi", "debian:trixie"]).code).toBe(0);
   });
 
+  it("keeps a container without --rm: ps -a, logs, its changes, a taken name; rm removes it", () => {
+    const r = kiln([
+      "run",
+      "--name",
+      "keep1",
+      "debian:bookworm",
+      "sh",
+      "-c",
+      "echo hello; echo oops >&2; touch /marker; exit 5",
+    ]);
+    expect(r.code, r.stderr).toBe(5);
+    expect(r.stdout).toBe("hello\n");
+    expect(ps(false).map((c) => c.name)).not.toContain("keep1");
+    expect(ps(true).find((c) => c.name === "keep1")).toMatchObject({
+      status: "exited",
+      exitCode: 5,
+      image: "debian:bookworm",
+      running: false,
+    });
+    expect(kiln(["ps", "-a"]).stdout).toMatch(
+      /keep1\s+debian:bookworm\s+"sh -c echo hello.*Exited \(5\)/,
+    );
+    const logs = kiln(["logs", "keep1"]).stdout;
+    expect(logs).toContain("hello\n");
+    expect(logs).toContain("oops\n");
+    expect(readdirSync(join(STORE, "containers/keep1/upper"))).toContain("marker");
+    const again = kiln(["run", "--name", "keep1", "debian:bookworm", "true"]);
+    expect(again.code).toBe(125);
+    expect(again.stderr).toContain('Conflict. The container name "keep1" is already in use');
+    expect(kiln(["rm", "keep1"]).code).toBe(0);
+    expect(existsSync(join(STORE, "containers/keep1"))).toBe(false);
+    expect(kiln(["logs", "keep1"]).stderr).toContain("No such container: keep1");
+  });
+
+  it("run -d runs in the background; logs -f follows; stop passes SIGTERM on; rm -f ends a running one", async () => {
+    const d = kiln([
+      "run",
+      "-d",
+      "--name",
+      "bg",
+      "debian:bookworm",
+      "sh",
+      "-c",
+      'trap "echo stopping; exit 7" TERM; echo started; while :; do sleep 0.2; done',
+    ]);
+    expect(d.code, d.stderr).toBe(0);
+    expect(d.stdout).toBe("bg\n");
+    await until(() => kiln(["logs", "bg"]).stdout.includes("started"));
+    expect(ps(false).find((c) => c.name === "bg")).toMatchObject({ running: true });
+    const busy = kiln(["rm", "bg"]);
+    expect(busy.code).toBe(1);
+    expect(busy.stderr).toContain("You cannot remove a running container bg");
+    expect(kiln(["stop", "bg"]).code).toBe(0);
+    expect(ps(true).find((c) => c.name === "bg")).toMatchObject({ status: "exited", exitCode: 7 });
+    expect(kiln(["logs", "bg"]).stdout).toBe("started\nstopping\n");
+    expect(mounted("containers/bg")).toBe(false);
+
+    kiln([
+      "run",
+      "-d",
+      "--name",
+      "lines",
+      "debian:bookworm",
+      "sh",
+      "-c",
+      "for i in 1 2 3; do echo line$i; sleep 0.5; done",
+    ]);
+    const followed = kiln(["logs", "-f", "lines"]);
+    expect(followed.stdout).toBe("line1\nline2\nline3\n");
+    expect(ps(true).find((c) => c.name === "lines")).toMatchObject({ exitCode: 0 });
+
+    expect(
+      kiln(["run", "-d", "--boot", "--name", "booted", "debian:bookworm", "sleep", "600"]).code,
+    ).toBe(0);
+    await until(() => ps(false).some((c) => c.name === "booted"));
+    expect(kiln(["rm", "-f", "booted", "bg", "lines"]).code).toBe(0);
+    expect(ps(true).map((c) => c.name)).toEqual([]);
+    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
+    expect(mounted("containers")).toBe(false);
+  });
+
+  it("run -it: Ctrl-C reaches the command; a second Ctrl-C ends the container", async () => {
+    const cmd = `${process.execPath} ${KILN} run -it --rm debian:bookworm sh -c 'trap "echo got-INT" INT; echo ready; while :; do sleep 0.2; done'`;
+    const child = spawn("script", ["-qfec", cmd, "/dev/null"], {
+      env: { ...process.env, KILN_STORE: STORE },
+    });
+    let out = "";
+    child.stdout.on("data", (b) => {
+      out += String(b);
+    });
+    const exited = new Promise<number | null>((res) => child.on("close", res));
+    await until(() => out.includes("ready"));
+    child.stdin.write("\x03");
+    await until(() => out.includes("got-INT"));
+    await new Promise((r) => setTimeout(r, 2500));
+    // Two seconds on, the command still runs: one Ctrl-C only interrupted it.
+    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(0);
+    child.stdin.write("\x03");
+    await new Promise((r) => setTimeout(r, 300));
+    child.stdin.write("\x03");
+    const code = await Promise.race([
+      exited,
+      new Promise((r) => setTimeout(() => r("hung"), 20_000)),
+    ]);
+    expect(code).not.toBe("hung");
+    expect(out).toContain("second Ctrl-C, ending the container");
+    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
+    expect(ps(true)).toEqual([]);
+  });
+
+  it("round trip through a registry: outputs [oci] pushed with skopeo, pulled with docker://, run", async () => {
+    const build = kiln([
+      "build",
+      "examples/container.yaml",
+      "-o",
+      join(OUT, "container"),
+      "--json",
+    ]);
+    expect(build.code, build.stderr).toBe(0);
+    const manifest = JSON.parse(build.stdout) as {
+      manifest: { artifacts: { format: string; path: string }[] };
+    };
+    expect(manifest.manifest.artifacts.map((a) => a.format)).toEqual(["oci"]);
+    const layout = join(OUT, "container", "container.oci");
+    const index = JSON.parse(readFileSync(join(layout, "index.json"), "utf8")) as {
+      manifests: { annotations: Record<string, string> }[];
+    };
+    expect(
+      index.manifests.map((m) => m.annotations["org.opencontainers.image.ref.name"]).sort(),
+    ).toEqual(["1.0.0", "latest"]);
+    // A container-only spec gets no kernel.
+    expect(JSON.stringify(manifest)).not.toMatch(/linux-image/);
+
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const config = join(OUT, "registry.yml");
+    writeFileSync(
+      config,
+      `version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: ${join(OUT, "registry")}\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+    );
+    const registry = spawn("docker-registry", ["serve", config], { stdio: "ignore" });
+    try {
+      await until(
+        async () =>
+          (await fetch(`http://127.0.0.1:${port}/v2/`).catch(() => undefined))?.ok === true,
+      );
+      const push = spawnSync(
+        "skopeo",
+        [
+          "copy",
+          "--dest-tls-verify=false",
+          `oci:${layout}:latest`,
+          `docker://127.0.0.1:${port}/kiln/container:1.0.0`,
+        ],
+        { encoding: "utf8" },
+      );
+      expect(push.status, push.stderr).toBe(0);
+      const image = `127.0.0.1:${port}/kiln/container:1.0.0`;
+      const pull = kiln(["pull", `docker://${image}`]);
+      expect(pull.code, pull.stderr).toBe(0);
+      const run = kiln([
+        "run",
+        "--rm",
+        image,
+        "sh",
+        "-c",
+        "cat /etc/kiln-release; curl --version | head -c 5",
+      ]);
+      expect(run.code, run.stderr).toBe(0);
+      expect(run.stdout).toBe("container 1.0.0, built by kiln\ncurl ");
+      // With no command, the image's own (bash) runs, as with docker.
+      expect(kiln(["run", "--rm", "-i", image], "echo from-default-cmd\n").stdout).toBe(
+        "from-default-cmd\n",
+      );
+      const missing = kiln(["pull", `docker://127.0.0.1:${port}/kiln/nosuch:1`]);
+      expect(missing.code).not.toBe(0);
+      expect(missing.stderr).toContain(`cannot pull docker://127.0.0.1:${port}/kiln/nosuch:1`);
+      const local = kiln(["pull", `oci:${layout}:1.0.0`]);
+      expect(local.code, local.stderr).toBe(0);
+      expect(kiln(["run", "--rm", "container:1.0.0", "cat", "/etc/kiln-release"]).stdout).toContain(
+        "container 1.0.0",
+      );
+      expect(kiln(["rmi", image, "container:1.0.0"]).code).toBe(0);
+    } finally {
+      registry.kill();
+    }
+  });
+
   it("--rm leaves no overlay, relay, process or store entry behind; rmi removes the image", () => {
     expect(leftovers()).toEqual([]);
     expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
     expect(readdirSync(join(STORE, "images"))).toEqual(["debian"]);
     expect(readdirSync(join(STORE, "tmp"))).toEqual([]);
+    expect(readdirSync(join(STORE, "containers"))).toEqual([]);
     expect(kiln(["rmi", "debian:bookworm"]).code).toBe(0);
     expect(JSON.parse(kiln(["images", "--json"]).stdout)).toEqual([]);
   });

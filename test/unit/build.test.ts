@@ -63,6 +63,23 @@ describe("plan", () => {
     expect(more.steps[0]!.key).not.toBe(p.steps[0]!.key);
   });
 
+  it("gives a spec whose only output is oci no kernel, and the same root as kiln pull", () => {
+    const spec = specSchema.parse({ name: "c", outputs: ["oci"] });
+    const p = planBuild(spec, "{}");
+    expect(p.steps.map((s) => s.id)).toEqual([
+      "rootfs",
+      "configure",
+      "users",
+      "minimize",
+      "oci",
+      "manifest",
+    ]);
+    expect(p.recipe.packages).toEqual(["systemd-sysv"]);
+    expect(
+      planBuild(specSchema.parse({ name: "c", outputs: ["oci", "tar"] }), "{}").recipe.packages,
+    ).toContain("linux-image-cloud-amd64");
+  });
+
   it("makes the disk when only qcow2 is asked for", () => {
     const spec = specSchema.parse({ name: "q", outputs: ["qcow2"] });
     expect(planBuild(spec, "{}").steps.map((s) => s.id)).toContain("disk");
