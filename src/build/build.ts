@@ -11,6 +11,7 @@ import { sha256File } from "../util/hash.js";
 import { step } from "../util/log.js";
 import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
 import { listPackages, mib, treeBytes } from "./report.js";
+import { portableStep, sysextStep } from "./steps/addons.js";
 import { configureStep, filesStep } from "./steps/configure.js";
 import { diskStep } from "./steps/disk.js";
 import { kernelStep } from "./steps/kernel.js";
@@ -71,6 +72,8 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
   },
   tar: tarStep,
   oci: ociStep,
+  portable: portableStep,
+  sysext: sysextStep,
   disk: diskStep,
   qcow2: qcow2Step,
   netboot: netbootStep,
@@ -86,6 +89,8 @@ const ORDER: StepId[] = [
   "minimize",
   "tar",
   "oci",
+  "portable",
+  "sysext",
   "disk",
   "qcow2",
   "netboot",

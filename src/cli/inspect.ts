@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { Command } from "commander";
 import type { Manifest } from "../build/build.js";
 import { listPackages, mib, treeBytes } from "../build/report.js";
+import { inspectAddon } from "../build/steps/addons.js";
 import { bundleInfo } from "../deliver/bundle.js";
 import { KilnError } from "../util/errors.js";
 import { printJson } from "./output.js";
@@ -11,7 +12,10 @@ import { printJson } from "./output.js";
 export function registerInspect(program: Command): void {
   program
     .command("inspect")
-    .argument("<dir>", "a build output directory, or an update bundle (.raucb)")
+    .argument(
+      "<dir>",
+      "a build output directory, an update bundle (.raucb), or a portable/sysext image (.raw)",
+    )
     .option("--json", "machine-readable output")
     .option("--keyring <file>", "bundles: verify the signature against this CA certificate")
     .description(
@@ -19,6 +23,14 @@ export function registerInspect(program: Command): void {
     )
     .action(async (dir: string, o: { json?: boolean; keyring?: string }) => {
       if (dir.endsWith(".raucb")) return inspectBundle(dir, o);
+      if (dir.endsWith(".raw") && existsSync(dir) && !existsSync(join(dir, "manifest.json"))) {
+        const a = await inspectAddon(dir);
+        if (o.json) return printJson(a);
+        console.log(`${a.kind} ${a.name} ${a.version} (${a.distribution ?? "?"}), ${mib(a.bytes)}`);
+        console.log(`sha256 ${a.sha256}`);
+        if (a.units.length) console.log(`units: ${a.units.join(" ")}`);
+        return;
+      }
       const mf = join(dir, "manifest.json");
       if (!existsSync(mf))
         throw new KilnError("INSPECT_NO_MANIFEST", `${dir} has no manifest.json`, {

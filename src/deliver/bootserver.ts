@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { isAbsolute, join, resolve } from "node:path";
 import { SpecError } from "../util/errors.js";
 import { log } from "../util/log.js";
+import { AddonService } from "./addons.js";
 import type { Discovery } from "./discovery.js";
 import { send, serveFile } from "./files.js";
 import {
@@ -40,9 +41,12 @@ export class BootServer {
   private readonly inventoryDir: string;
   private closeWatch: (() => void) | undefined;
 
+  private readonly addons: AddonService;
+
   constructor(private readonly o: BootServerOptions) {
     this.inventory = loadInventory(o.inventoryFile);
     this.inventoryDir = resolve(o.inventoryFile, "..");
+    this.addons = new AddonService(() => this.inventory, this.inventoryDir, o.publicUrl);
   }
 
   async listen(): Promise<number> {
@@ -104,18 +108,24 @@ export class BootServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const raw = req.url ?? "/";
     if (raw.length > MAX_URL) return void this.refuse(req, res, 414, "request too long");
+    const url = new URL(raw, "http://x");
+    const path = url.pathname;
+    // The one write: kiln-agent reporting what it attached.
+    if (req.method === "POST" && path === "/report") return this.addons.report(req, res, url);
     if (req.method !== "GET" && req.method !== "HEAD") {
       return void this.refuse(req, res, 405, "read-only server", { Allow: "GET, HEAD" });
     }
-    const url = new URL(raw, "http://x");
-    const path = url.pathname;
+    if (path === "/assignment") return this.addons.assignment(req, res, url);
+    if (path === "/reports.json") return this.addons.reportsJson(res);
+    const a = /^\/addons\/([a-z0-9][a-z0-9._-]*)\/([A-Za-z0-9._-]+\.raw)$/.exec(path);
+    if (a) return this.addons.image(req, res, a[1]!, a[2]!);
     if (path === "/boot.ipxe")
       return void send(res, 200, this.chainScript(), { "Content-Type": "text/plain" });
     if (path === "/ipxe") return this.machineScript(req, res, url);
     let m = /^\/artifacts\/([a-z0-9][a-z0-9._-]*)\/(.+)$/.exec(path);
     if (m) {
       const profile = this.inventory.profiles[m[1]!];
-      if (!profile) return void this.refuse(req, res, 404, `no profile ${m[1]}`);
+      if (!profile?.artifact) return void this.refuse(req, res, 404, `no netboot profile ${m[1]}`);
       const status = await serveFile(req, res, this.artifactDir(profile.artifact), m[2]!);
       if (status === 400)
         log.warn(`http: refused path ${JSON.stringify(m[2])} from ${req.socket.remoteAddress}`);
@@ -163,6 +173,12 @@ export class BootServer {
       );
     }
     const profile = this.inventory.profiles[group.profile]!;
+    if (!profile.artifact)
+      return void send(
+        res,
+        200,
+        `#!ipxe\necho kiln: profile ${group.profile} has nothing to boot\nsleep 10\nexit\n`,
+      );
     const base = `${this.o.publicUrl}/artifacts/${group.profile}`;
     const bundleArgs = this.bundleCmdline(profile.artifact);
     const hostname = profile.metadata.hostname;

@@ -17,7 +17,20 @@ export const inventorySchema = z.strictObject({
     z.strictObject({
       artifact: z
         .string()
+        .optional()
         .describe("a netboot output directory (vmlinuz, initrd.img, root.squashfs)"),
+      addons: z
+        .array(
+          z.strictObject({
+            kind: z.enum(["portable", "sysext"]),
+            path: z
+              .string()
+              .regex(/(^|\/)[A-Za-z0-9.-]+_[A-Za-z0-9.-]+\.raw$/, "an image named NAME_VERSION.raw")
+              .describe("a portable or sysext output of kiln build (relative to the inventory)"),
+          }),
+        )
+        .default([])
+        .describe("what kiln-agent on these machines attaches"),
       kernel_args: z.string().default(""),
       metadata: z.record(z.string(), z.string()).default({}),
       cloud_init: z

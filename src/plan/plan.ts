@@ -20,6 +20,8 @@ export type StepId =
   | "qcow2"
   | "netboot"
   | "oci"
+  | "portable"
+  | "sysext"
   | "manifest";
 
 export interface PlannedStep {
@@ -42,9 +44,9 @@ export function rootfsKey(recipe: RootfsRecipe): string {
   return cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
 }
 
-/** A spec whose only output is an OCI image needs no kernel, initrd or boot loader. */
+/** A spec whose outputs never boot by themselves (OCI, portable, sysext) needs no kernel, initrd or boot loader. */
 export function containerOnly(spec: Spec): boolean {
-  return spec.outputs.every((o) => o === "oci");
+  return spec.outputs.every((o) => o === "oci" || o === "portable" || o === "sysext");
 }
 
 /** Spec → ordered steps with cache keys. Pure: no I/O, no root, no network. */
@@ -93,14 +95,27 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   const outputs = new Set(spec.outputs);
   // qcow2 is converted from the raw disk, so the disk is always made for it.
   if (outputs.has("qcow2")) outputs.add("disk");
-  for (const o of ["directory", "tar", "disk", "qcow2", "netboot", "oci"] as const) {
+  for (const o of [
+    "directory",
+    "tar",
+    "disk",
+    "qcow2",
+    "netboot",
+    "oci",
+    "portable",
+    "sysext",
+  ] as const) {
     if (!outputs.has(o)) continue;
     const title =
       o === "disk"
         ? `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`
         : o === "oci"
           ? `OCI image layout (tag ${spec.version})`
-          : `${o} output`;
+          : o === "portable"
+            ? `portable service image ${spec.name}_${spec.version}.raw`
+            : o === "sysext"
+              ? `system extension ${spec.name}_${spec.version}.raw`
+              : `${o} output`;
     steps.push({ id: o, title, key: cacheKey(specHash, o), cached: false });
   }
   steps.push({

@@ -38,6 +38,15 @@ export function loadSpec(path: string): LoadedSpec {
     const issue = { code: "custom", path: ["update"], message: "A/B updates need disk.layout: ab" };
     throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
   }
+  if (spec.outputs.includes("portable") && spec.outputs.includes("sysext")) {
+    const at = chain.find((p) => p.value.outputs !== undefined) ?? top;
+    const issue = {
+      code: "custom",
+      path: ["outputs"],
+      message: "a spec makes a portable service or a system extension, not both (one spec each)",
+    };
+    throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
+  }
   // Relative `source:` paths belong to the file that named them.
   for (const f of spec.files) {
     if (f.source) f.source = resolve(originOf(chain, f.path) ?? top.file, "..", f.source);

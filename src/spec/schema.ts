@@ -88,7 +88,16 @@ const check = z
     },
   );
 
-export const OUTPUT_FORMATS = ["directory", "tar", "disk", "qcow2", "netboot", "oci"] as const;
+export const OUTPUT_FORMATS = [
+  "directory",
+  "tar",
+  "disk",
+  "qcow2",
+  "netboot",
+  "oci",
+  "portable",
+  "sysext",
+] as const;
 
 export const specSchema = z
   .strictObject({
@@ -194,6 +203,23 @@ export const specSchema = z
         compressed_size: size.optional().describe("fail the build if the qcow2 or tar is larger"),
       })
       .default({}),
+    agent: z
+      .strictObject({
+        url: z
+          .string()
+          .url()
+          .describe("where kiln-agent asks for this machine's add-ons (kiln serve's address)"),
+        interval: z
+          .number()
+          .int()
+          .min(5)
+          .default(60)
+          .describe("seconds between asks; also the longest back-off while the server is away"),
+      })
+      .optional()
+      .describe(
+        "kiln-agent: attach the portable services and system extensions the inventory assigns",
+      ),
     update: z
       .strictObject({
         compatible: z

@@ -1,9 +1,13 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { verify } from "unixcrypt";
 import { describe, expect, it } from "vitest";
 import { generatePassword, hashPassword } from "../../src/build/password.js";
+import { addedPaths, parseEnvFile } from "../../src/build/steps/addons.js";
 import { networkdUnits } from "../../src/build/steps/network.js";
+import { addonNameVersion } from "../../src/deliver/addons.js";
 import { rootfsRecipe } from "../../src/distro/mmdebstrap.js";
 import { planBuild } from "../../src/plan/plan.js";
 import { loadSpec } from "../../src/spec/load.js";
@@ -144,5 +148,59 @@ describe("network", () => {
       "[Match]\nName=eth0\n\n[Network]\nAddress=10.0.0.2/24\nGateway=10.0.0.1\nDNS=10.0.0.53\n",
     ]);
     expect(units[1]![1]).toContain("Name=en* eth*\n\n[Network]\nDHCP=yes\n");
+  });
+});
+
+describe("add-ons", () => {
+  it("a sysext takes only what is new or changed under /usr and /opt, with its parents", () => {
+    const t = mkdtempSync(join(tmpdir(), "kiln-unit-addons-"));
+    try {
+      const root = join(t, "root");
+      const base = join(t, "base");
+      for (const r of [root, base]) {
+        mkdirSync(join(r, "usr/bin"), { recursive: true });
+        mkdirSync(join(r, "etc"), { recursive: true });
+        writeFileSync(join(r, "usr/bin/same"), "same\n");
+        writeFileSync(join(r, "etc/hostname"), `${r}\n`);
+      }
+      utimesSync(join(base, "usr/bin/same"), 1, 1);
+      writeFileSync(join(root, "usr/bin/changed"), "new\n");
+      writeFileSync(join(base, "usr/bin/changed"), "old\n");
+      mkdirSync(join(root, "usr/lib/x86_64-linux-gnu"), { recursive: true });
+      writeFileSync(join(root, "usr/lib/x86_64-linux-gnu/libnew.so"), "lib");
+      expect(addedPaths(root, base, ["usr", "opt"])).toEqual([
+        "usr",
+        "usr/bin",
+        "usr/bin/changed",
+        "usr/lib",
+        "usr/lib/x86_64-linux-gnu",
+        "usr/lib/x86_64-linux-gnu/libnew.so",
+      ]);
+      expect(addedPaths(root, undefined, ["usr"])).toContain("usr/bin/same");
+    } finally {
+      rmSync(t, { recursive: true, force: true });
+    }
+  });
+
+  it("reads os-release files and NAME_VERSION.raw names", () => {
+    expect(parseEnvFile('ID=debian\nVERSION_ID="12"\n# c\n')).toEqual({
+      ID: "debian",
+      VERSION_ID: "12",
+    });
+    expect(addonNameVersion("/srv/web-app_1.2.3.raw")).toEqual({
+      name: "web-app",
+      version: "1.2.3",
+    });
+  });
+
+  it("kiln-agent is POSIX sh that shellcheck passes", () => {
+    const r = spawnSync(
+      "shellcheck",
+      ["-s", "sh", join(import.meta.dirname, "../../assets/kiln-agent/kiln-agent")],
+      { encoding: "utf8" },
+    );
+    expect(r.error, "shellcheck is installed by scripts/test").toBeUndefined();
+    expect(r.stdout).toBe("");
+    expect(r.status).toBe(0);
   });
 });

@@ -5,6 +5,7 @@ import { readAsset } from "../../util/assets.js";
 import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
+import { agentStep } from "./agent.js";
 import { networkdUnits } from "./network.js";
 import { updaterStep } from "./updater.js";
 
@@ -56,6 +57,10 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
   if (spec.disk.layout === "ab") {
     await updaterStep(root, spec);
     enable.push("kiln-health.service");
+  }
+  if (spec.agent) {
+    await agentStep(root, spec.agent);
+    enable.push("kiln-agent.service");
   }
   if (existsSync(join(root, "usr/sbin/sshd"))) {
     // Host keys made while building would be shared by every machine: drop them, make them at first boot.
