@@ -94,7 +94,8 @@ export class AddonService {
       const { name, version } = addonNameVersion(file);
       let sha: string;
       try {
-        sha = await sha256Of(file);
+        // A pinned hash is passed on as is: if the file has changed since, agents refuse it.
+        sha = a.sha256 ?? (await sha256Of(file));
       } catch {
         log.warn(`addons: ${file} is missing; left out of ${who}'s assignment`);
         continue;

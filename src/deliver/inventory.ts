@@ -27,6 +27,13 @@ export const inventorySchema = z.strictObject({
               .string()
               .regex(/(^|\/)[A-Za-z0-9.-]+_[A-Za-z0-9.-]+\.raw$/, "an image named NAME_VERSION.raw")
               .describe("a portable or sysext output of kiln build (relative to the inventory)"),
+            sha256: z
+              .string()
+              .regex(/^[0-9a-f]{64}$/, "64 hex digits")
+              .optional()
+              .describe(
+                "pin the image (e.g. from the build's manifest.json); default: the served file's hash",
+              ),
           }),
         )
         .default([])

@@ -16,6 +16,8 @@ import { exec } from "../../util/exec.js";
 import { removeTree } from "../../util/fsx.js";
 import { sha256File } from "../../util/hash.js";
 import type { BuildContext } from "../context.js";
+import { agentStep } from "./agent.js";
+import { filesStep } from "./configure.js";
 import { cachedRootfs } from "./rootfs.js";
 
 /**
@@ -106,6 +108,9 @@ export async function sysextStep(ctx: BuildContext): Promise<string> {
         "-xf",
         tar,
       ]);
+      // What kiln itself puts into the base beside its packages, so the extension does not carry it again.
+      await filesStep({ ...ctx, root: base, spec: loaded.spec });
+      if (loaded.spec.agent) await agentStep(base, loaded.spec.agent);
     }
     const tree = join(scratch, "tree");
     await mkdir(tree);
