@@ -1,5 +1,5 @@
 import { type RootfsRecipe, rootfsRecipe } from "../distro/mmdebstrap.js";
-import type { Spec } from "../spec/schema.js";
+import { OUTPUT_FORMATS, type Spec } from "../spec/schema.js";
 import { cacheKey } from "../util/hash.js";
 
 /**
@@ -95,27 +95,16 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   const outputs = new Set(spec.outputs);
   // qcow2 is converted from the raw disk, so the disk is always made for it.
   if (outputs.has("qcow2")) outputs.add("disk");
-  for (const o of [
-    "directory",
-    "tar",
-    "disk",
-    "qcow2",
-    "netboot",
-    "oci",
-    "portable",
-    "sysext",
-  ] as const) {
+  const raw = `${spec.name}_${spec.version}.raw`;
+  const titles: Partial<Record<(typeof OUTPUT_FORMATS)[number], string>> = {
+    disk: `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
+    oci: `OCI image layout (tag ${spec.version})`,
+    portable: `portable service image ${raw}`,
+    sysext: `system extension ${raw}`,
+  };
+  for (const o of OUTPUT_FORMATS) {
     if (!outputs.has(o)) continue;
-    const title =
-      o === "disk"
-        ? `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`
-        : o === "oci"
-          ? `OCI image layout (tag ${spec.version})`
-          : o === "portable"
-            ? `portable service image ${spec.name}_${spec.version}.raw`
-            : o === "sysext"
-              ? `system extension ${spec.name}_${spec.version}.raw`
-              : `${o} output`;
+    const title = titles[o] ?? `${o} output`;
     steps.push({ id: o, title, key: cacheKey(specHash, o), cached: false });
   }
   steps.push({
