@@ -10,6 +10,7 @@ import { removeTree } from "../util/fsx.js";
 import { sha256File } from "../util/hash.js";
 import { step } from "../util/log.js";
 import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
+import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
 import { listPackages, mib, treeBytes } from "./report.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
 import { configureStep, filesStep } from "./steps/configure.js";
@@ -80,8 +81,18 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
   directory: directoryStep,
 };
 
+/** Customising an imported disk: these replace the from-scratch steps of the same id. */
+const CUSTOMISE: Partial<Record<StepId, StepFn>> = {
+  base: baseStep,
+  customise: customiseStep,
+  disk: customisedDiskStep,
+  qcow2: qcow2Step,
+};
+
 /** Directory outputs move the root filesystem away, so they run after everything that reads it. */
 const ORDER: StepId[] = [
+  "base",
+  "customise",
   "rootfs",
   "configure",
   "users",
@@ -142,7 +153,7 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     const byId = new Map(plan.steps.map((s) => [s.id, s]));
     for (const id of ORDER) {
       const planned = byId.get(id);
-      const fn = STEPS[id];
+      const fn = (spec.base ? CUSTOMISE : STEPS)[id];
       if (!planned || !fn) continue;
       const progress = step(planned.title);
       ctx.detail = (t) => progress.detail(t);

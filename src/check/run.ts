@@ -22,6 +22,8 @@ export interface TestOptions {
   bootTimeoutMs: number;
   checksTimeoutMs: number;
   accel: Accel | "auto";
+  /** A NoCloud seed (directory or ISO) attached to VM targets. */
+  seed?: string;
   onConsole?: (target: Target, text: string) => void;
   /** Told when a target is booted again after an emulator fault (see emulatorFault). */
   onRetry?: (target: Target, why: string) => void;
@@ -100,6 +102,7 @@ async function bootOnce(
         image: eph.path,
         firmware: target,
         accel: o.accel,
+        ...(o.seed ? { seed: o.seed } : {}),
         onConsole: (t) => o.onConsole?.(target, t),
       });
       accel = vm.accel;

@@ -26,6 +26,7 @@ export function registerBuild(program: Command): void {
             console.log(
               `  ${s.id.padEnd(10)} ${s.key}${s.cached ? " (cached by key)" : ""}  ${s.title}`,
             );
+          if (plan.base) return;
           console.log(
             `\nmmdebstrap ${plan.recipe.args.join(" ")} ${plan.recipe.release} DIR ${plan.recipe.mirror}`,
           );

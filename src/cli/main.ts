@@ -7,6 +7,7 @@ import { registerBundle } from "./bundle.js";
 import { registerContainers } from "./containers.js";
 import { registerDoctor } from "./doctor.js";
 import { registerImages } from "./images.js";
+import { registerImport } from "./import.js";
 import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
 import { registerKeys } from "./keys.js";
@@ -15,6 +16,7 @@ import { reportError } from "./output.js";
 import { registerProbe } from "./probe.js";
 import { registerRun, runArgv } from "./run.js";
 import { registerSchema } from "./schema.js";
+import { registerSeed } from "./seed.js";
 import { registerServe } from "./serve.js";
 import { registerSsh } from "./ssh.js";
 import { registerTest } from "./test.js";
@@ -36,6 +38,7 @@ export async function main(argv: string[]): Promise<number> {
   for (const register of [
     registerInit,
     registerBuild,
+    registerImport,
     registerBoot,
     registerVm,
     registerTest,
@@ -46,6 +49,7 @@ export async function main(argv: string[]): Promise<number> {
     registerProbe,
     registerKeys,
     registerBundle,
+    registerSeed,
     registerServe,
     registerMachines,
     registerInspect,

@@ -27,6 +27,10 @@ export function registerTest(program: Command): void {
     .option("--junit <file>", "write JUnit XML")
     .option("--accel <kind>", "auto, kvm or tcg", "auto")
     .option("--timeout <seconds>", "boot timeout per target", "240")
+    .option(
+      "--seed <dir-or-iso>",
+      "attach a cloud-init NoCloud seed to the VM targets (see `kiln seed`)",
+    )
     .option("--json", "the results as JSON on stdout")
     .description(
       "boot the artifact on each target and run the spec's tests: inside it (exit 0 pass, 1 a check failed, 2 a boot failed)",
@@ -40,6 +44,7 @@ export function registerTest(program: Command): void {
           junit?: string;
           accel: string;
           timeout: string;
+          seed?: string;
           json?: boolean;
         },
       ) => {
@@ -64,6 +69,7 @@ export function registerTest(program: Command): void {
             bootTimeoutMs: Number(o.timeout) * 1000,
             checksTimeoutMs: 180_000,
             accel: o.accel as "auto",
+            ...(o.seed ? { seed: o.seed } : {}),
             onRetry: (t, why) => log.warn(`${t}: ${why}: not the image's fault; booting again`),
           });
           reports.push(r);

@@ -10,9 +10,10 @@ import {
 } from "../runtime/qemu.js";
 import { bootFailure, bootUntilReady } from "../runtime/ready.js";
 import { freePort, recordVm, vmKey } from "../runtime/ssh.js";
+import { listNamedVms, openNamedVm, removeNamedVm } from "../runtime/vmstore.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
-import { printJson } from "./output.js";
+import { printJson, printTable } from "./output.js";
 
 interface VmFlags {
   firmware: string;
@@ -33,7 +34,7 @@ interface VmFlags {
 }
 
 export function registerVm(program: Command): void {
-  program
+  const vm = program
     .command("vm")
     .argument("[image]", "a raw or qcow2 disk image")
     .option("--firmware <kind>", "uefi or bios", "uefi")
@@ -59,14 +60,22 @@ export function registerVm(program: Command): void {
       "--ssh",
       "forward a free port to the guest's sshd and authorize kiln's key for root (see `kiln ssh`)",
     )
-    .option("--name <name>", "name for `kiln ssh` (default: the image's file name)")
+    .option(
+      "--name <name>",
+      "a kept VM: its disk overlay, seed and UEFI variables stay in kiln's store for the next `kiln vm --name N` (also the `kiln ssh` name)",
+    )
     .option("--until-ready", "boot, report time to ready, shut down (exit 2 if not ready)")
     .option("--timeout <seconds>", "with --until-ready", "300")
     .option("--json", "with --until-ready: the report as JSON")
     .description("boot a disk image in QEMU, serial console on this terminal (Ctrl-A X quits)")
     .action(async (imageArg: string | undefined, o: VmFlags) => {
-      const image = imageArg ?? "";
-      if (!image && !o.netboot) throw usage("give a disk image, or --netboot DIR");
+      let image = imageArg ?? "";
+      if (!image && !o.netboot && !o.name) throw usage("give a disk image, or --netboot DIR");
+      let named: Awaited<ReturnType<typeof openNamedVm>> | undefined;
+      if (o.name && !o.netboot) {
+        named = await openNamedVm(o.name, imageArg, o.seed);
+        image = named.disk;
+      }
       const firmware = o.firmware as Firmware;
       if (firmware !== "uefi" && firmware !== "bios") throw usage("--firmware is uefi or bios");
       if (!["auto", "kvm", "tcg"].includes(o.accel)) throw usage("--accel is auto, kvm or tcg");
@@ -81,9 +90,11 @@ export function registerVm(program: Command): void {
         accel: o.accel as VmOptions["accel"],
         cpus: Number(o.cpus),
         memoryMiB: Number(o.memory),
-        persist: !!o.persist,
+        persist: !!o.persist || !!named,
         forwards,
         ...(o.seed ? { seed: o.seed } : {}),
+        ...(named?.seed ? { seed: named.seed } : {}),
+        ...(named ? { varsFile: named.vars } : {}),
         ...(o.directKernel ? { directKernel: true } : {}),
         ...(o.netboot ? { netboot: o.netboot } : {}),
         ...(o.consoleLog ? { onConsole: (t: string) => appendFileSync(o.consoleLog!, t) } : {}),
@@ -95,7 +106,7 @@ export function registerVm(program: Command): void {
         forwards.push({ host: port, guest: 22 });
         opts.credentials = { "ssh.authorized_keys.root": `${pub}\n` };
         const name = o.name ?? basename(image).replace(/\.(qcow2|raw|img)$/, "");
-        forget = await recordVm({ name, port, key, pid: process.pid, image });
+        forget = await recordVm({ name, port, key, pid: process.pid, image: imageArg ?? image });
         process.stderr.write(`ssh: kiln ssh ${name}   (port ${port})\n`);
       }
       try {
@@ -129,6 +140,38 @@ export function registerVm(program: Command): void {
         await runVmInteractive(opts);
       } finally {
         await forget?.();
+        await named?.release();
+      }
+    });
+  registerVmStore(vm);
+}
+
+function registerVmStore(vm: Command): void {
+  vm.command("ls")
+    .option("--json", "as JSON")
+    .description("named VMs (`kiln vm --name N`) and what they keep")
+    .action((o: { json?: boolean }) => {
+      const all = listNamedVms();
+      if (o.json) return printJson(all);
+      printTable([
+        ["NAME", "STATE", "WRITTEN", "CREATED", "IMAGE"],
+        ...all.map((v) => [
+          v.name,
+          v.running ? `running (pid ${v.pid})` : "stopped",
+          `${(v.bytes / 2 ** 20).toFixed(1)} MiB`,
+          v.created.slice(0, 19).replace("T", " "),
+          v.image,
+        ]),
+      ]);
+    });
+  vm.command("rm")
+    .argument("<name...>")
+    .option("--purge", "delete the disk overlay, seed and UEFI variables (required)")
+    .description("remove named VMs")
+    .action(async (names: string[], o: { purge?: boolean }) => {
+      for (const n of names) {
+        await removeNamedVm(n, !!o.purge);
+        console.log(n);
       }
     });
 }

@@ -9,6 +9,8 @@ import { cacheKey } from "../util/hash.js";
 const STEP_VERSION = { rootfs: 1 } as const;
 
 export type StepId =
+  | "base"
+  | "customise"
   | "rootfs"
   | "configure"
   | "users"
@@ -34,6 +36,8 @@ export interface PlannedStep {
 
 export interface Plan {
   name: string;
+  /** `image:NAME` when the spec customises an imported disk (then `recipe` is not used). */
+  base?: string;
   specHash: string;
   recipe: RootfsRecipe;
   steps: PlannedStep[];
@@ -51,6 +55,7 @@ export function containerOnly(spec: Spec): boolean {
 
 /** Spec → ordered steps with cache keys. Pure: no I/O, no root, no network. */
 export function planBuild(spec: Spec, canonicalSpec: string): Plan {
+  if (spec.base) return planCustomise(spec, canonicalSpec);
   const container = containerOnly(spec);
   const recipe = rootfsRecipe(spec, { container });
   const rootKey = rootfsKey(recipe);
@@ -114,4 +119,35 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
     cached: false,
   });
   return { name: spec.name, specHash, recipe, steps };
+}
+
+/**
+ * A spec with `base: image:NAME`: copy the import, customise the copy,
+ * write the outputs. Nothing is cached: every run starts from the import.
+ */
+function planCustomise(spec: Spec, canonicalSpec: string): Plan {
+  const specHash = cacheKey(canonicalSpec);
+  const step = (id: StepId, title: string): PlannedStep => ({
+    id,
+    title,
+    key: cacheKey(specHash, id),
+    cached: false,
+  });
+  const steps = [
+    step("base", `copy of ${spec.base}${spec.disk.size ? `, grown to ${spec.disk.size}` : ""}`),
+    step(
+      "customise",
+      `customise: ${spec.packages.length} packages, ${spec.users.length} users, ${spec.files.length} files, services${spec.seed?.bake ? ", NoCloud seed" : ""}`,
+    ),
+    step("disk", "disk image (the customised copy)"),
+  ];
+  if (spec.outputs.includes("qcow2")) steps.push(step("qcow2", "qcow2 output"));
+  steps.push(step("manifest", "manifest and checks"));
+  return {
+    name: spec.name,
+    base: spec.base,
+    specHash,
+    recipe: rootfsRecipe(spec),
+    steps,
+  };
 }

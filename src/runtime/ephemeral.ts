@@ -67,18 +67,20 @@ export async function overlayDir(
   return { path: merged, dispose };
 }
 
-/** Byte offset of the partition a disk boots by default (root-a, else the first Linux root). */
-export async function rootPartitionOffset(image: string): Promise<number> {
+/** The partition a disk boots by default: root-a, else the first Linux root (or Linux filesystem) one. */
+export async function rootPartition(image: string) {
   const parts = await partitions(image);
   const p =
     parts.find((x) => x.name === "root-a") ??
-    parts.find(
-      (x) =>
-        x.type === "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709" ||
-        x.type === "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-    );
+    parts.find((x) => x.type === "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709") ??
+    parts.find((x) => x.type === "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
   if (!p) throw new KilnError("DISK_NO_ROOT", `${image} has no Linux root partition`);
-  return p.offset;
+  return p;
+}
+
+/** Byte offset of the partition a disk boots by default. */
+export async function rootPartitionOffset(image: string): Promise<number> {
+  return (await rootPartition(image)).offset;
 }
 
 /**

@@ -3,6 +3,8 @@ import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 
 interface SfdiskPartition {
+  /** The device node sfdisk would name, e.g. disk.raw3: the number is the partition's. */
+  node: string;
   start: number;
   /** In sectors. */
   size: number;

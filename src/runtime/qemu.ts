@@ -48,6 +48,8 @@ export interface VmOptions {
   directKernel?: boolean;
   /** Boot a netboot bundle directory instead of a disk: its root image is served over HTTP. */
   netboot?: string;
+  /** Keep the UEFI variable store in this file across boots (named VMs); default: a fresh copy each boot. */
+  varsFile?: string;
   /** systemd credentials passed over SMBIOS (e.g. ssh.authorized_keys.root). */
   credentials?: Record<string, string>;
   /** Console text as it arrives. */
@@ -151,10 +153,11 @@ async function prepare(
     const extra: Partial<QemuArgsInput> = {};
     if (o.firmware === "uefi" && !o.directKernel) {
       const ovmf = findOvmf();
-      // Each boot gets its own writable copy of the variable store.
-      await copyFile(ovmf.vars, join(dir, "vars.fd"));
+      // Each boot gets its own writable copy of the variable store, unless it is kept.
+      const vars = o.varsFile ?? join(dir, "vars.fd");
+      if (!o.varsFile || !existsSync(vars)) await copyFile(ovmf.vars, vars);
       extra.code = ovmf.code;
-      extra.vars = join(dir, "vars.fd");
+      extra.vars = vars;
     }
     if (o.seed) extra.seedIso = await seedIso(o.seed, dir);
     if (o.directKernel) extra.kernel = await extractBoot(o.image, dir);
@@ -231,7 +234,7 @@ function qmp(sock: string, command: string): Promise<void> {
 }
 
 /** A NoCloud seed: an ISO as given, or a directory made into an ISO labelled `cidata`. */
-async function seedIso(seed: string, dir: string): Promise<string> {
+export async function seedIso(seed: string, dir: string): Promise<string> {
   if (!existsSync(seed)) throw new KilnError("VM_NO_SEED", `seed ${seed} does not exist`);
   if (!statSync(seed).isDirectory()) return seed;
   for (const f of ["user-data", "meta-data"]) {

@@ -47,6 +47,18 @@ export function loadSpec(path: string): LoadedSpec {
     };
     throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
   }
+  const odd = spec.base ? spec.outputs.filter((o) => o !== "disk" && o !== "qcow2") : [];
+  if (odd.length || (spec.base && spec.disk.layout !== "single")) {
+    const at = chain.find((p) => p.value.outputs !== undefined) ?? top;
+    const issue = {
+      code: "custom",
+      path: odd.length ? ["outputs"] : ["disk", "layout"],
+      message: odd.length
+        ? `a customised import (base: ${spec.base}) has outputs disk and qcow2 only, not ${odd.join(", ")}`
+        : "a customised import keeps the partitions it came with: leave disk.layout out",
+    };
+    throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
+  }
   // Relative `source:` paths belong to the file that named them.
   for (const f of spec.files) {
     if (f.source) f.source = resolve(originOf(chain, f.path) ?? top.file, "..", f.source);

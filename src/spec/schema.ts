@@ -111,6 +111,13 @@ export const specSchema = z
       .optional()
       .describe("base spec(s), relative to this file; lists merge by key, scalars override"),
     version: z.string().default("0.1.0"),
+    base: z
+      .string()
+      .regex(/^image:[a-z0-9][a-z0-9._-]*$/, "expected image:NAME (a disk stored by `kiln import`)")
+      .optional()
+      .describe(
+        "customise an imported disk instead of building from scratch: packages, users, files, services and seed are applied to a copy",
+      ),
     distribution: z
       .strictObject({
         id: z.enum(["debian", "ubuntu"]).default("debian"),
@@ -249,6 +256,34 @@ export const specSchema = z
       })
       .optional()
       .describe("A/B updates with RAUC (needs disk.layout: ab)"),
+    seed: z
+      .strictObject({
+        hostname: z
+          .string()
+          .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, "not a valid host name")
+          .optional()
+          .describe("default: the spec's hostname"),
+        users: z
+          .array(user)
+          .optional()
+          .describe("accounts the seed creates at first boot; default: the spec's users"),
+        runcmd: z
+          .array(z.string())
+          .default([])
+          .describe("shell commands run once at the end of first boot"),
+        bake: z
+          .boolean()
+          .default(false)
+          .describe(
+            "customised images: also write the NoCloud seed into /var/lib/cloud/seed/nocloud",
+          ),
+        disk: z
+          .string()
+          .default("largest")
+          .describe("autoinstall: the target disk (a /dev path, or largest)"),
+      })
+      .optional()
+      .describe("first-boot configuration for `kiln seed` (NoCloud, autoinstall, Ignition)"),
     tests: z.array(check).default([]),
   })
   .describe("A kiln spec: one declarative description of a minimal Linux system.");

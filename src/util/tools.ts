@@ -93,6 +93,22 @@ export const HOST_FILES: readonly { path: string; pkg: string; purpose: string }
   { path: "/usr/lib/grub/i386-pc/grub-bios-setup", pkg: "grub-pc-bin", purpose: "GRUB for BIOS" },
   { path: "/usr/share/OVMF", pkg: "ovmf", purpose: "UEFI firmware for VMs" },
   { path: "/usr/lib/ipxe/undionly.kpxe", pkg: "ipxe", purpose: "network boot loaders" },
+  // cloud-init's schema check (kiln seed) runs from Debian's cloud-init package unpacked into
+  // kiln's cache, on the host's Python with these modules; cloud-init itself is never installed.
+  ...(
+    [
+      ["configobj", "python3-configobj"],
+      ["jinja2", "python3-jinja2"],
+      ["jsonpatch.py", "python3-jsonpatch"],
+      ["jsonschema", "python3-jsonschema"],
+      ["requests", "python3-requests"],
+      ["yaml", "python3-yaml"],
+    ] as const
+  ).map(([mod, pkg]) => ({
+    path: `/usr/lib/python3/dist-packages/${mod}`,
+    pkg,
+    purpose: "cloud-init schema check (kiln seed)",
+  })),
 ];
 
 /**

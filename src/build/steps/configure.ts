@@ -118,7 +118,7 @@ export async function filesStep(ctx: BuildContext): Promise<void> {
   }
 }
 
-async function systemctl(root: string, verb: string, units: string[]): Promise<void> {
+export async function systemctl(root: string, verb: string, units: string[]): Promise<void> {
   if (!units.length) return;
   await inRoot(root, "systemctl", [verb, ...units], {
     hint: `a unit named in services.${verb} may not exist in the image: is its package in packages:?`,

@@ -1,0 +1,304 @@
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { serveDirectory } from "../../src/deliver/static.js";
+import { validateCloudConfig } from "../../src/seed/validate.js";
+
+// Issue 8 for real: a disk kiln did not customise (built earlier, standing in
+// for a vendor cloud image) is served with a SHA512SUMS file over loopback
+// HTTP, imported (wrong sum refused, right sum stored), customised by a spec
+// and booted under QEMU (TCG) with a NoCloud seed ISO; checks inside the
+// guest see both the seed and the customisation.
+const ROOT = resolve(import.meta.dirname, "../..");
+const KILN = join(ROOT, "bin/kiln.js");
+const OUT = mkdtempSync(join(tmpdir(), "kiln-it-cloud-"));
+const STORE = join(OUT, "store");
+const MIRROR = join(OUT, "mirror");
+
+function kiln(args: string[]) {
+  const r = spawnSync(process.execPath, [KILN, ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    timeout: 1_200_000,
+    env: { ...process.env, KILN_STORE: STORE },
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const sha512 = (f: string) => createHash("sha512").update(readFileSync(f)).digest("hex");
+let http: Awaited<ReturnType<typeof serveDirectory>>;
+let url: string;
+
+beforeAll(async () => {
+  const b = kiln(["build", "test/integration/specs/vendor.yaml", "-o", join(OUT, "vendor")]);
+  expect(b.code, b.stderr).toBe(0);
+  mkdirSync(MIRROR);
+  copyFileSync(join(OUT, "vendor/vendor.qcow2"), join(MIRROR, "vendor.qcow2"));
+  writeFileSync(
+    join(MIRROR, "SHA512SUMS"),
+    `${"0".repeat(128)}  other.qcow2\n${sha512(join(MIRROR, "vendor.qcow2"))}  vendor.qcow2\n`,
+  );
+  http = await serveDirectory(MIRROR);
+  url = `http://127.0.0.1:${http.port}`;
+});
+
+afterAll(async () => {
+  await http?.close();
+  rmSync(OUT, { recursive: true, force: true });
+});
+
+const stored = () =>
+  existsSync(join(STORE, "disks"))
+    ? readdirSync(join(STORE, "disks")).filter((n) => n !== ".downloads")
+    : [];
+
+describe("kiln import", () => {
+  it("refuses a wrong sum with both sums, deletes the download, stores nothing", () => {
+    const wrong = "ab".repeat(64);
+    const r = kiln(["import", `${url}/vendor.qcow2`, "--sha512", wrong, "--name", "vendor-it"]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`expected sha512 ${wrong}`);
+    expect(r.stderr).toContain(`got      sha512 ${sha512(join(MIRROR, "vendor.qcow2"))}`);
+    expect(stored()).toEqual([]);
+    expect(readdirSync(join(STORE, "disks/.downloads"))).toEqual([]);
+    expect(kiln(["disks", "--json"]).stdout.trim()).toBe("[]");
+  });
+
+  it("continues a partial download, verifies against SHA512SUMS and stores image:vendor-it", () => {
+    const full = readFileSync(join(MIRROR, "vendor.qcow2"));
+    const part = join(STORE, "disks/.downloads");
+    const dl = kiln([
+      "import",
+      `${url}/vendor.qcow2`,
+      "--checksums",
+      `${url}/SHA512SUMS`,
+      "--name",
+      "vendor-it",
+      "--json",
+    ]);
+    expect(dl.code, dl.stderr).toBe(0);
+    const rec = JSON.parse(dl.stdout);
+    expect(rec.verified).toBe(`sha512:${sha512(join(MIRROR, "vendor.qcow2"))}`);
+    expect(rec.format).toBe("qcow2");
+    expect(rec.root).toBeGreaterThan(0);
+    expect(statSync(rec.path).size).toBe(rec.virtualSize);
+
+    // Half a download, as an interrupted try leaves it (named by the URL's cache key).
+    const key = createHash("sha256")
+      .update(JSON.stringify([`${url}/vendor.qcow2`]))
+      .digest("hex")
+      .slice(0, 16);
+    writeFileSync(
+      join(part, `${key}-vendor.qcow2.part`),
+      full.subarray(0, Math.floor(full.length / 2)),
+    );
+    const again = kiln([
+      "import",
+      `${url}/vendor.qcow2`,
+      "--checksums",
+      `${url}/SHA512SUMS`,
+      "--name",
+      "vendor-it",
+      "--force",
+    ]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stderr).toMatch(/continued from/);
+    expect(again.stdout).toMatch(/imported vendor-it: .* sha512 verified/);
+    expect(stored()).toEqual(["vendor-it"]);
+    expect(readdirSync(part)).toEqual([]);
+  });
+
+  it("a file not in the checksum list, or a name taken, is refused", () => {
+    const r = kiln([
+      "import",
+      join(MIRROR, "vendor.qcow2"),
+      "--checksums",
+      join(MIRROR, "SHA512SUMS"),
+      "--name",
+      "x",
+    ]);
+    expect(r.code).toBe(0);
+    copyFileSync(join(MIRROR, "vendor.qcow2"), join(OUT, "unlisted.qcow2"));
+    const u = kiln([
+      "import",
+      join(OUT, "unlisted.qcow2"),
+      "--checksums",
+      join(MIRROR, "SHA512SUMS"),
+    ]);
+    expect(u.code).toBe(1);
+    expect(u.stderr).toContain("lists no checksum for unlisted.qcow2");
+    const t = kiln(["import", join(MIRROR, "vendor.qcow2"), "--name", "x"]);
+    expect(t.code).toBe(1);
+    expect(t.stderr).toContain("already imported");
+    expect(kiln(["disks", "rm", "x"]).code).toBe(0);
+  });
+});
+
+describe("customise and seed", () => {
+  it("customises a copy (package, file, user, grown disk), the import stays as it was", () => {
+    const before = sha512(join(STORE, "disks/vendor-it/disk.raw"));
+    const r = kiln([
+      "build",
+      "test/integration/specs/custom.yaml",
+      "-o",
+      join(OUT, "custom"),
+      "--json",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.manifest.artifacts.map((a: { format: string }) => a.format)).toEqual([
+      "disk",
+      "qcow2",
+    ]);
+    expect(j.manifest.packages.map((p: { name: string }) => p.name)).toContain("jq");
+    expect(statSync(join(OUT, "custom/custom.raw")).size).toBe(2 * 1024 ** 3);
+    expect(statSync(join(OUT, "custom/credentials")).mode & 0o777).toBe(0o600);
+    expect(readFileSync(join(OUT, "custom/credentials"), "utf8")).toMatch(/^alice:\S{20}\n$/);
+    expect(sha512(join(STORE, "disks/vendor-it/disk.raw"))).toBe(before);
+  });
+
+  it("kiln seed: a cidata ISO, passwords only in the 0600 credentials file", () => {
+    const r = kiln([
+      "seed",
+      "test/integration/specs/custom.yaml",
+      "--format",
+      "nocloud-iso",
+      "-o",
+      join(OUT, "seed"),
+      "--json",
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).files).toEqual(["seed.iso", "credentials"]);
+    const bob = /^bob:(\S+)$/m.exec(readFileSync(join(OUT, "seed/credentials"), "utf8"))![1]!;
+    const iso = readFileSync(join(OUT, "seed/seed.iso"));
+    expect(iso.includes(Buffer.from("cidata"))).toBe(true);
+    expect(iso.includes(Buffer.from(bob))).toBe(false);
+    expect(iso.includes(Buffer.from("$6$"))).toBe(true);
+  });
+
+  it("boots under QEMU with the seed: cloud-init applied it and the customisation is there", () => {
+    const r = kiln([
+      "test",
+      join(OUT, "custom"),
+      "--on",
+      "bios",
+      "--accel",
+      "tcg",
+      "--seed",
+      join(OUT, "seed/seed.iso"),
+      "--timeout",
+      "400",
+      "--json",
+    ]);
+    const j = JSON.parse(r.stdout || "{}");
+    const results = j.targets?.[0]?.results ?? [];
+    expect(
+      results.map((c: { name: string; passed: boolean; actual: string }) => [
+        c.name,
+        c.passed,
+        c.passed ? "" : c.actual,
+      ]),
+      `${r.stderr}\n${j.targets?.[0]?.bootError ?? ""}`,
+    ).toEqual([
+      ["cloud-init done", true, ""],
+      ["seed hostname", true, ""],
+      ["seed user", true, ""],
+      ["seed runcmd", true, ""],
+      ["customised package", true, ""],
+      ["customised file", true, ""],
+      ["customised user", true, ""],
+      ["root grown", true, ""],
+    ]);
+    expect(r.code).toBe(0);
+  });
+});
+
+describe("seed validation with cloud-init's own schema check", () => {
+  it("accepts the golden NoCloud and autoinstall user-data; rejects a broken one in cloud-init's words", async () => {
+    const golden = join(ROOT, "test/unit/golden");
+    expect(await validateCloudConfig(join(golden, "nocloud/user-data"))).toEqual([]);
+    expect(await validateCloudConfig(join(golden, "autoinstall/user-data"))).toEqual([]);
+    const bad = join(OUT, "bad-user-data");
+    writeFileSync(bad, "#cloud-config\nhostname: 5\nruncmd: 7\nautoinstall:\n  identity: {}\n");
+    const errors = await validateCloudConfig(bad);
+    expect(errors).toEqual(
+      expect.arrayContaining([
+        "hostname: 5 is not of type 'string'",
+        "runcmd: 7 is not of type 'array'",
+        "autoinstall: 'version' is a required property",
+      ]),
+    );
+  });
+});
+
+describe("named VMs", () => {
+  const hostnameIn = (disk: string) => {
+    const raw = join(OUT, "look.raw");
+    spawnSync("qemu-img", ["convert", "-O", "raw", disk, raw]);
+    const parts = JSON.parse(spawnSync("sfdisk", ["--json", raw], { encoding: "utf8" }).stdout)
+      .partitiontable.partitions as { start: number; type: string }[];
+    const root = parts.find((p) => p.type === "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709")!;
+    const r = spawnSync(
+      "debugfs",
+      ["-R", "cat /etc/hostname", `${raw}?offset=${root.start * 512}`],
+      {
+        encoding: "utf8",
+      },
+    );
+    rmSync(raw);
+    return r.stdout.trim();
+  };
+
+  it("kiln vm --name keeps the overlay and seed between runs; vm rm --purge removes them", () => {
+    const boot = (extra: string[]) =>
+      kiln([
+        "vm",
+        ...extra,
+        "--name",
+        "keep",
+        "--firmware",
+        "bios",
+        "--accel",
+        "tcg",
+        "--until-ready",
+        "--timeout",
+        "400",
+        "--json",
+      ]);
+    const first = boot([join(OUT, "custom/custom.qcow2"), "--seed", join(OUT, "seed/seed.iso")]);
+    expect(first.code, first.stderr + first.stdout).toBe(0);
+    const overlay = join(STORE, "vms/keep/disk.qcow2");
+    expect(existsSync(join(STORE, "vms/keep/seed.iso"))).toBe(true);
+    // cloud-init's first boot wrote the seed's host name into the overlay, not into the artifact.
+    expect(hostnameIn(overlay)).toBe("seeded-host");
+    expect(hostnameIn(join(OUT, "custom/custom.qcow2"))).toBe("vendor");
+    const ls = JSON.parse(kiln(["vm", "ls", "--json"]).stdout);
+    expect(ls.map((v: { name: string; running: boolean }) => [v.name, v.running])).toEqual([
+      ["keep", false],
+    ]);
+    // Again, without image or seed: the kept ones are used.
+    const second = boot([]);
+    expect(second.code, second.stderr + second.stdout).toBe(0);
+    const other = boot([join(OUT, "vendor/vendor.qcow2")]);
+    expect(other.code).toBe(1);
+    expect(other.stderr).toContain("was made from");
+    const refuse = kiln(["vm", "rm", "keep"]);
+    expect(refuse.code).toBe(2);
+    expect(existsSync(overlay)).toBe(true);
+    expect(kiln(["vm", "rm", "keep", "--purge"]).code).toBe(0);
+    expect(existsSync(join(STORE, "vms/keep"))).toBe(false);
+  });
+});
