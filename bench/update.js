@@ -79,8 +79,6 @@ update: { keyring: ${join(out, "keys/ca.cert.pem")} }
       "--accel",
       "tcg",
       "--ssh",
-      "--name",
-      "bench-ab",
       "--console-log",
       join(out, "console.log"),
     ],

@@ -19,7 +19,7 @@ import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
 import { netbootStep } from "./steps/netboot.js";
 import { ociStep } from "./steps/oci.js";
-import { directoryStep, qcow2Step, tarStep } from "./steps/outputs.js";
+import { convertStep, directoryStep, qcow2Step, tarStep } from "./steps/outputs.js";
 import { rootfsStep } from "./steps/rootfs.js";
 import { usersStep } from "./steps/users.js";
 
@@ -77,6 +77,9 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
   sysext: sysextStep,
   disk: diskStep,
   qcow2: qcow2Step,
+  vmdk: convertStep("vmdk"),
+  vdi: convertStep("vdi"),
+  vhdx: convertStep("vhdx"),
   netboot: netbootStep,
   directory: directoryStep,
 };
@@ -87,6 +90,9 @@ const CUSTOMISE: Partial<Record<StepId, StepFn>> = {
   customise: customiseStep,
   disk: customisedDiskStep,
   qcow2: qcow2Step,
+  vmdk: convertStep("vmdk"),
+  vdi: convertStep("vdi"),
+  vhdx: convertStep("vhdx"),
 };
 
 /** Directory outputs move the root filesystem away, so they run after everything that reads it. */
@@ -104,6 +110,9 @@ const ORDER: StepId[] = [
   "sysext",
   "disk",
   "qcow2",
+  "vmdk",
+  "vdi",
+  "vhdx",
   "netboot",
   "directory",
   "manifest",

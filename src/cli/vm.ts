@@ -1,6 +1,7 @@
 import { appendFileSync } from "node:fs";
 import { basename } from "node:path";
 import type { Command } from "commander";
+import { domainXml } from "../runtime/libvirt.js";
 import {
   emulatorFault,
   type Firmware,
@@ -29,6 +30,7 @@ interface VmFlags {
   ssh?: boolean;
   name?: string;
   untilReady?: boolean;
+  printLibvirt?: boolean;
   timeout: string;
   json?: boolean;
 }
@@ -64,11 +66,30 @@ export function registerVm(program: Command): void {
       "--name <name>",
       "a kept VM: its disk overlay, seed and UEFI variables stay in kiln's store for the next `kiln vm --name N` (also the `kiln ssh` name)",
     )
+    .option(
+      "--print-libvirt",
+      "print a libvirt domain XML for the image (virsh define FILE) instead of booting it",
+    )
     .option("--until-ready", "boot, report time to ready, shut down (exit 2 if not ready)")
     .option("--timeout <seconds>", "with --until-ready", "300")
     .option("--json", "with --until-ready: the report as JSON")
     .description("boot a disk image in QEMU, serial console on this terminal (Ctrl-A X quits)")
     .action(async (imageArg: string | undefined, o: VmFlags) => {
+      if (o.printLibvirt) {
+        if (!imageArg) throw usage("--print-libvirt needs a disk image");
+        if (o.firmware !== "uefi" && o.firmware !== "bios")
+          throw usage("--firmware is uefi or bios");
+        process.stdout.write(
+          domainXml({
+            name: o.name ?? basename(imageArg).replace(/\.(qcow2|raw|img|vmdk|vdi|vhdx)$/, ""),
+            image: imageArg,
+            firmware: o.firmware,
+            cpus: Number(o.cpus),
+            memoryMiB: Number(o.memory),
+          }),
+        );
+        return;
+      }
       let image = imageArg ?? "";
       if (!image && !o.netboot && !o.name) throw usage("give a disk image, or --netboot DIR");
       let named: Awaited<ReturnType<typeof openNamedVm>> | undefined;

@@ -20,6 +20,9 @@ export type StepId =
   | "tar"
   | "disk"
   | "qcow2"
+  | "vmdk"
+  | "vdi"
+  | "vhdx"
   | "netboot"
   | "oci"
   | "portable"
@@ -47,6 +50,9 @@ export interface Plan {
 export function rootfsKey(recipe: RootfsRecipe): string {
   return cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
 }
+
+/** Formats qemu-img converts from the raw disk (see build/steps/outputs.ts). */
+export const CONVERTED_FORMATS = ["qcow2", "vmdk", "vdi", "vhdx"] as const;
 
 /** A spec whose outputs never boot by themselves (OCI, portable, sysext) needs no kernel, initrd or boot loader. */
 export function containerOnly(spec: Spec): boolean {
@@ -98,8 +104,8 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
     },
   ];
   const outputs = new Set(spec.outputs);
-  // qcow2 is converted from the raw disk, so the disk is always made for it.
-  if (outputs.has("qcow2")) outputs.add("disk");
+  // VM formats are converted from the raw disk, so the disk is always made for them.
+  if (CONVERTED_FORMATS.some((f) => outputs.has(f))) outputs.add("disk");
   const raw = `${spec.name}_${spec.version}.raw`;
   const titles: Partial<Record<(typeof OUTPUT_FORMATS)[number], string>> = {
     disk: `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
@@ -141,7 +147,8 @@ function planCustomise(spec: Spec, canonicalSpec: string): Plan {
     ),
     step("disk", "disk image (the customised copy)"),
   ];
-  if (spec.outputs.includes("qcow2")) steps.push(step("qcow2", "qcow2 output"));
+  for (const f of CONVERTED_FORMATS)
+    if (spec.outputs.includes(f)) steps.push(step(f, `${f} output`));
   steps.push(step("manifest", "manifest and checks"));
   return {
     name: spec.name,

@@ -123,7 +123,9 @@ export function qemuArgs(o: QemuArgsInput): string[] {
   }
   if (o.kernel)
     args.push("-kernel", o.kernel.kernel, "-initrd", o.kernel.initrd, "-append", o.kernel.cmdline);
-  if (o.seedIso) args.push("-drive", `file=${o.seedIso},media=cdrom,readonly=on`);
+  // A virtio disk rather than a CD: its driver is in every initrd (kiln's tiny one loads no CD
+  // drivers), so the seed is there when cloud-init's ds-identify looks, early in boot.
+  if (o.seedIso) args.push("-drive", `file=${o.seedIso},if=virtio,format=raw,readonly=on`);
   for (const [name, value] of Object.entries(o.credentials ?? {})) {
     // SMBIOS type 11 strings are how systemd (>= 252) receives credentials in a VM.
     args.push(

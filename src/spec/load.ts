@@ -1,4 +1,5 @@
 import { dirname, resolve } from "node:path";
+import { CONVERTED_FORMATS } from "../plan/plan.js";
 import { type Diagnostic, KilnError, SpecError } from "../util/errors.js";
 import { mergeSpecs } from "./merge.js";
 import { type Spec, specSchema } from "./schema.js";
@@ -47,14 +48,18 @@ export function loadSpec(path: string): LoadedSpec {
     };
     throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
   }
-  const odd = spec.base ? spec.outputs.filter((o) => o !== "disk" && o !== "qcow2") : [];
+  const odd = spec.base
+    ? spec.outputs.filter(
+        (o) => o !== "disk" && !(CONVERTED_FORMATS as readonly string[]).includes(o),
+      )
+    : [];
   if (odd.length || (spec.base && spec.disk.layout !== "single")) {
     const at = chain.find((p) => p.value.outputs !== undefined) ?? top;
     const issue = {
       code: "custom",
       path: odd.length ? ["outputs"] : ["disk", "layout"],
       message: odd.length
-        ? `a customised import (base: ${spec.base}) has outputs disk and qcow2 only, not ${odd.join(", ")}`
+        ? `a customised import (base: ${spec.base}) has disk outputs only (disk, qcow2, vmdk, vdi, vhdx), not ${odd.join(", ")}`
         : "a customised import keeps the partitions it came with: leave disk.layout out",
     };
     throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));

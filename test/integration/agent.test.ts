@@ -26,7 +26,7 @@ function kiln(args: string[]) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const ssh = (cmd: string) => kiln(["ssh", "it-fleet", "--", cmd]);
+const ssh = (cmd: string) => kiln(["ssh", "fleet-base", "--", cmd]);
 
 async function until<T>(
   what: string,
@@ -172,8 +172,6 @@ describe.sequential("kiln-agent with portable services and system extensions", (
         "--accel",
         "tcg",
         "--ssh",
-        "--name",
-        "it-fleet",
         "--forward",
         `${WEB}:${WEB}`,
         "--console-log",
@@ -272,7 +270,7 @@ describe.sequential("kiln-agent with portable services and system extensions", (
         "log() { printf 'kiln-agent (dev): %s\\n'",
       ),
     );
-    const dev = spawnSync(join(ROOT, "scripts/dev-agent"), ["it-fleet"], {
+    const dev = spawnSync(join(ROOT, "scripts/dev-agent"), ["fleet-base"], {
       encoding: "utf8",
       env: { ...process.env, KILN_AGENT_SRC: variant },
     });

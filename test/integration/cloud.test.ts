@@ -244,6 +244,58 @@ describe("seed validation with cloud-init's own schema check", () => {
   });
 });
 
+describe("exports for other hypervisors", () => {
+  it("vmdk, vdi and vhdx pass qemu-img check and compare equal to the raw disk", () => {
+    const raw = join(OUT, "custom/custom.raw");
+    for (const [f, fmt] of [
+      ["custom.qcow2", "qcow2"],
+      ["custom.vmdk", "vmdk"],
+      ["custom.vdi", "vdi"],
+      ["custom.vhdx", "vhdx"],
+    ] as const) {
+      const file = join(OUT, "custom", f);
+      const info = JSON.parse(
+        spawnSync("qemu-img", ["info", "--output=json", file], { encoding: "utf8" }).stdout,
+      );
+      expect(info.format).toBe(fmt);
+      expect(info["virtual-size"]).toBe(statSync(raw).size);
+      const check = spawnSync("qemu-img", ["check", file], { encoding: "utf8" });
+      expect(check.status, check.stdout + check.stderr).toBe(0);
+      const cmp = spawnSync("qemu-img", ["compare", "-f", "raw", "-F", fmt, raw, file], {
+        encoding: "utf8",
+      });
+      expect(cmp.status, cmp.stdout + cmp.stderr).toBe(0);
+      expect(cmp.stdout).toContain("Images are identical");
+    }
+  });
+
+  it("kiln vm --print-libvirt writes a domain libvirt's own schema accepts", () => {
+    for (const [image, fw, type] of [
+      ["custom.qcow2", "uefi", "qcow2"],
+      ["custom.vmdk", "bios", "vmdk"],
+    ] as const) {
+      const r = kiln([
+        "vm",
+        "--print-libvirt",
+        join(OUT, "custom", image),
+        "--firmware",
+        fw,
+        "--memory",
+        "2048",
+      ]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain(`<driver name='qemu' type='${type}'/>`);
+      expect(r.stdout).toContain(`<source file='${join(OUT, "custom", image)}'/>`);
+      expect(r.stdout).toContain("<memory unit='MiB'>2048</memory>");
+      expect(r.stdout.includes("<os firmware='efi'>")).toBe(fw === "uefi");
+      const xml = join(OUT, `domain-${fw}.xml`);
+      writeFileSync(xml, r.stdout);
+      const v = spawnSync("virt-xml-validate", [xml, "domain"], { encoding: "utf8" });
+      expect(v.status, v.stdout + v.stderr).toBe(0);
+    }
+  });
+});
+
 describe("named VMs", () => {
   const hostnameIn = (disk: string) => {
     const raw = join(OUT, "look.raw");

@@ -123,8 +123,6 @@ describe("kiln test", () => {
         "--accel",
         "tcg",
         "--ssh",
-        "--name",
-        "it-ssh",
         "--console-log",
         join(OUT, "ssh-console.log"),
       ],
@@ -138,11 +136,11 @@ describe("kiln test", () => {
       let answer = "";
       for (let i = 0; i < 60 && !answer; i++) {
         await new Promise((r) => setTimeout(r, 5000));
-        const r = kiln(["ssh", "it-ssh", "--", "hostname; id -un"]);
+        const r = kiln(["ssh", "checks", "--", "hostname; id -un"]);
         if (r.code === 0) answer = r.stdout;
       }
       expect(answer).toBe("minimal\nroot\n");
-      const st = kiln(["ssh", "it-ssh", "--", "exit 7"]);
+      const st = kiln(["ssh", "checks", "--", "exit 7"]);
       expect(st.code).toBe(7);
     } finally {
       vm.kill("SIGTERM");
@@ -150,7 +148,7 @@ describe("kiln test", () => {
     }
     const qemu = spawnSync("pgrep", ["-f", `qemu-system-x86_64.*${image}`]);
     expect(qemu.status).toBe(1);
-    expect(kiln(["ssh", "it-ssh", "--", "true"]).stderr).toContain("no running VM named it-ssh");
+    expect(kiln(["ssh", "checks", "--", "true"]).stderr).toContain("no running VM named checks");
   });
 
   it("the KVM probe runs for real and answers with a usable accelerator", () => {

@@ -53,7 +53,7 @@ describe("base: image:NAME", () => {
       throw new Error("expected a SpecError");
     } catch (e) {
       expect(e).toBeInstanceOf(SpecError);
-      expect((e as SpecError).message).toMatch(/:3:\d+: .*disk and qcow2 only, not netboot/);
+      expect((e as SpecError).message).toMatch(/:3:\d+: .*disk outputs only .*, not netboot/);
     }
   });
   it("refuses a base that is not image:NAME", () => {
