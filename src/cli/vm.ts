@@ -171,9 +171,10 @@ function registerVmStore(vm: Command): void {
   vm.command("ls")
     .option("--json", "as JSON")
     .description("named VMs (`kiln vm --name N`) and what they keep")
-    .action((o: { json?: boolean }) => {
+    .action((_o: unknown, cmd: Command) => {
       const all = listNamedVms();
-      if (o.json) return printJson(all);
+      // `vm` has a --json of its own, which commander gives the flag to.
+      if (cmd.optsWithGlobals().json) return printJson(all);
       printTable([
         ["NAME", "STATE", "WRITTEN", "CREATED", "IMAGE"],
         ...all.map((v) => [

@@ -7,6 +7,9 @@ import { step } from "../util/log.js";
 
 export const isUrl = (s: string) => /^https?:\/\//.test(s);
 
+/** Seconds without a byte before a download is given up (and can be continued later). */
+const STALL_S = Number(process.env.KILN_DOWNLOAD_STALL_S ?? 60);
+
 const mib = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
 
 /**
@@ -23,7 +26,19 @@ export async function download(
   const have = existsSync(part) ? statSync(part).size : 0;
   const progress = step(`download ${url}`);
   try {
-    const res = await fetch(url, { headers: have ? { Range: `bytes=${have}-` } : {} });
+    // A server that stops sending (rather than closing) would otherwise hang the import forever.
+    const stalled = new AbortController();
+    let idle: NodeJS.Timeout | undefined;
+    const alive = () => {
+      clearTimeout(idle);
+      idle = setTimeout(() => stalled.abort(new Error(`no data for ${STALL_S} s`)), STALL_S * 1000);
+      idle.unref();
+    };
+    alive();
+    const res = await fetch(url, {
+      headers: have ? { Range: `bytes=${have}-` } : {},
+      signal: stalled.signal,
+    });
     let offset = 0;
     let total: number | undefined;
     if (res.status === 206) {
@@ -45,13 +60,18 @@ export async function download(
     const started = performance.now();
     const body = Readable.fromWeb(res.body as import("node:stream/web").ReadableStream);
     body.on("data", (chunk: Buffer) => {
+      alive();
       got += chunk.length;
       const rate = (got - offset) / Math.max(0.001, (performance.now() - started) / 1000);
       progress.detail(
         `${mib(got)}${total ? ` of ${mib(total)} (${Math.floor((got / total) * 100)}%)` : ""} at ${mib(rate)}/s`,
       );
     });
-    await pipeline(body, createWriteStream(part, { flags: offset ? "a" : "w" }));
+    try {
+      await pipeline(body, createWriteStream(part, { flags: offset ? "a" : "w" }));
+    } finally {
+      clearTimeout(idle);
+    }
     if (total !== undefined && got !== total)
       throw new KilnError("IMPORT_DOWNLOAD", `GET ${url}: got ${got} of ${total} bytes`, {
         hint: "run the same command again: it continues where this one stopped",

@@ -196,13 +196,32 @@ export async function startVm(o: VmOptions): Promise<Vm> {
   }
   void proc.exited.then((code) => watcher.exited(code, proc.child.signalCode));
   let stopped = false;
+  const exitedWithin = (ms: number) =>
+    Promise.race([
+      proc.exited.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref()),
+    ]);
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    // A throw-away snapshot needs no clean shutdown; a persisting disk does.
-    const grace = o.persist ? 60_000 : 3000;
-    await qmp(p.qmp, o.persist ? "system_powerdown" : "quit").catch(() => {});
-    await Promise.race([proc.exited, new Promise((r) => setTimeout(r, grace))]);
+    if (o.persist) {
+      // A persisting disk needs the guest to flush and unmount before QEMU goes.
+      await qmp(p.qmp, { execute: "system_powerdown" }).catch(() => {});
+      if (!(await exitedWithin(20_000))) {
+        // Nothing in the guest answered the power button (images without logind):
+        // have its kernel sync, remount read-only and power off (magic SysRq on the
+        // emulated keyboard), so what it wrote is on the disk.
+        for (const key of ["s", "u", "o"]) {
+          await qmp(p.qmp, sysrq(key)).catch(() => {});
+          await new Promise((r) => setTimeout(r, 1500));
+        }
+        await exitedWithin(10_000);
+      }
+    } else {
+      // A throw-away snapshot needs no clean shutdown.
+      await qmp(p.qmp, { execute: "quit" }).catch(() => {});
+      await exitedWithin(3000);
+    }
     await proc.stop(2000);
     await p.dispose();
   };
@@ -220,13 +239,19 @@ export async function runVmInteractive(o: VmOptions): Promise<Accel> {
   return p.accel;
 }
 
+/** Alt+SysRq+KEY as QMP send-key. */
+function sysrq(key: string): Record<string, unknown> {
+  const keys = ["alt", "sysrq", key].map((data) => ({ type: "qcode", data }));
+  return { execute: "send-key", arguments: { keys } };
+}
+
 /** Send one QMP command (after the capabilities handshake). */
-function qmp(sock: string, command: string): Promise<void> {
+function qmp(sock: string, command: Record<string, unknown>): Promise<void> {
   return new Promise((resolve, reject) => {
     const c = connect(sock);
     c.on("error", reject);
     c.on("connect", () => {
-      c.write(`{"execute":"qmp_capabilities"}\n{"execute":"${command}"}\n`);
+      c.write(`{"execute":"qmp_capabilities"}\n${JSON.stringify(command)}\n`);
       setTimeout(() => {
         c.destroy();
         resolve();

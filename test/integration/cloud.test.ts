@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   copyFileSync,
@@ -14,7 +14,6 @@ import {
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { serveDirectory } from "../../src/deliver/static.js";
 import { validateCloudConfig } from "../../src/seed/validate.js";
 
 // Issue 8 for real: a disk kiln did not customise (built earlier, standing in
@@ -39,7 +38,9 @@ function kiln(args: string[]) {
 }
 
 const sha512 = (f: string) => createHash("sha512").update(readFileSync(f)).digest("hex");
-let http: Awaited<ReturnType<typeof serveDirectory>>;
+// The mirror runs in a process of its own: kiln runs under spawnSync, which
+// would block a server in this one.
+let http: ChildProcess | undefined;
 let url: string;
 
 beforeAll(async () => {
@@ -51,12 +52,25 @@ beforeAll(async () => {
     join(MIRROR, "SHA512SUMS"),
     `${"0".repeat(128)}  other.qcow2\n${sha512(join(MIRROR, "vendor.qcow2"))}  vendor.qcow2\n`,
   );
-  http = await serveDirectory(MIRROR);
-  url = `http://127.0.0.1:${http.port}`;
+  http = spawn(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      `const { serveDirectory } = await import(${JSON.stringify(join(ROOT, "dist/deliver/static.js"))});
+       const s = await serveDirectory(${JSON.stringify(MIRROR)});
+       console.log(s.port);`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  const port = await new Promise<string>((res) =>
+    http!.stdout!.once("data", (b) => res(String(b).trim())),
+  );
+  url = `http://127.0.0.1:${port}`;
 });
 
 afterAll(async () => {
-  await http?.close();
+  http?.kill();
   rmSync(OUT, { recursive: true, force: true });
 });
 
@@ -162,6 +176,9 @@ describe("customise and seed", () => {
     expect(j.manifest.artifacts.map((a: { format: string }) => a.format)).toEqual([
       "disk",
       "qcow2",
+      "vmdk",
+      "vdi",
+      "vhdx",
     ]);
     expect(j.manifest.packages.map((p: { name: string }) => p.name)).toContain("jq");
     expect(statSync(join(OUT, "custom/custom.raw")).size).toBe(2 * 1024 ** 3);
@@ -346,7 +363,7 @@ describe("named VMs", () => {
     expect(second.code, second.stderr + second.stdout).toBe(0);
     const other = boot([join(OUT, "vendor/vendor.qcow2")]);
     expect(other.code).toBe(1);
-    expect(other.stderr).toContain("was made from");
+    expect(other.stdout + other.stderr).toContain("was made from");
     const refuse = kiln(["vm", "rm", "keep"]);
     expect(refuse.code).toBe(2);
     expect(existsSync(overlay)).toBe(true);

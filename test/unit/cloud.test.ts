@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { algoOf, findSum } from "../../src/cloud/checksums.js";
 import { nameFrom } from "../../src/cloud/import.js";
 import { planBuild } from "../../src/plan/plan.js";
@@ -33,8 +33,11 @@ describe("checksum lists", () => {
   });
 });
 
+const TMP = mkdtempSync(join(tmpdir(), "kiln-unit-cloud-"));
+afterAll(() => rmSync(TMP, { recursive: true, force: true }));
+
 function spec(text: string) {
-  const dir = mkdtempSync(join(tmpdir(), "kiln-unit-cloud-"));
+  const dir = mkdtempSync(join(TMP, "s-"));
   writeFileSync(join(dir, "s.yaml"), text);
   return loadSpec(join(dir, "s.yaml"));
 }
