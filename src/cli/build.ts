@@ -61,9 +61,10 @@ export function registerBuild(program: Command): void {
         for (const a of r.manifest.artifacts)
           console.log(`  ${a.format.padEnd(10)} ${a.path}  ${(a.size / 1048576).toFixed(1)} MiB`);
         if (r.credentials.length) {
-          // Printed once, here; the only other copy is the 0600 credentials file.
-          console.log(`\ngenerated passwords (also in ${r.outDir}/credentials, mode 0600):`);
-          for (const c of r.credentials) console.log(`  ${c.user}: ${c.password}`);
+          // Never printed: terminals end up in CI logs and scrollback. The 0600 file is the only copy.
+          console.log(
+            `\ngenerated passwords (${r.credentials.map((c) => c.user).join(", ")}): ${r.outDir}/credentials (mode 0600)`,
+          );
         }
       },
     );
