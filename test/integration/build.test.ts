@@ -121,8 +121,9 @@ describe("kiln build examples/minimal.yaml", () => {
     const [user, password] = readFileSync(cred, "utf8").trim().split(":");
     expect(user).toBe("admin");
     expect(password).toMatch(/^[A-Za-z2-9]{20}$/);
-    // Printed once by the build...
-    expect(buildOut.stdout).toContain(password);
+    // The build names the file, never the password (terminals end up in CI logs)...
+    expect(buildOut.stdout).toContain(`generated passwords (admin): ${cred} (mode 0600)`);
+    expect(buildOut.stdout).not.toContain(password!);
     expect(buildOut.stderr).not.toContain(password!);
     // ...and nowhere in any artifact or the manifest.
     for (const f of ["minimal.raw", "minimal.qcow2", "manifest.json"]) {
