@@ -15,6 +15,7 @@ import { listPackages, mib, treeBytes } from "./report.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
 import { configureStep, filesStep } from "./steps/configure.js";
 import { diskStep } from "./steps/disk.js";
+import { isoStep } from "./steps/iso.js";
 import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
 import { netbootStep } from "./steps/netboot.js";
@@ -76,6 +77,7 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
   portable: portableStep,
   sysext: sysextStep,
   disk: diskStep,
+  iso: isoStep,
   qcow2: qcow2Step,
   vmdk: convertStep("vmdk"),
   vdi: convertStep("vdi"),
@@ -109,6 +111,7 @@ const ORDER: StepId[] = [
   "portable",
   "sysext",
   "disk",
+  "iso",
   "qcow2",
   "vmdk",
   "vdi",

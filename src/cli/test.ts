@@ -50,6 +50,12 @@ export function registerTest(program: Command): void {
       ) => {
         const { dir, manifest } = await resolveArtifact(arg, o.output);
         const artifacts = artifactsOf(dir, manifest);
+        // An image named on the command line is the one tested (e.g. a disk an installer wrote),
+        // with the checks of the manifest beside it.
+        if (/\.(raw|img|qcow2)$/.test(arg) && statSync(arg).isFile()) {
+          artifacts.disk = resolve(arg);
+          delete artifacts.rootfs;
+        }
         const wanted = o.on
           ? o.on.split(",").map((s) => s.trim())
           : TARGETS.filter((t) => (t === "nspawn" ? artifacts.rootfs : artifacts.disk));

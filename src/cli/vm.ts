@@ -31,6 +31,8 @@ interface VmFlags {
   name?: string;
   untilReady?: boolean;
   printLibvirt?: boolean;
+  cdrom?: string;
+  reboot?: boolean;
   timeout: string;
   json?: boolean;
 }
@@ -57,6 +59,8 @@ export function registerVm(program: Command): void {
       "--direct-kernel",
       "boot the image's kernel and initrd directly (skips firmware and GRUB)",
     )
+    .option("--cdrom <iso>", "attach an ISO as a CD drive (e.g. an `outputs: [iso]` installer)")
+    .option("--no-reboot", "exit when the guest reboots (e.g. after an unattended install)")
     .option("--console-log <file>", "also write the serial console to this file")
     .option(
       "--ssh",
@@ -117,6 +121,8 @@ export function registerVm(program: Command): void {
         ...(named?.seed ? { seed: named.seed } : {}),
         ...(named ? { varsFile: named.vars } : {}),
         ...(o.directKernel ? { directKernel: true } : {}),
+        ...(o.cdrom ? { cdrom: o.cdrom } : {}),
+        ...(o.reboot === false ? { noReboot: true } : {}),
         ...(o.netboot ? { netboot: o.netboot } : {}),
         ...(o.consoleLog ? { onConsole: (t: string) => appendFileSync(o.consoleLog!, t) } : {}),
       };

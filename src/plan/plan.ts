@@ -23,6 +23,7 @@ export type StepId =
   | "vmdk"
   | "vdi"
   | "vhdx"
+  | "iso"
   | "netboot"
   | "oci"
   | "portable"
@@ -105,11 +106,12 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   ];
   const outputs = new Set(spec.outputs);
   // VM formats are converted from the raw disk, so the disk is always made for them.
-  if (CONVERTED_FORMATS.some((f) => outputs.has(f))) outputs.add("disk");
+  if (CONVERTED_FORMATS.some((f) => outputs.has(f)) || outputs.has("iso")) outputs.add("disk");
   const raw = `${spec.name}_${spec.version}.raw`;
   const titles: Partial<Record<(typeof OUTPUT_FORMATS)[number], string>> = {
     disk: `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
     oci: `OCI image layout (tag ${spec.version})`,
+    iso: "installer ISO (live system + unattended install; BIOS and UEFI)",
     portable: `portable service image ${raw}`,
     sysext: `system extension ${raw}`,
   };

@@ -48,6 +48,10 @@ export interface VmOptions {
   directKernel?: boolean;
   /** Boot a netboot bundle directory instead of a disk: its root image is served over HTTP. */
   netboot?: string;
+  /** An ISO attached as a CD drive (installer ISOs); firmware boots it when the disk is not bootable. */
+  cdrom?: string;
+  /** Exit when the guest reboots (e.g. at the end of an unattended install). */
+  noReboot?: boolean;
   /** Keep the UEFI variable store in this file across boots (named VMs); default: a fresh copy each boot. */
   varsFile?: string;
   /** systemd credentials passed over SMBIOS (e.g. ssh.authorized_keys.root). */
@@ -109,6 +113,8 @@ export function qemuArgs(o: QemuArgsInput): string[] {
       `file=${o.image},if=virtio,format=${format}${o.persist ? "" : ",snapshot=on"}`,
     );
   if (o.accel === "kvm") args.push("-cpu", "host");
+  if (o.cdrom) args.push("-drive", `file=${o.cdrom},media=cdrom,readonly=on`);
+  if (o.noReboot) args.push("-no-reboot");
   const fwd = (o.forwards ?? [])
     .map((f) => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`)
     .join("");

@@ -96,6 +96,7 @@ export const OUTPUT_FORMATS = [
   "vmdk",
   "vdi",
   "vhdx",
+  "iso",
   "netboot",
   "oci",
   "portable",

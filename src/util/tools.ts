@@ -41,6 +41,12 @@ export const HOST_TOOLS: readonly HostTool[] = [
   { name: "grub-mkimage", pkg: "grub-common", version: ["--version"], purpose: "GRUB core images" },
   { name: "grub-editenv", pkg: "grub-common", version: ["--version"], purpose: "grubenv" },
   {
+    name: "grub-mkrescue",
+    pkg: "grub-common",
+    version: ["--version"],
+    purpose: "installer ISOs (BIOS + UEFI)",
+  },
+  {
     name: "unshare",
     pkg: "util-linux",
     version: ["--version"],

@@ -19,7 +19,13 @@ export async function netbootStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.netboot`);
   await mkdir(out, { recursive: true });
   await copyFile(join(ctx.root, "boot", `vmlinuz-${version}`), join(out, "vmlinuz"));
-  await makeInitrd(ctx, version, join(out, "initrd.img"));
+  await makeInitrd(ctx, version, join(out, "initrd.img"), {
+    modules: NETBOOT_MODULES,
+    files: [
+      { asset: "netboot/init", to: "init" },
+      { asset: "netboot/udhcpc.script", to: "etc/udhcpc.script" },
+    ],
+  });
   await exec(
     "mksquashfs",
     [ctx.root, join(out, "root.squashfs"), "-comp", "zstd", "-noappend", "-quiet", "-e", "boot"],
@@ -55,24 +61,34 @@ export function ipxeScript(cmdline: string): string {
   ].join("\n");
 }
 
-async function makeInitrd(ctx: BuildContext, version: string, target: string): Promise<void> {
+/**
+ * A busybox initrd: the host's static busybox, the given scripts (made
+ * executable) and the kernel modules listed with their dependencies, loaded
+ * in order by /init from /etc/kiln-modules.
+ */
+export async function makeInitrd(
+  ctx: BuildContext,
+  version: string,
+  target: string,
+  o: { modules: string[]; files: { asset: string; to: string }[]; name?: string },
+): Promise<void> {
   const busybox = (await which("busybox")) ?? "";
   if (!busybox)
     throw new KilnError("TOOL_MISSING", "busybox not found", {
       hint: "install it with `kiln doctor --install` (Debian package busybox-static)",
     });
-  const tree = join(ctx.work, "netboot-initrd");
+  const tree = join(ctx.work, o.name ?? "netboot-initrd");
   for (const d of ["bin", "etc", `lib/modules`]) await mkdir(join(tree, d), { recursive: true });
   await copyFile(busybox, join(tree, "bin/busybox"));
   await chmod(join(tree, "bin/busybox"), 0o755);
-  await writeFile(join(tree, "init"), readAsset("netboot/init"), { mode: 0o755 });
-  await writeFile(join(tree, "etc/udhcpc.script"), readAsset("netboot/udhcpc.script"), {
-    mode: 0o755,
-  });
+  for (const f of o.files) {
+    await mkdir(dirname(join(tree, f.to)), { recursive: true });
+    await writeFile(join(tree, f.to), readAsset(f.asset), { mode: 0o755 });
+  }
 
   const modDir = join(ctx.root, "usr/lib/modules", version);
   const deps = parseModulesDep(await readFile(join(modDir, "modules.dep"), "utf8"));
-  const order = moduleLoadOrder(NETBOOT_MODULES, deps);
+  const order = moduleLoadOrder(o.modules, deps);
   const names: string[] = [];
   for (const rel of order) {
     const name = rel
