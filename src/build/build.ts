@@ -172,7 +172,8 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
       let note: string | undefined;
       try {
         const r = await fn(ctx);
-        if (typeof r === "string") note = r;
+        // A path is an artifact's; a step made only for others (the disk of an ISO) has no note.
+        if (typeof r === "string" && !r.startsWith(ctx.stage)) note = r;
         if (typeof r === "string" && (spec.outputs as string[]).includes(id)) {
           await recordArtifact(ctx, id, r);
           note = mib(ctx.artifacts[ctx.artifacts.length - 1]!.size);

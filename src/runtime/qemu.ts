@@ -113,7 +113,18 @@ export function qemuArgs(o: QemuArgsInput): string[] {
       `file=${o.image},if=virtio,format=${format}${o.persist ? "" : ",snapshot=on"}`,
     );
   if (o.accel === "kvm") args.push("-cpu", "host");
-  if (o.cdrom) args.push("-drive", `file=${o.cdrom},media=cdrom,readonly=on`);
+  // On virtio-scsi rather than q35's AHCI: Debian's cloud kernels have no AHCI driver. It
+  // boots first (bootindex), as when someone picks the CD in a boot menu: a disk with a
+  // partition table but no boot code would otherwise stop SeaBIOS before it gets there.
+  if (o.cdrom)
+    args.push(
+      "-device",
+      "virtio-scsi-pci,id=kilncd",
+      "-drive",
+      `if=none,id=cd0,media=cdrom,readonly=on,file=${o.cdrom}`,
+      "-device",
+      "scsi-cd,bus=kilncd.0,drive=cd0,bootindex=0",
+    );
   if (o.noReboot) args.push("-no-reboot");
   const fwd = (o.forwards ?? [])
     .map((f) => `,hostfwd=tcp:127.0.0.1:${f.host}-:${f.guest}`)
