@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { type Plan, planBuild, type StepId } from "../plan/plan.js";
 import { loadSpec } from "../spec/load.js";
@@ -11,6 +11,7 @@ import { sha256File } from "../util/hash.js";
 import { step } from "../util/log.js";
 import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
+import { writeCredentials } from "./password.js";
 import { listPackages, mib, treeBytes } from "./report.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
 import { configureStep, filesStep } from "./steps/configure.js";
@@ -20,7 +21,7 @@ import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
 import { netbootStep } from "./steps/netboot.js";
 import { ociStep } from "./steps/oci.js";
-import { convertStep, directoryStep, qcow2Step, tarStep } from "./steps/outputs.js";
+import { conversionSteps, directoryStep, tarStep } from "./steps/outputs.js";
 import { rootfsStep } from "./steps/rootfs.js";
 import { usersStep } from "./steps/users.js";
 
@@ -78,10 +79,7 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
   sysext: sysextStep,
   disk: diskStep,
   iso: isoStep,
-  qcow2: qcow2Step,
-  vmdk: convertStep("vmdk"),
-  vdi: convertStep("vdi"),
-  vhdx: convertStep("vhdx"),
+  ...conversionSteps,
   netboot: netbootStep,
   directory: directoryStep,
 };
@@ -91,10 +89,7 @@ const CUSTOMISE: Partial<Record<StepId, StepFn>> = {
   base: baseStep,
   customise: customiseStep,
   disk: customisedDiskStep,
-  qcow2: qcow2Step,
-  vmdk: convertStep("vmdk"),
-  vdi: convertStep("vdi"),
-  vhdx: convertStep("vhdx"),
+  ...conversionSteps,
 };
 
 /** Directory outputs move the root filesystem away, so they run after everything that reads it. */
@@ -186,14 +181,12 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
       ctx.durations[id] = seconds;
       stepLog.push({ id, seconds: round(seconds), ...(note ? { note } : {}) });
     }
+    // The raw disk is staged for the steps made from it (ISO, conversions); it stays only as an output.
+    if (!spec.outputs.includes("disk"))
+      await rm(join(ctx.stage, `${spec.name}.raw`), { force: true });
     checkCompressedLimit(ctx);
-    if (ctx.credentials.length) {
-      const file = join(ctx.stage, "credentials");
-      await writeFile(file, ctx.credentials.map((c) => `${c.user}:${c.password}\n`).join(""), {
-        mode: 0o600,
-      });
-      await chmod(file, 0o600);
-    }
+    if (ctx.credentials.length)
+      await writeCredentials(join(ctx.stage, "credentials"), ctx.credentials);
     const manifest = makeManifest(ctx, stepLog);
     await writeFile(join(ctx.stage, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
     await swapInto(ctx.stage, outDir, work);

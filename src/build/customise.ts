@@ -3,7 +3,7 @@ import { copyFile, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { diskPath, requireDisk } from "../cloud/store.js";
 import { rootPartition } from "../runtime/ephemeral.js";
-import { partitions } from "../runtime/kernel.js";
+import { loopPartition, partitionNumber, partitions } from "../runtime/kernel.js";
 import { noCloudSeed } from "../seed/nocloud.js";
 import { seedAccounts } from "../seed/users.js";
 import { parseSize } from "../spec/schema.js";
@@ -51,8 +51,13 @@ export async function baseStep(ctx: BuildContext): Promise<string> {
   await exec("truncate", ["-s", String(size), raw]);
   // The GPT backup header must move to the new end before the partition can use the space.
   await exec("sfdisk", ["--relocate", "gpt-bak-std", raw]);
-  const number = /(\d+)$/.exec(root.node)![1]!;
-  await exec("sfdisk", ["--no-reread", "--no-tell-kernel", "-N", number, raw], { input: ", +\n" });
+  await exec(
+    "sfdisk",
+    ["--no-reread", "--no-tell-kernel", "-N", String(partitionNumber(root)), raw],
+    {
+      input: ", +\n",
+    },
+  );
   ctx.facts.grown = true;
   return `${name}, grown to ${ctx.spec.disk.size}`;
 }
@@ -85,17 +90,7 @@ export async function customiseStep(ctx: BuildContext): Promise<string> {
     loop = undefined;
   };
   const { dispose } = await acquire(`customised disk ${raw}`, undo, async () => {
-    loop = (
-      await exec("losetup", [
-        "--find",
-        "--show",
-        "--offset",
-        String(part.offset),
-        "--sizelimit",
-        String(part.size * 512),
-        raw,
-      ])
-    ).stdout.trim();
+    loop = await loopPartition(raw, part);
     if (ctx.facts.grown) {
       const fs = (await exec("blkid", ["-o", "value", "-s", "TYPE", loop])).stdout.trim();
       if (fs !== "ext4" && fs !== "ext3" && fs !== "ext2")

@@ -1,5 +1,7 @@
 import { randomBytes, randomInt } from "node:crypto";
+import { chmod, writeFile } from "node:fs/promises";
 import { encrypt } from "unixcrypt";
+import type { Credential } from "./context.js";
 
 // No look-alikes (0/O, 1/l/I) so a password read off a console can be typed.
 const ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
@@ -22,4 +24,13 @@ export function randomSalt(length = 16): string {
 /** SHA-512 crypt ($6$), the format /etc/shadow and `openssl passwd -6` use. */
 export function hashPassword(plaintext: string, salt = randomSalt()): string {
   return encrypt(plaintext, `$6$${salt}`);
+}
+
+/** The one place plaintext passwords are written: `user:password` lines, mode 0600. */
+export async function writeCredentials(file: string, credentials: Credential[]): Promise<void> {
+  await writeFile(file, credentials.map((c) => `${c.user}:${c.password}\n`).join(""), {
+    mode: 0o600,
+  });
+  // writeFile's mode only applies to a new file.
+  await chmod(file, 0o600);
 }

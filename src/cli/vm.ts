@@ -79,15 +79,15 @@ export function registerVm(program: Command): void {
     .option("--json", "with --until-ready: the report as JSON")
     .description("boot a disk image in QEMU, serial console on this terminal (Ctrl-A X quits)")
     .action(async (imageArg: string | undefined, o: VmFlags) => {
+      const firmware = o.firmware as Firmware;
+      if (firmware !== "uefi" && firmware !== "bios") throw usage("--firmware is uefi or bios");
       if (o.printLibvirt) {
         if (!imageArg) throw usage("--print-libvirt needs a disk image");
-        if (o.firmware !== "uefi" && o.firmware !== "bios")
-          throw usage("--firmware is uefi or bios");
         process.stdout.write(
           domainXml({
             name: o.name ?? basename(imageArg).replace(/\.(qcow2|raw|img|vmdk|vdi|vhdx)$/, ""),
             image: imageArg,
-            firmware: o.firmware,
+            firmware,
             cpus: Number(o.cpus),
             memoryMiB: Number(o.memory),
           }),
@@ -101,8 +101,6 @@ export function registerVm(program: Command): void {
         named = await openNamedVm(o.name, imageArg, o.seed);
         image = named.disk;
       }
-      const firmware = o.firmware as Firmware;
-      if (firmware !== "uefi" && firmware !== "bios") throw usage("--firmware is uefi or bios");
       if (!["auto", "kvm", "tcg"].includes(o.accel)) throw usage("--accel is auto, kvm or tcg");
       const forwards = (o.forward ?? []).map((f) => {
         const [h, g] = f.split(":").map(Number);

@@ -2,7 +2,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
 import { rootPartition } from "../runtime/ephemeral.js";
-import { partitions } from "../runtime/kernel.js";
+import { partitionNumber, partitions } from "../runtime/kernel.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
@@ -169,12 +169,12 @@ export async function importDisk(source: string, o: ImportOptions = {}): Promise
       format: info.format,
       virtualSize: info["virtual-size"],
       partitions: parts.map((p) => ({
-        number: Number(/(\d+)$/.exec(p.node)?.[1] ?? 0),
+        number: partitionNumber(p),
         ...(p.name ? { name: p.name } : {}),
         type: p.type,
         size: p.size * 512,
       })),
-      root: Number(/(\d+)$/.exec(root.node)?.[1] ?? 0),
+      root: partitionNumber(root),
       imported: new Date().toISOString(),
     };
     await writeFile(join(tmp, "disk.json"), `${JSON.stringify(record, null, 2)}\n`);

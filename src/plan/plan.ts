@@ -1,5 +1,5 @@
 import { type RootfsRecipe, rootfsRecipe } from "../distro/mmdebstrap.js";
-import { OUTPUT_FORMATS, type Spec } from "../spec/schema.js";
+import { DISK_CONVERSIONS, OUTPUT_FORMATS, type Spec } from "../spec/schema.js";
 import { cacheKey } from "../util/hash.js";
 
 /**
@@ -52,9 +52,6 @@ export function rootfsKey(recipe: RootfsRecipe): string {
   return cacheKey("rootfs", STEP_VERSION.rootfs, recipe);
 }
 
-/** Formats qemu-img converts from the raw disk (see build/steps/outputs.ts). */
-export const CONVERTED_FORMATS = ["qcow2", "vmdk", "vdi", "vhdx"] as const;
-
 /** A spec whose outputs never boot by themselves (OCI, portable, sysext) needs no kernel, initrd or boot loader. */
 export function containerOnly(spec: Spec): boolean {
   return spec.outputs.every((o) => o === "oci" || o === "portable" || o === "sysext");
@@ -106,7 +103,7 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   ];
   const outputs = new Set(spec.outputs);
   // VM formats are converted from the raw disk, so the disk is always made for them.
-  if (CONVERTED_FORMATS.some((f) => outputs.has(f)) || outputs.has("iso")) outputs.add("disk");
+  if (DISK_CONVERSIONS.some((f) => outputs.has(f)) || outputs.has("iso")) outputs.add("disk");
   const raw = `${spec.name}_${spec.version}.raw`;
   const titles: Partial<Record<(typeof OUTPUT_FORMATS)[number], string>> = {
     disk: `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
@@ -149,7 +146,7 @@ function planCustomise(spec: Spec, canonicalSpec: string): Plan {
     ),
     step("disk", "disk image (the customised copy)"),
   ];
-  for (const f of CONVERTED_FORMATS)
+  for (const f of DISK_CONVERSIONS)
     if (spec.outputs.includes(f)) steps.push(step(f, `${f} output`));
   steps.push(step("manifest", "manifest and checks"));
   return {

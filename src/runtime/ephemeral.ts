@@ -6,7 +6,7 @@ import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { detachLoop, unmount } from "../util/fsx.js";
-import { partitions } from "./kernel.js";
+import { loopPartition, partitions } from "./kernel.js";
 
 /** A file to place into a throw-away boot (never into the artifact). */
 export interface Injected {
@@ -135,9 +135,7 @@ function parents(path: string): string[] {
 export async function diskRootDir(image: string, inject: Injected[] = []): Promise<Ephemeral> {
   const copy = image.endsWith(".qcow2") ? await diskCopy(image) : undefined;
   const raw = copy?.path ?? image;
-  const parts = await partitions(raw);
-  const offset = await rootPartitionOffset(raw);
-  const part = parts.find((p) => p.offset === offset)!;
+  const part = await rootPartition(raw);
   const base = await mkdtemp(join(tmpdir(), "kiln-diskroot-"));
   const lower = join(base, "root");
   let loop: string | undefined;
@@ -154,19 +152,7 @@ export async function diskRootDir(image: string, inject: Injected[] = []): Promi
   };
   const { value, dispose } = await acquire(`disk root of ${image}`, undo, async () => {
     await mkdir(lower);
-    const size = String(part.size * 512);
-    loop = (
-      await exec("losetup", [
-        "--find",
-        "--show",
-        "--read-only",
-        "--offset",
-        String(offset),
-        "--sizelimit",
-        size,
-        raw,
-      ])
-    ).stdout.trim();
+    loop = await loopPartition(raw, part, { readOnly: true });
     await exec("mount", ["-o", "ro", loop, lower]);
     mounted = true;
     overlay = await overlayDir(lower, inject);

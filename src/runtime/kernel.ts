@@ -23,6 +23,25 @@ export async function partitions(image: string): Promise<(SfdiskPartition & { of
   return t.partitions.map((p) => ({ ...p, offset: p.start * (t.sectorsize ?? 512) }));
 }
 
+/** A partition's number (as in /dev/vdaN), from the node name sfdisk gives it. */
+export function partitionNumber(p: { node: string }): number {
+  return Number(/(\d+)$/.exec(p.node)?.[1] ?? 0);
+}
+
+/**
+ * One partition of an image file on a loop device limited to its extent:
+ * no partition nodes are needed, which hosts without udev lack.
+ */
+export async function loopPartition(
+  image: string,
+  p: { offset: number; size: number },
+  o: { readOnly?: boolean } = {},
+): Promise<string> {
+  const args = ["--find", "--show", ...(o.readOnly ? ["--read-only"] : [])];
+  args.push("--offset", String(p.offset), "--sizelimit", String(p.size * 512), image);
+  return (await exec("losetup", args)).stdout.trim();
+}
+
 /**
  * The kernel, initrd and command line GRUB would boot, read out of a kiln
  * disk without mounting it: grub.cfg and grubenv from the ESP (mtools), the

@@ -4,6 +4,7 @@ import { resolve } from "node:path";
 import { storeDir } from "../containers/store.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { running } from "../util/proc.js";
 import { seedIso } from "./qemu.js";
 
 /**
@@ -29,18 +30,8 @@ export function findNamedVm(name: string): NamedVm | undefined {
   return existsSync(f) ? (JSON.parse(readFileSync(f, "utf8")) as NamedVm) : undefined;
 }
 
-const alive = (pid?: number) => {
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 export function isRunning(vm: NamedVm): boolean {
-  return alive(vm.pid);
+  return vm.pid !== undefined && running(vm.pid);
 }
 
 export function listNamedVms(): (NamedVm & { running: boolean; bytes: number })[] {

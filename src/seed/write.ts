@@ -2,9 +2,10 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rename, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import type { Credential } from "../build/context.js";
+import { writeCredentials } from "../build/password.js";
+import { seedIso } from "../runtime/qemu.js";
 import type { Spec } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
-import { exec } from "../util/exec.js";
 import { removeTree } from "../util/fsx.js";
 import { autoinstall } from "./autoinstall.js";
 import { ignition, validateIgnition } from "./ignition.js";
@@ -81,27 +82,12 @@ export async function writeSeed(
     for (const [name, text] of Object.entries(seed.files)) await writeFile(join(src, name), text);
     await validateSeed(format, src, seed.files);
     if (format === "nocloud-iso") {
-      await exec("xorriso", [
-        "-as",
-        "mkisofs",
-        "-quiet",
-        "-V",
-        "cidata",
-        "-J",
-        "-r",
-        "-o",
-        join(tmp, "seed.iso"),
-        src,
-      ]);
+      await seedIso(src, tmp);
       await removeTree(src);
       names.push("seed.iso");
     } else names.push(...Object.keys(seed.files));
     if (seed.credentials.length) {
-      const file = join(tmp, "credentials");
-      await writeFile(file, seed.credentials.map((c) => `${c.user}:${c.password}\n`).join(""), {
-        mode: 0o600,
-      });
-      await chmod(file, 0o600);
+      await writeCredentials(join(tmp, "credentials"), seed.credentials);
       names.push("credentials");
     }
     await chmod(tmp, 0o755);

@@ -1,8 +1,7 @@
 import { dirname, resolve } from "node:path";
-import { CONVERTED_FORMATS } from "../plan/plan.js";
 import { type Diagnostic, KilnError, SpecError } from "../util/errors.js";
 import { mergeSpecs } from "./merge.js";
-import { type Spec, specSchema } from "./schema.js";
+import { DISK_CONVERSIONS, type Spec, specSchema } from "./schema.js";
 import { issuesToDiagnostics, type ParsedYaml, parseYamlFile } from "./yaml.js";
 
 export interface LoadedSpec {
@@ -50,7 +49,7 @@ export function loadSpec(path: string): LoadedSpec {
   }
   const odd = spec.base
     ? spec.outputs.filter(
-        (o) => o !== "disk" && !(CONVERTED_FORMATS as readonly string[]).includes(o),
+        (o) => o !== "disk" && !(DISK_CONVERSIONS as readonly string[]).includes(o),
       )
     : [];
   if (odd.length || (spec.base && spec.disk.layout !== "single")) {

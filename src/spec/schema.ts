@@ -103,6 +103,10 @@ export const OUTPUT_FORMATS = [
   "sysext",
 ] as const;
 
+/** Outputs qemu-img converts from the raw disk, in build order. */
+export const DISK_CONVERSIONS = ["qcow2", "vmdk", "vdi", "vhdx"] as const;
+export type DiskConversion = (typeof DISK_CONVERSIONS)[number];
+
 export const specSchema = z
   .strictObject({
     $schema: z.string().optional(),

@@ -49,12 +49,8 @@ function target(name: string): string {
   return disk;
 }
 
-/** Boot the ISO with `disk` attached until the guest reboots (QEMU exits: --no-reboot). */
-async function install(
-  disk: string,
-  firmware: string,
-  log: string,
-): Promise<{ code: number | null; stderr: string }> {
+/** `kiln vm` booting the ISO with `disk` attached; QEMU ends when the guest reboots (--no-reboot). */
+function bootIso(disk: string, firmware: string, log: string) {
   // stdin stays open: the serial console is kiln's, and EOF there must not end the VM.
   const vm = spawn(
     process.execPath,
@@ -79,10 +75,21 @@ async function install(
   vm.stderr!.on("data", (b) => {
     stderr += String(b);
   });
-  const timer = setTimeout(() => vm.kill("SIGTERM"), 900_000);
-  const code = await new Promise<number | null>((res) => vm.on("close", (c) => res(c)));
+  const exited = new Promise<number | null>((res) => vm.on("close", (c) => res(c)));
+  return { vm, exited, stderr: () => stderr };
+}
+
+/** Boot the ISO until the installer reboots the guest. */
+async function install(
+  disk: string,
+  firmware: string,
+  log: string,
+): Promise<{ code: number | null; stderr: string }> {
+  const b = bootIso(disk, firmware, log);
+  const timer = setTimeout(() => b.vm.kill("SIGTERM"), 900_000);
+  const code = await b.exited;
   clearTimeout(timer);
-  return { code, stderr };
+  return { code, stderr: b.stderr() };
 }
 
 describe("installer ISO", () => {
@@ -145,26 +152,7 @@ describe("installer ISO", () => {
     const sum = () => spawnSync("sha256sum", [disk], { encoding: "utf8" }).stdout.split(" ")[0];
     const before = sum();
     const log = join(OUT, "used-console.log");
-    const vm = spawn(
-      process.execPath,
-      [
-        KILN,
-        "vm",
-        disk,
-        "--persist",
-        "--cdrom",
-        ISO,
-        "--no-reboot",
-        "--firmware",
-        "bios",
-        "--accel",
-        "tcg",
-        "--console-log",
-        log,
-      ],
-      { cwd: ROOT, stdio: ["pipe", "ignore", "pipe"] },
-    );
-    const exited = new Promise<number | null>((res) => vm.on("close", (c) => res(c)));
+    const { vm, exited } = bootIso(disk, "bios", log);
     let text = "";
     for (let i = 0; i < 180 && !/kiln-install: nothing was written/.test(text); i++) {
       await new Promise((r) => setTimeout(r, 2000));

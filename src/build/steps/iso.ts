@@ -1,12 +1,11 @@
 import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { rootPartition } from "../../runtime/ephemeral.js";
-import { partitions } from "../../runtime/kernel.js";
+import { partitionNumber, partitions } from "../../runtime/kernel.js";
 import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";
 import { kernelCmdline } from "./disk.js";
 import { makeInitrd } from "./netboot.js";
-import { CONVERTED } from "./outputs.js";
 
 /** What the ISO initrd loads (with dependencies) to find its medium and mount the live system. */
 export const ISO_MODULES = [
@@ -68,7 +67,6 @@ export async function isoStep(ctx: BuildContext): Promise<string> {
   const parts = (await partitions(raw)).sort((a, b) => a.start - b.start);
   const root = await rootPartition(raw);
   const last = parts[parts.length - 1]!;
-  const num = (node: string) => /(\d+)$/.exec(node)![1];
   ctx.detail("root filesystem and disk skeleton");
   await exec("dd", [
     `if=${raw}`,
@@ -94,8 +92,8 @@ export async function isoStep(ctx: BuildContext): Promise<string> {
     VERSION: spec.version,
     IMAGE_BYTES: (await stat(raw)).size,
     ROOT_OFFSET: root.offset,
-    LAST_PART: num(last.node),
-    PARTITIONS: parts.map((p) => `${num(p.node)}:${p.type}:${p.size * 512}`).join(" "),
+    LAST_PART: partitionNumber(last),
+    PARTITIONS: parts.map((p) => `${partitionNumber(p)}:${p.type}:${p.size * 512}`).join(" "),
   };
   await writeFile(
     join(live, "install.env"),
@@ -132,8 +130,5 @@ export async function isoStep(ctx: BuildContext): Promise<string> {
   ctx.detail("grub-mkrescue");
   const out = join(ctx.stage, `${spec.name}.iso`);
   await exec("grub-mkrescue", ["-o", out, tree]);
-  const outputs = spec.outputs as string[];
-  if (!outputs.includes("disk") && !CONVERTED.some((f) => outputs.includes(f)))
-    await rm(raw, { force: true });
   return out;
 }

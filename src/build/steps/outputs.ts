@@ -1,5 +1,7 @@
 import { rename } from "node:fs/promises";
 import { join } from "node:path";
+import type { DiskConversion } from "../../spec/schema.js";
+import { DISK_CONVERSIONS } from "../../spec/schema.js";
 import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";
 
@@ -20,11 +22,7 @@ export async function tarStep(ctx: BuildContext): Promise<string> {
   return out;
 }
 
-/** Formats converted from the raw disk with qemu-img, in build order. */
-export const CONVERTED = ["qcow2", "vmdk", "vdi", "vhdx"] as const;
-export type Converted = (typeof CONVERTED)[number];
-
-const QEMU_IMG: Record<Converted, { ext: string; args: string[] }> = {
+const QEMU_IMG: Record<DiskConversion, { ext: string; args: string[] }> = {
   // zstd-compressed (QEMU >= 5.1 reads it): much faster to write than zlib.
   qcow2: { ext: "qcow2", args: ["-c", "-o", "compression_type=zstd", "-O", "qcow2"] },
   // monolithicSparse: what VMware Workstation/Player and VirtualBox open as is.
@@ -34,21 +32,20 @@ const QEMU_IMG: Record<Converted, { ext: string; args: string[] }> = {
   vhdx: { ext: "vhdx", args: ["-O", "vhdx", "-o", "subformat=dynamic"] },
 };
 
-/** One qemu-img conversion of the staged raw disk; the raw goes once no later format needs it. */
-export function convertStep(format: Converted) {
+/** One qemu-img conversion of the staged raw disk. */
+function convertStep(format: DiskConversion) {
   return async (ctx: BuildContext): Promise<string> => {
     const raw = join(ctx.stage, `${ctx.spec.name}.raw`);
     const out = join(ctx.stage, `${ctx.spec.name}.${QEMU_IMG[format].ext}`);
     await exec("qemu-img", ["convert", ...QEMU_IMG[format].args, "-m", "4", "-W", raw, out]);
-    const later = CONVERTED.slice(CONVERTED.indexOf(format) + 1);
-    const outputs = ctx.spec.outputs as string[];
-    if (!outputs.includes("disk") && !later.some((f) => outputs.includes(f)))
-      await exec("rm", ["-f", raw]);
     return out;
   };
 }
 
-export const qcow2Step = convertStep("qcow2");
+/** Every conversion step, by output id. */
+export const conversionSteps = Object.fromEntries(
+  DISK_CONVERSIONS.map((f) => [f, convertStep(f)]),
+) as Record<DiskConversion, (ctx: BuildContext) => Promise<string>>;
 
 /** The root filesystem as a directory (moved, not copied: it is the last use of it). */
 export async function directoryStep(ctx: BuildContext): Promise<string> {
