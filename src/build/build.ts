@@ -1,18 +1,19 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import type { Manifest } from "../artifact/manifest.js";
+import { listPackages } from "../distro/packages.js";
 import { type Plan, planBuild, type StepId } from "../plan/plan.js";
 import { loadSpec } from "../spec/load.js";
 import { parseSize, type Spec } from "../spec/schema.js";
 import { onCleanup } from "../util/cleanup.js";
+import { type Credential, writeCredentials } from "../util/credentials.js";
 import { KilnError } from "../util/errors.js";
-import { removeTree } from "../util/fsx.js";
+import { mib, removeTree, treeBytes } from "../util/fsx.js";
 import { sha256File } from "../util/hash.js";
 import { step } from "../util/log.js";
-import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
+import type { BuildContext } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
-import { writeCredentials } from "./password.js";
-import { listPackages, mib, treeBytes } from "./report.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
 import { configureStep, filesStep } from "./steps/configure.js";
 import { diskStep } from "./steps/disk.js";
@@ -36,23 +37,6 @@ export interface BuildResult {
   outDir: string;
   manifest: Manifest;
   credentials: Credential[];
-}
-
-export interface Manifest {
-  kiln: string;
-  name: string;
-  version: string;
-  specHash: string;
-  distribution: { id: string; release: string; architecture: string };
-  kernel: string | undefined;
-  packages: { name: string; version: string }[];
-  sizes: { installed: number };
-  artifacts: ArtifactRecord[];
-  disk?: unknown;
-  steps: { id: StepId; seconds: number; note?: string }[];
-  /** The spec's checks, so `kiln test DIR` can run them without the spec. */
-  tests: Spec["tests"];
-  builtAt: string;
 }
 
 /** A step; a string result is a short note for the progress line (or, for outputs, the artifact path). */

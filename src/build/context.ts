@@ -1,18 +1,8 @@
+import type { ArtifactRecord } from "../artifact/manifest.js";
 import type { Plan, StepId } from "../plan/plan.js";
 import type { LoadedSpec } from "../spec/load.js";
 import type { Spec } from "../spec/schema.js";
-
-export interface Credential {
-  user: string;
-  password: string;
-}
-
-export interface ArtifactRecord {
-  format: string;
-  path: string;
-  size: number;
-  sha256: string;
-}
+import type { Credential } from "../util/credentials.js";
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */
 export interface BuildContext {

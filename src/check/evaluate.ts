@@ -1,5 +1,5 @@
+import { DONE_MARK, RESULT_RE } from "../render/checks.js";
 import type { Check } from "../spec/schema.js";
-import { DONE_MARK, RESULT_RE } from "./script.js";
 
 export interface RawResult {
   index: number;

@@ -1,5 +1,6 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { checkScript, DONE_MARK, testUnit } from "../render/checks.js";
 import type { Accel } from "../runtime/accel.js";
 import {
   diskCopy,
@@ -14,7 +15,6 @@ import { emulatorFault, type Firmware, startVm } from "../runtime/qemu.js";
 import type { Check } from "../spec/schema.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
-import { checkScript, DONE_MARK, testUnit } from "./script.js";
 
 export type Target = "nspawn" | Firmware;
 

@@ -1,12 +1,12 @@
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Command } from "commander";
-import type { Manifest } from "../build/build.js";
-import { listPackages, mib, treeBytes } from "../build/report.js";
+import { readManifest } from "../artifact/manifest.js";
 import { inspectAddon } from "../build/steps/addons.js";
 import { bundleInfo } from "../deliver/bundle.js";
+import { listPackages } from "../distro/packages.js";
 import { KilnError } from "../util/errors.js";
+import { mib, treeBytes } from "../util/fsx.js";
 import { printJson } from "./output.js";
 
 export function registerInspect(program: Command): void {
@@ -31,12 +31,7 @@ export function registerInspect(program: Command): void {
         if (a.units.length) console.log(`units: ${a.units.join(" ")}`);
         return;
       }
-      const mf = join(dir, "manifest.json");
-      if (!existsSync(mf))
-        throw new KilnError("INSPECT_NO_MANIFEST", `${dir} has no manifest.json`, {
-          hint: "point at the output directory of `kiln build`",
-        });
-      const manifest = JSON.parse(await readFile(mf, "utf8")) as Manifest;
+      const manifest = await readManifest(dir);
       const rootfs = join(dir, `${manifest.name}.rootfs`);
       const pkgs = existsSync(rootfs) ? await listPackages(rootfs) : undefined;
       const usr = existsSync(rootfs) ? await treeBytes(join(rootfs, "usr")) : undefined;

@@ -1,7 +1,6 @@
 import type { Command } from "commander";
-import { Discovery } from "../deliver/discovery.js";
+import { Discovery, defaultDb } from "../deliver/discovery.js";
 import { printJson } from "./output.js";
-import { defaultDb } from "./serve.js";
 
 export function registerMachines(program: Command): void {
   program

@@ -1,12 +1,8 @@
 import type { Command } from "commander";
+import { defaultDb } from "../deliver/discovery.js";
 import type { DhcpMode } from "../deliver/dnsmasq.js";
 import { startServe } from "../deliver/serve.js";
 import { KilnError } from "../util/errors.js";
-import { cacheDir } from "../util/paths.js";
-
-export function defaultDb(): string {
-  return process.env.KILN_DB ?? cacheDir("machines.sqlite");
-}
 
 export function registerServe(program: Command): void {
   program

@@ -1,8 +1,9 @@
 import { existsSync, statSync } from "node:fs";
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
-import { build, type Manifest, planFor } from "../build/build.js";
+import { type Manifest, manifestPath, readManifest } from "../artifact/manifest.js";
+import { build, planFor } from "../build/build.js";
 import { junitXml } from "../check/junit.js";
 import { artifactsOf, runTarget, type Target } from "../check/run.js";
 import type { Check } from "../spec/schema.js";
@@ -124,23 +125,18 @@ async function resolveArtifact(
   if (/\.ya?ml$/.test(arg)) {
     const { plan } = planFor(arg);
     const dir = resolve(output ?? join("out", plan.name));
-    const mf = join(dir, "manifest.json");
     const current =
-      existsSync(mf) &&
-      (JSON.parse(await readFile(mf, "utf8")) as Manifest).specHash === plan.specHash;
+      existsSync(manifestPath(dir)) && (await readManifest(dir)).specHash === plan.specHash;
     if (!current) {
       log.info(`building ${arg} first`);
       await build(arg, { outDir: dir });
     }
-    return { dir, manifest: JSON.parse(await readFile(mf, "utf8")) };
+    return { dir, manifest: await readManifest(dir) };
   }
-  const dir =
-    statSync(arg).isDirectory() && existsSync(join(arg, "manifest.json")) ? arg : dirname(arg);
-  const mf = join(dir, "manifest.json");
-  if (!existsSync(mf))
-    throw new KilnError("TEST_NO_MANIFEST", `no manifest.json beside ${arg}`, {
-      hint: "test a spec, or the output directory of `kiln build`",
-      exitCode: 2,
-    });
-  return { dir: resolve(dir), manifest: JSON.parse(await readFile(mf, "utf8")) };
+  const dir = statSync(arg).isDirectory() && existsSync(manifestPath(arg)) ? arg : dirname(arg);
+  const manifest = await readManifest(dir, {
+    hint: "test a spec, or the output directory of `kiln build`",
+    exitCode: 2,
+  });
+  return { dir: resolve(dir), manifest };
 }

@@ -1,8 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, writeFile } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import { rootPartition } from "../runtime/ephemeral.js";
-import { partitionNumber, partitions } from "../runtime/kernel.js";
+import { partitionNumber, partitions, rootPartition } from "../image/partitions.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";

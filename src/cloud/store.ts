@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { storeDir } from "../containers/store.js";
 import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";
+import { storeDir } from "../util/paths.js";
 
 /** An imported disk: what it is, where it came from, how it was verified. */
 export interface DiskRecord {

@@ -2,8 +2,8 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { KilnError } from "../util/errors.js";
 import { removeTree, unmount } from "../util/fsx.js";
+import { storeDir } from "../util/paths.js";
 import { children, commOf, descendants, running, signal, waitGone } from "../util/proc.js";
-import { storeDir } from "./store.js";
 
 /**
  * The containers `kiln run` made. Each has a directory in the store holding

@@ -1,19 +1,12 @@
 import { existsSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rmdir } from "node:fs/promises";
 import { basename, join, resolve } from "node:path";
-import { treeBytes } from "../build/report.js";
 import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
-import { removeTree } from "../util/fsx.js";
+import { removeTree, treeBytes } from "../util/fsx.js";
+import { storeDir } from "../util/paths.js";
 import { ensureHosts } from "./pull.js";
-import {
-  addImage,
-  findImage,
-  type ImageRecord,
-  type ImageRef,
-  parseRef,
-  storeDir,
-} from "./store.js";
+import { addImage, findImage, type ImageRecord, type ImageRef, parseRef } from "./store.js";
 
 /** An image kiln fetches rather than bootstraps: from a registry, or an OCI layout on disk. */
 export type OciSource =

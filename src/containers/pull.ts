@@ -1,9 +1,9 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { treeBytes } from "../build/report.js";
 import { cachedRootfs } from "../build/steps/rootfs.js";
 import { distroDriver, knownDistro } from "../distro/driver.js";
+import { treeBytes } from "../util/fsx.js";
 import "../distro/index.js";
 import { rootfsRecipe } from "../distro/mmdebstrap.js";
 import { rootfsKey } from "../plan/plan.js";
@@ -11,7 +11,8 @@ import { specSchema } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { removeTree } from "../util/fsx.js";
-import { addImage, findImage, type ImageRecord, type ImageRef, storeDir } from "./store.js";
+import { storeDir } from "../util/paths.js";
+import { addImage, findImage, type ImageRecord, type ImageRef } from "./store.js";
 
 /** Can `kiln pull` make this reference itself (a distribution kiln bootstraps)? */
 export function pullable(ref: ImageRef): boolean {

@@ -1,23 +1,9 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rmdir, writeFile } from "node:fs/promises";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";
-
-/**
- * The local image store: one directory per image and tag, holding the root
- * filesystem and a small record. Root's store is /var/lib/kiln (like
- * /var/lib/docker); KILN_STORE moves it.
- */
-export function storeDir(...parts: string[]): string {
-  const base =
-    process.env.KILN_STORE ??
-    (process.getuid?.() === 0
-      ? "/var/lib/kiln"
-      : join(process.env.XDG_DATA_HOME ?? join(homedir(), ".local/share"), "kiln"));
-  return join(base, ...parts);
-}
+import { storeDir } from "../util/paths.js";
 
 export interface ImageRef {
   name: string;

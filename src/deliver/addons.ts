@@ -2,8 +2,8 @@ import { createHash } from "node:crypto";
 import { createReadStream, statSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { basename, dirname, isAbsolute, join } from "node:path";
+import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
-import { send, serveFile } from "./files.js";
 import {
   type Facts,
   type Inventory,

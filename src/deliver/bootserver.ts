@@ -3,10 +3,10 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from "node:net";
 import { isAbsolute, join, resolve } from "node:path";
 import { SpecError } from "../util/errors.js";
+import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
 import { AddonService } from "./addons.js";
 import type { Discovery } from "./discovery.js";
-import { send, serveFile } from "./files.js";
 import {
   type Facts,
   type Inventory,

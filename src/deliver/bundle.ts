@@ -1,7 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import type { Manifest } from "../build/build.js";
+import { type Manifest, readManifest } from "../artifact/manifest.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
@@ -20,10 +20,9 @@ export function parseRelease(text: string): Release {
 
 /** The root filesystem (directory or tar) of a build output directory. */
 export async function rootfsOfBuild(dir: string): Promise<{ path: string; manifest: Manifest }> {
-  const mf = join(dir, "manifest.json");
-  if (!existsSync(mf))
-    throw new KilnError("BUNDLE_SOURCE", `${dir} is neither a spec nor a build output directory`);
-  const manifest = JSON.parse(await readFile(mf, "utf8")) as Manifest;
+  const manifest = await readManifest(dir, {
+    hint: "give `kiln bundle` a spec or the output directory of `kiln build`",
+  });
   for (const format of ["directory", "tar"]) {
     const a = manifest.artifacts.find((x) => x.format === format);
     if (a && existsSync(join(dir, a.path))) return { path: join(dir, a.path), manifest };

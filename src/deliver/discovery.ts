@@ -2,6 +2,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { dirname } from "node:path";
 import initSqlJs, { type Database } from "sql.js";
+import { cacheDir } from "../util/paths.js";
+
+/** Where kiln serve and kiln machines keep the fleet's records unless told otherwise. */
+export function defaultDb(): string {
+  return process.env.KILN_DB ?? cacheDir("machines.sqlite");
+}
 
 const SELECT = "SELECT id, facts, first_seen, last_seen, grp, profile, requests FROM machines";
 

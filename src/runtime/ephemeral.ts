@@ -2,11 +2,11 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { loopPartition, rootPartition, rootPartitionOffset } from "../image/partitions.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { detachLoop, unmount } from "../util/fsx.js";
-import { loopPartition, partitions } from "./kernel.js";
 
 /** A file to place into a throw-away boot (never into the artifact). */
 export interface Injected {
@@ -65,22 +65,6 @@ export async function overlayDir(
     mounted = true;
   });
   return { path: merged, dispose };
-}
-
-/** The partition a disk boots by default: root-a, else the first Linux root (or Linux filesystem) one. */
-export async function rootPartition(image: string) {
-  const parts = await partitions(image);
-  const p =
-    parts.find((x) => x.name === "root-a") ??
-    parts.find((x) => x.type === "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709") ??
-    parts.find((x) => x.type === "0FC63DAF-8483-4772-8E79-3D69D8477DE4");
-  if (!p) throw new KilnError("DISK_NO_ROOT", `${image} has no Linux root partition`);
-  return p;
-}
-
-/** Byte offset of the partition a disk boots by default. */
-export async function rootPartitionOffset(image: string): Promise<number> {
-  return (await rootPartition(image)).offset;
 }
 
 /**

@@ -1,46 +1,8 @@
 import { join } from "node:path";
+import { PART_TYPES } from "../image/gpt.js";
+import { partitions } from "../image/partitions.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
-
-interface SfdiskPartition {
-  /** The device node sfdisk would name, e.g. disk.raw3: the number is the partition's. */
-  node: string;
-  start: number;
-  /** In sectors. */
-  size: number;
-  type: string;
-  name?: string;
-}
-
-const ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-
-/** Partitions of a raw image, with byte offsets. */
-export async function partitions(image: string): Promise<(SfdiskPartition & { offset: number })[]> {
-  const { stdout } = await exec("sfdisk", ["--json", image]);
-  const t = (
-    JSON.parse(stdout) as { partitiontable: { partitions: SfdiskPartition[]; sectorsize?: number } }
-  ).partitiontable;
-  return t.partitions.map((p) => ({ ...p, offset: p.start * (t.sectorsize ?? 512) }));
-}
-
-/** A partition's number (as in /dev/vdaN), from the node name sfdisk gives it. */
-export function partitionNumber(p: { node: string }): number {
-  return Number(/(\d+)$/.exec(p.node)?.[1] ?? 0);
-}
-
-/**
- * One partition of an image file on a loop device limited to its extent:
- * no partition nodes are needed, which hosts without udev lack.
- */
-export async function loopPartition(
-  image: string,
-  p: { offset: number; size: number },
-  o: { readOnly?: boolean } = {},
-): Promise<string> {
-  const args = ["--find", "--show", ...(o.readOnly ? ["--read-only"] : [])];
-  args.push("--offset", String(p.offset), "--sizelimit", String(p.size * 512), image);
-  return (await exec("losetup", args)).stdout.trim();
-}
 
 /**
  * The kernel, initrd and command line GRUB would boot, read out of a kiln
@@ -58,7 +20,7 @@ export async function extractBoot(
     await exec("qemu-img", ["convert", "-O", "raw", image, raw]);
   }
   const parts = await partitions(raw);
-  const esp = parts.find((p) => p.type === ESP);
+  const esp = parts.find((p) => p.type === PART_TYPES.esp);
   if (!esp)
     throw new KilnError("VM_NO_ESP", `${image} has no EFI system partition to read grub.cfg from`);
   const env = { MTOOLS_SKIP_CHECK: "1" };

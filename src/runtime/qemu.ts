@@ -1,12 +1,13 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { copyFile, mkdtemp, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { serveDirectory } from "../deliver/static.js";
+import { seedIso } from "../image/cidata.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec, type Started, start } from "../util/exec.js";
+import { serveDirectory } from "../util/http-dir.js";
 import { log } from "../util/log.js";
 import { type Accel, kvmStatus } from "./accel.js";
 import { ConsoleWatcher, STALL } from "./console.js";
@@ -275,21 +276,6 @@ function qmp(sock: string, command: Record<string, unknown>): Promise<void> {
       }, 300);
     });
   });
-}
-
-/** A NoCloud seed: an ISO as given, or a directory made into an ISO labelled `cidata`. */
-export async function seedIso(seed: string, dir: string): Promise<string> {
-  if (!existsSync(seed)) throw new KilnError("VM_NO_SEED", `seed ${seed} does not exist`);
-  if (!statSync(seed).isDirectory()) return seed;
-  for (const f of ["user-data", "meta-data"]) {
-    if (!existsSync(join(seed, f)))
-      throw new KilnError("VM_BAD_SEED", `seed directory ${seed} has no ${f}`, {
-        hint: "a NoCloud seed needs user-data and meta-data",
-      });
-  }
-  const iso = join(dir, "seed.iso");
-  await exec("xorriso", ["-as", "mkisofs", "-quiet", "-V", "cidata", "-J", "-r", "-o", iso, seed]);
-  return iso;
 }
 
 /**

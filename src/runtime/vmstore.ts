@@ -1,11 +1,11 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { copyFile, mkdir, rm, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
-import { storeDir } from "../containers/store.js";
+import { seedIso } from "../image/cidata.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { storeDir } from "../util/paths.js";
 import { running } from "../util/proc.js";
-import { seedIso } from "./qemu.js";
 
 /**
  * Named VMs (`kiln vm --name N`): a qcow2 overlay over the artifact, the

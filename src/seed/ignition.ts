@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
-import { networkdUnits } from "../build/steps/network.js";
+import { networkdUnits } from "../render/networkd.js";
 import type { Spec } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
 import { type SeedAccounts, seedHostname } from "./users.js";

@@ -1,6 +1,5 @@
-import type { Credential } from "../build/context.js";
-import { generatePassword, hashPassword } from "../build/password.js";
 import type { Spec, User } from "../spec/schema.js";
+import { type Credential, generatePassword, hashPassword } from "../util/credentials.js";
 
 /** An account as a seed carries it: never a plaintext, only a crypt(3) hash. */
 export interface SeedUser {

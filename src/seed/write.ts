@@ -1,10 +1,9 @@
 import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rename, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
-import type { Credential } from "../build/context.js";
-import { writeCredentials } from "../build/password.js";
-import { seedIso } from "../runtime/qemu.js";
+import { seedIso } from "../image/cidata.js";
 import type { Spec } from "../spec/schema.js";
+import { type Credential, writeCredentials } from "../util/credentials.js";
 import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";
 import { autoinstall } from "./autoinstall.js";

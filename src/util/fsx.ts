@@ -53,3 +53,13 @@ export async function detachLoop(dev: string, waitMs = 5000): Promise<void> {
   const until = Date.now() + waitMs;
   while (existsSync(backing) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
 }
+
+/** Bytes used by a tree (what the root filesystem must hold). */
+export async function treeBytes(dir: string): Promise<number> {
+  const { stdout } = await exec("du", ["-s", "-x", "-B1", dir]);
+  return Number(stdout.split("\t")[0]);
+}
+
+export function mib(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}

@@ -7,3 +7,17 @@ export function cacheDir(...parts: string[]): string {
     process.env.KILN_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), ".cache"), "kiln");
   return join(base, ...parts);
 }
+
+/**
+ * The local image store: one directory per image and tag, holding the root
+ * filesystem and a small record. Root's store is /var/lib/kiln (like
+ * /var/lib/docker); KILN_STORE moves it.
+ */
+export function storeDir(...parts: string[]): string {
+  const base =
+    process.env.KILN_STORE ??
+    (process.getuid?.() === 0
+      ? "/var/lib/kiln"
+      : join(process.env.XDG_DATA_HOME ?? join(homedir(), ".local/share"), "kiln"));
+  return join(base, ...parts);
+}

@@ -57,7 +57,7 @@ beforeAll(async () => {
     [
       "--input-type=module",
       "-e",
-      `const { serveDirectory } = await import(${JSON.stringify(join(ROOT, "dist/deliver/static.js"))});
+      `const { serveDirectory } = await import(${JSON.stringify(join(ROOT, "dist/util/http-dir.js"))});
        const s = await serveDirectory(${JSON.stringify(MIRROR)});
        console.log(s.port);`,
     ],

@@ -4,14 +4,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { verify } from "unixcrypt";
 import { describe, expect, it } from "vitest";
-import { generatePassword, hashPassword } from "../../src/build/password.js";
 import { addedPaths, parseEnvFile } from "../../src/build/steps/addons.js";
-import { networkdUnits } from "../../src/build/steps/network.js";
 import { addonNameVersion } from "../../src/deliver/addons.js";
 import { rootfsRecipe } from "../../src/distro/mmdebstrap.js";
 import { planBuild } from "../../src/plan/plan.js";
+import { networkdUnits } from "../../src/render/networkd.js";
 import { loadSpec } from "../../src/spec/load.js";
 import { specSchema } from "../../src/spec/schema.js";
+import { generatePassword, hashPassword } from "../../src/util/credentials.js";
 
 const example = join(import.meta.dirname, "../../examples/minimal.yaml");
 

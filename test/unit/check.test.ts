@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { evaluate, parseResults } from "../../src/check/evaluate.js";
 import { junitXml } from "../../src/check/junit.js";
-import { checkScript } from "../../src/check/script.js";
+import { checkScript } from "../../src/render/checks.js";
 import { specSchema } from "../../src/spec/schema.js";
 
 const checks = specSchema.parse({

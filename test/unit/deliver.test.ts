@@ -6,7 +6,7 @@ import { moduleLoadOrder, parseModulesDep } from "../../src/build/steps/netboot.
 import { BootServer } from "../../src/deliver/bootserver.js";
 import { Discovery } from "../../src/deliver/discovery.js";
 import { dnsmasqConfig } from "../../src/deliver/dnsmasq.js";
-import { safeJoin } from "../../src/deliver/files.js";
+import { safeJoin } from "../../src/util/http-files.js";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-unit-"));
 let server: BootServer;

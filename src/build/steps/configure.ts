@@ -1,12 +1,12 @@
 import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { networkdUnits } from "../../render/networkd.js";
 import { readAsset } from "../../util/assets.js";
 import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 import { agentStep } from "./agent.js";
-import { networkdUnits } from "./network.js";
 import { updaterStep } from "./updater.js";
 
 /** Host name, time zone, locale, network, first-boot units, services. Files go in after users. */

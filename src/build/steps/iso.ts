@@ -1,7 +1,6 @@
 import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { rootPartition } from "../../runtime/ephemeral.js";
-import { partitionNumber, partitions } from "../../runtime/kernel.js";
+import { partitionNumber, partitions, rootPartition } from "../../image/partitions.js";
 import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";
 import { kernelCmdline } from "./disk.js";

@@ -1,8 +1,8 @@
 import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { generatePassword, hashPassword } from "../../util/credentials.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
-import { generatePassword, hashPassword } from "../password.js";
 
 /**
  * Accounts. Generated passwords exist in plaintext only in memory and in the

@@ -1,6 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { send, serveFile } from "./files.js";
+import { send, serveFile } from "./http-files.js";
 
 /** A read-only HTTP server for one directory (for `kiln vm --netboot` and tests). */
 export async function serveDirectory(

@@ -24,13 +24,3 @@ export async function listPackages(root: string): Promise<PackageInfo[]> {
     })
     .sort((a, b) => a.name.localeCompare(b.name));
 }
-
-/** Bytes used by a tree (what the root filesystem must hold). */
-export async function treeBytes(dir: string): Promise<number> {
-  const { stdout } = await exec("du", ["-s", "-x", "-B1", dir]);
-  return Number(stdout.split("\t")[0]);
-}
-
-export function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}

@@ -1,7 +1,12 @@
 import { randomBytes, randomInt } from "node:crypto";
 import { chmod, writeFile } from "node:fs/promises";
 import { encrypt } from "unixcrypt";
-import type { Credential } from "./context.js";
+
+/** A generated login: its plaintext only ever goes to the 0600 credentials file. */
+export interface Credential {
+  user: string;
+  password: string;
+}
 
 // No look-alikes (0/O, 1/l/I) so a password read off a console can be typed.
 const ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";

@@ -1,0 +1,48 @@
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { StepId } from "../plan/plan.js";
+import type { Spec } from "../spec/schema.js";
+import { KilnError } from "../util/errors.js";
+
+/** One file a build wrote, as manifest.json records it. */
+export interface ArtifactRecord {
+  format: string;
+  path: string;
+  size: number;
+  sha256: string;
+}
+
+/** What `kiln build` writes to DIR/manifest.json: the one description of a build's outputs. */
+export interface Manifest {
+  kiln: string;
+  name: string;
+  version: string;
+  specHash: string;
+  distribution: { id: string; release: string; architecture: string };
+  kernel: string | undefined;
+  packages: { name: string; version: string }[];
+  sizes: { installed: number };
+  artifacts: ArtifactRecord[];
+  disk?: unknown;
+  steps: { id: StepId; seconds: number; note?: string }[];
+  /** The spec's checks, so `kiln test DIR` can run them without the spec. */
+  tests: Spec["tests"];
+  builtAt: string;
+}
+
+export const manifestPath = (dir: string) => join(dir, "manifest.json");
+
+/** The manifest of a build output directory; a clear error when DIR is not one. */
+export async function readManifest(
+  dir: string,
+  o: { hint?: string; exitCode?: number } = {},
+): Promise<Manifest> {
+  const mf = manifestPath(dir);
+  if (!existsSync(mf))
+    throw new KilnError("NO_MANIFEST", `${dir} has no manifest.json`, {
+      hint: o.hint ?? "point at the output directory of `kiln build`",
+      ...(o.exitCode !== undefined ? { exitCode: o.exitCode } : {}),
+    });
+  return JSON.parse(await readFile(mf, "utf8")) as Manifest;
+}
