@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import type { Manifest } from "../artifact/manifest.js";
+import { type Manifest, manifestPath, readManifest } from "../artifact/manifest.js";
 import { listPackages } from "../distro/packages.js";
 import { type Plan, planBuild, type StepId } from "../plan/plan.js";
 import { loadSpec } from "../spec/load.js";
@@ -42,7 +42,15 @@ export interface BuildResult {
 /** A step; a string result is a short note for the progress line (or, for outputs, the artifact path). */
 type StepFn = (ctx: BuildContext) => Promise<unknown>;
 
-const STEPS: Partial<Record<StepId, StepFn>> = {
+/**
+ * What each step does, by id: one exhaustive map (a step the plan can name
+ * but nothing implements is a compile error). The order is the plan's.
+ * Customising an imported disk has its own base and customise steps and its
+ * own way to the disk; the conversions are shared.
+ */
+const STEPS: Record<StepId, StepFn> = {
+  base: baseStep,
+  customise: customiseStep,
   rootfs: rootfsStep,
   configure: configureStep,
   users: async (ctx) => {
@@ -55,50 +63,19 @@ const STEPS: Partial<Record<StepId, StepFn>> = {
     ctx.facts.installedBytes = await treeBytes(ctx.root);
     ctx.facts.packages = await listPackages(ctx.root);
     checkInstalledLimit(ctx);
-    return mib(ctx.facts.installedBytes as number);
+    return mib(ctx.facts.installedBytes);
   },
   tar: tarStep,
   oci: ociStep,
   portable: portableStep,
   sysext: sysextStep,
-  disk: diskStep,
+  disk: (ctx) => (ctx.plan.base ? customisedDiskStep(ctx) : diskStep(ctx)),
   iso: isoStep,
   ...conversionSteps,
   netboot: netbootStep,
   directory: directoryStep,
+  manifest: manifestStep,
 };
-
-/** Customising an imported disk: these replace the from-scratch steps of the same id. */
-const CUSTOMISE: Partial<Record<StepId, StepFn>> = {
-  base: baseStep,
-  customise: customiseStep,
-  disk: customisedDiskStep,
-  ...conversionSteps,
-};
-
-/** Directory outputs move the root filesystem away, so they run after everything that reads it. */
-const ORDER: StepId[] = [
-  "base",
-  "customise",
-  "rootfs",
-  "configure",
-  "users",
-  "kernel",
-  "minimize",
-  "tar",
-  "oci",
-  "portable",
-  "sysext",
-  "disk",
-  "iso",
-  "qcow2",
-  "vmdk",
-  "vdi",
-  "vhdx",
-  "netboot",
-  "directory",
-  "manifest",
-];
 
 export function planFor(
   specPath: string,
@@ -134,18 +111,15 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     refresh: opts.refresh ?? false,
     credentials: [],
     artifacts: [],
-    durations: {},
     facts: {},
+    steps: [],
     detail: () => {},
   };
   await mkdir(ctx.stage, { recursive: true });
-  const stepLog: Manifest["steps"] = [];
   try {
-    const byId = new Map(plan.steps.map((s) => [s.id, s]));
-    for (const id of ORDER) {
-      const planned = byId.get(id);
-      const fn = (spec.base ? CUSTOMISE : STEPS)[id];
-      if (!planned || !fn) continue;
+    for (const planned of plan.steps) {
+      const id = planned.id;
+      const fn = STEPS[id];
       const progress = step(planned.title);
       ctx.detail = (t) => progress.detail(t);
       let note: string | undefined;
@@ -162,23 +136,27 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
         throw err;
       }
       const seconds = progress.done(note);
-      ctx.durations[id] = seconds;
-      stepLog.push({ id, seconds: round(seconds), ...(note ? { note } : {}) });
+      ctx.steps.push({ id, seconds: round(seconds), ...(note ? { note } : {}) });
     }
-    // The raw disk is staged for the steps made from it (ISO, conversions); it stays only as an output.
-    if (!spec.outputs.includes("disk"))
-      await rm(join(ctx.stage, `${spec.name}.raw`), { force: true });
-    checkCompressedLimit(ctx);
-    if (ctx.credentials.length)
-      await writeCredentials(join(ctx.stage, "credentials"), ctx.credentials);
-    const manifest = makeManifest(ctx, stepLog);
-    await writeFile(join(ctx.stage, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
     await swapInto(ctx.stage, outDir, work);
-    return { outDir, manifest, credentials: ctx.credentials };
+    return { outDir, manifest: await readManifest(outDir), credentials: ctx.credentials };
   } finally {
     await removeTree(work);
     dropCleanup();
   }
+}
+
+/** The last step: limits on what was made, the credentials file, and manifest.json. */
+async function manifestStep(ctx: BuildContext): Promise<void> {
+  const { spec } = ctx;
+  // The raw disk is staged for the steps made from it (ISO, conversions); it stays only as an output.
+  if (!spec.outputs.includes("disk"))
+    await rm(join(ctx.stage, `${spec.name}.raw`), { force: true });
+  checkCompressedLimit(ctx);
+  if (ctx.credentials.length)
+    await writeCredentials(join(ctx.stage, "credentials"), ctx.credentials);
+  const manifest = makeManifest(ctx);
+  await writeFile(manifestPath(ctx.stage), `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
 async function recordArtifact(ctx: BuildContext, format: string, path: string): Promise<void> {
@@ -204,9 +182,9 @@ async function swapInto(stage: string, outDir: string, work: string): Promise<vo
   }
 }
 
-function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
+function makeManifest(ctx: BuildContext): Manifest {
   const { spec, plan } = ctx;
-  const packages = (ctx.facts.packages as { name: string; version: string }[] | undefined) ?? [];
+  const packages = ctx.facts.packages ?? [];
   return {
     kiln: "0.1.0",
     name: spec.name,
@@ -217,12 +195,12 @@ function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
       release: spec.distribution.release,
       architecture: spec.architecture,
     },
-    kernel: ctx.facts.kernelVersion as string | undefined,
+    kernel: ctx.facts.kernelVersion,
     packages: packages.map((p) => ({ name: p.name, version: p.version })),
-    sizes: { installed: ctx.facts.installedBytes as number },
+    sizes: { installed: ctx.facts.installedBytes ?? 0 },
     artifacts: ctx.artifacts,
     ...(ctx.facts.disk ? { disk: ctx.facts.disk } : {}),
-    steps,
+    steps: ctx.steps,
     tests: spec.tests,
     builtAt: new Date().toISOString(),
   };
@@ -230,7 +208,7 @@ function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
 
 function checkInstalledLimit(ctx: BuildContext): void {
   const limit = ctx.spec.limits.installed_size;
-  const used = ctx.facts.installedBytes as number;
+  const used = ctx.facts.installedBytes ?? 0;
   if (limit && used > parseSize(limit)) {
     throw new KilnError(
       "LIMIT_INSTALLED",
@@ -256,7 +234,7 @@ function checkCompressedLimit(ctx: BuildContext): void {
 }
 
 function sizeReport(ctx: BuildContext): string {
-  const pkgs = (ctx.facts.packages as { name: string; installedKiB: number }[] | undefined) ?? [];
+  const pkgs = ctx.facts.packages ?? [];
   const top = [...pkgs].sort((a, b) => b.installedKiB - a.installedKiB).slice(0, 10);
   return [
     `${pkgs.length} packages; largest:`,

@@ -1,8 +1,24 @@
-import type { ArtifactRecord } from "../artifact/manifest.js";
-import type { Plan, StepId } from "../plan/plan.js";
+import type { ArtifactRecord, Manifest } from "../artifact/manifest.js";
+import type { DiskRecord } from "../cloud/store.js";
+import type { PackageInfo } from "../distro/packages.js";
+import type { Plan } from "../plan/plan.js";
 import type { LoadedSpec } from "../spec/load.js";
 import type { Spec } from "../spec/schema.js";
 import type { Credential } from "../util/credentials.js";
+
+/** What steps find out and later steps (or the manifest) read. */
+export interface BuildFacts {
+  /** Set by the kernel step. */
+  kernelVersion?: string;
+  /** Set by minimize (or customise): the root filesystem's bytes and packages. */
+  installedBytes?: number;
+  packages?: PackageInfo[];
+  /** The disk's layout and filesystem UUIDs (or, customised, where it came from), for the manifest. */
+  disk?: Record<string, unknown>;
+  /** Customise: the imported disk the build started from, and whether it was grown. */
+  base?: DiskRecord;
+  grown?: boolean;
+}
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */
 export interface BuildContext {
@@ -19,9 +35,10 @@ export interface BuildContext {
   refresh: boolean;
   credentials: Credential[];
   artifacts: ArtifactRecord[];
-  durations: Partial<Record<StepId, number>>;
-  /** Filled by steps: kernel version, filesystem UUIDs, sizes. */
-  facts: Record<string, unknown>;
+  /** What steps learn for later steps and the manifest. */
+  facts: BuildFacts;
+  /** Each finished step's time and note, for the manifest. */
+  steps: Manifest["steps"];
   /** Log lines from a step (and a step's progress detail). */
   detail(text: string): void;
 }

@@ -219,6 +219,6 @@ function isLink(p: string): boolean {
 export async function customisedDiskStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.raw`);
   await rename(workDisk(ctx), out);
-  ctx.facts.disk = { base: ctx.spec.base, from: (ctx.facts.base as { source: string }).source };
+  ctx.facts.disk = { base: ctx.spec.base, from: ctx.facts.base?.source };
   return out;
 }

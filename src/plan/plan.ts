@@ -1,5 +1,5 @@
 import { type RootfsRecipe, rootfsRecipe } from "../distro/mmdebstrap.js";
-import { DISK_CONVERSIONS, OUTPUT_FORMATS, type Spec } from "../spec/schema.js";
+import { DISK_CONVERSIONS, type OutputFormat, type Spec } from "../spec/schema.js";
 import { cacheKey } from "../util/hash.js";
 
 /**
@@ -8,6 +8,31 @@ import { cacheKey } from "../util/hash.js";
  */
 const STEP_VERSION = { rootfs: 1 } as const;
 
+/**
+ * Output steps in the order they run: everything that reads the root
+ * filesystem first, the raw disk before what is made from it (ISO and the
+ * qemu-img conversions), and `directory` last, because it moves the root
+ * filesystem into the output instead of copying it.
+ */
+export const OUTPUT_ORDER = [
+  "tar",
+  "oci",
+  "portable",
+  "sysext",
+  "disk",
+  "iso",
+  ...DISK_CONVERSIONS,
+  "netboot",
+  "directory",
+] as const satisfies readonly OutputFormat[];
+
+// Every output format has its place in the order (a compile error otherwise).
+const _everyOutputOrdered: [Exclude<OutputFormat, (typeof OUTPUT_ORDER)[number]>] extends [never]
+  ? true
+  : never = true;
+void _everyOutputOrdered;
+
+/** Every step a plan can hold. The plan's order is the build's: nothing else spells it. */
 export type StepId =
   | "base"
   | "customise"
@@ -16,18 +41,7 @@ export type StepId =
   | "users"
   | "kernel"
   | "minimize"
-  | "directory"
-  | "tar"
-  | "disk"
-  | "qcow2"
-  | "vmdk"
-  | "vdi"
-  | "vhdx"
-  | "iso"
-  | "netboot"
-  | "oci"
-  | "portable"
-  | "sysext"
+  | OutputFormat
   | "manifest";
 
 export interface PlannedStep {
@@ -73,14 +87,14 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
     },
     {
       id: "configure",
-      title: "hostname, locale, network, files, services",
+      title: "hostname, time zone, locale, network, services",
       key: cacheKey(rootKey, specHash, "configure"),
       cached: false,
     },
     // Passwords are generated anew every build, so this step is never cached.
     {
       id: "users",
-      title: `users (${spec.users.length})`,
+      title: `users (${spec.users.length}) and files (${spec.files.length})`,
       key: cacheKey(rootKey, specHash, "users"),
       cached: false,
     },
@@ -105,14 +119,14 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   // VM formats are converted from the raw disk, so the disk is always made for them.
   if (DISK_CONVERSIONS.some((f) => outputs.has(f)) || outputs.has("iso")) outputs.add("disk");
   const raw = `${spec.name}_${spec.version}.raw`;
-  const titles: Partial<Record<(typeof OUTPUT_FORMATS)[number], string>> = {
+  const titles: Partial<Record<OutputFormat, string>> = {
     disk: `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
     oci: `OCI image layout (tag ${spec.version})`,
     iso: "installer ISO (live system + unattended install; BIOS and UEFI)",
     portable: `portable service image ${raw}`,
     sysext: `system extension ${raw}`,
   };
-  for (const o of OUTPUT_FORMATS) {
+  for (const o of OUTPUT_ORDER) {
     if (!outputs.has(o)) continue;
     const title = titles[o] ?? `${o} output`;
     steps.push({ id: o, title, key: cacheKey(specHash, o), cached: false });

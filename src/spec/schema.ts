@@ -103,6 +103,8 @@ export const OUTPUT_FORMATS = [
   "sysext",
 ] as const;
 
+export type OutputFormat = (typeof OUTPUT_FORMATS)[number];
+
 /** Outputs qemu-img converts from the raw disk, in build order. */
 export const DISK_CONVERSIONS = ["qcow2", "vmdk", "vdi", "vhdx"] as const;
 export type DiskConversion = (typeof DISK_CONVERSIONS)[number];

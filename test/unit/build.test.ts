@@ -51,9 +51,10 @@ describe("plan", () => {
       "users",
       "kernel",
       "minimize",
-      "directory",
       "disk",
       "qcow2",
+      // Last: it moves the root filesystem into the output.
+      "directory",
       "manifest",
     ]);
     const again = planBuild(spec, canonical);

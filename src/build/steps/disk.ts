@@ -30,7 +30,7 @@ export function rootFsBytes(usedBytes: number): number {
 export async function diskStep(ctx: BuildContext): Promise<string> {
   const { spec } = ctx;
   const image = join(ctx.stage, `${spec.name}.raw`);
-  const used = ctx.facts.installedBytes as number;
+  const used = ctx.facts.installedBytes ?? 0;
   const rootBytes = rootFsBytes(used);
   const ab = spec.disk.layout === "ab";
   const uuids = { a: randomUUID(), b: randomUUID(), data: randomUUID() };

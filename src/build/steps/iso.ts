@@ -111,7 +111,7 @@ export async function isoStep(ctx: BuildContext): Promise<string> {
   ]);
   await rm(live, { recursive: true, force: true });
 
-  const version = ctx.facts.kernelVersion as string;
+  const version = ctx.facts.kernelVersion!;
   await copyFile(join(ctx.root, "boot", `vmlinuz-${version}`), join(tree, "boot/vmlinuz"));
   await makeInitrd(ctx, version, join(tree, "boot/initrd.img"), {
     name: "iso-initrd",

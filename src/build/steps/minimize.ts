@@ -40,7 +40,7 @@ export async function minimizeStep(ctx: BuildContext): Promise<void> {
       if (f.endsWith(".so") && !/^(UTF|UNICODE|ISO8859-1\.so)/.test(f)) await rm(join(gconv, f));
     }
   }
-  const version = ctx.facts.kernelVersion as string | undefined;
+  const version = ctx.facts.kernelVersion;
   if (version && existsSync(join(root, "usr/lib/modules", version))) {
     // The initrd was made from the uncompressed modules already; now shrink the rest.
     await exec("sh", [

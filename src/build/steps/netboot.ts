@@ -15,7 +15,7 @@ export const NETBOOT_MODULES = ["virtio_pci", "virtio_net", "loop", "squashfs", 
  * filesystem as zstd squashfs, and an iPXE script.
  */
 export async function netbootStep(ctx: BuildContext): Promise<string> {
-  const version = ctx.facts.kernelVersion as string;
+  const version = ctx.facts.kernelVersion!;
   const out = join(ctx.stage, `${ctx.spec.name}.netboot`);
   await mkdir(out, { recursive: true });
   await copyFile(join(ctx.root, "boot", `vmlinuz-${version}`), join(out, "vmlinuz"));
