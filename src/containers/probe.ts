@@ -8,6 +8,7 @@ import { readAsset } from "../util/assets.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { shellQuote } from "../util/shell.js";
 import { runContainer } from "./run.js";
 import { findImage, type ImageRef, refText } from "./store.js";
 
@@ -57,7 +58,7 @@ export async function probe(o: ProbeOptions): Promise<ProbeReport[]> {
     await writeFile(
       join(dir, "env"),
       Object.entries(env)
-        .map(([k, v]) => `${k}='${v.replace(/'/g, `'\\''`)}'\n`)
+        .map(([k, v]) => `${k}=${shellQuote(v)}\n`)
         .join(""),
     );
     await writeFile(join(dir, "probe.sh"), readAsset("kiln-probe/probe.sh"));

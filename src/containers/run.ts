@@ -16,6 +16,7 @@ import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
 import { removeTree } from "../util/fsx.js";
+import { shellQuote } from "../util/shell.js";
 import {
   type ContainerRecord,
   claimName,
@@ -332,7 +333,7 @@ async function stdioRelay(
  * otherwise it gets kiln's stdio through FIFOs (see stdioRelay).
  */
 function bootInjection(command: string[], tty: boolean, interactive: boolean) {
-  const quoted = command.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(" ");
+  const quoted = command.map(shellQuote).join(" ");
   const io = tty
     ? "StandardInput=tty-force\nStandardOutput=tty\nStandardError=tty\nTTYPath=/dev/console"
     : `StandardInput=${interactive ? `file:${RELAY_MOUNT}/in` : "null"}\nStandardOutput=file:${RELAY_MOUNT}/out\nStandardError=file:${RELAY_MOUNT}/err`;

@@ -1,5 +1,6 @@
 import type { Check } from "../spec/schema.js";
 import { readAsset } from "../util/assets.js";
+import { shellQuote } from "../util/shell.js";
 
 /**
  * The guest side of `kiln test`: assets/kiln-test/{lib,probes}.sh plus one
@@ -15,12 +16,12 @@ export function testUnit(): string {
 
 /** The shell that runs one check, leaving its output in "$out"/"$err" and its status in $?. */
 export function checkBody(c: Check): string {
-  if (c.run !== undefined) return `bash -c ${sq(c.run)} >"$out" 2>"$err" </dev/null`;
+  if (c.run !== undefined) return `bash -c ${shellQuote(c.run)} >"$out" 2>"$err" </dev/null`;
   if (c.unit !== undefined)
-    return `unit_state ${sq(c.unit)} >"$out" 2>"$err"; [ "$(cat "$out")" = active ]`;
-  if (c.file !== undefined) return `: >"$out"; : >"$err"; test -e ${sq(c.file)}`;
+    return `unit_state ${shellQuote(c.unit)} >"$out" 2>"$err"; [ "$(cat "$out")" = active ]`;
+  if (c.file !== undefined) return `: >"$out"; : >"$err"; test -e ${shellQuote(c.file)}`;
   if (c.port !== undefined) return `: >"$out"; : >"$err"; listening ${c.port}`;
-  return `http_status ${sq(c.http ?? "")} >"$out" 2>"$err"`;
+  return `http_status ${shellQuote(c.http ?? "")} >"$out" 2>"$err"`;
 }
 
 export function checkScript(checks: Check[]): string {
@@ -51,20 +52,15 @@ export function healthChecksScript(checks: Check[]): string {
     readAsset("kiln-test/probes.sh"),
   ];
   checks.forEach((c, i) => {
-    const name = sq(c.name ?? `check ${i + 1}`);
+    const name = shellQuote(c.name ?? `check ${i + 1}`);
     const tests: string[] = [];
     if (c.run !== undefined) tests.push(`[ "$rc" = ${c.exit ?? 0} ]`);
     if (c.http !== undefined) tests.push(`[ "$(cat "$out")" = ${c.status ?? 200} ]`);
     else if (c.run === undefined) tests.push(`[ "$rc" = 0 ]`);
-    if (c.stdout !== undefined) tests.push(`grep -Eq ${sq(c.stdout)} "$out"`);
-    if (c.stderr !== undefined) tests.push(`grep -Eq ${sq(c.stderr)} "$err"`);
+    if (c.stdout !== undefined) tests.push(`grep -Eq ${shellQuote(c.stdout)} "$out"`);
+    if (c.stderr !== undefined) tests.push(`grep -Eq ${shellQuote(c.stderr)} "$err"`);
     lines.push(`${checkBody(c)}; rc=$?; ${tests.join(" && ")}; judge ${name} $?`);
   });
   lines.push('exit "$failed"', "");
   return lines.join("\n");
-}
-
-/** Quote for bash single quotes. */
-function sq(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }

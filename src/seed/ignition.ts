@@ -4,6 +4,7 @@ import { z } from "zod";
 import { networkdUnits } from "../render/networkd.js";
 import type { Spec } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
+import { shellQuote } from "../util/shell.js";
 import { type SeedAccounts, seedHostname } from "./users.js";
 
 /**
@@ -163,7 +164,6 @@ function specFiles(spec: Spec): IgnFile[] {
 
 /** A oneshot unit that runs seed.runcmd once, at the end of the first boot. */
 function runcmdUnit(cmds: string[]): string {
-  const quote = (c: string) => `'${c.replace(/'/g, "'\\''")}'`;
   return [
     "[Unit]",
     "Description=kiln seed runcmd (first boot)",
@@ -173,7 +173,7 @@ function runcmdUnit(cmds: string[]): string {
     "",
     "[Service]",
     "Type=oneshot",
-    ...cmds.map((c) => `ExecStart=/bin/sh -c ${quote(c)}`),
+    ...cmds.map((c) => `ExecStart=/bin/sh -c ${shellQuote(c)}`),
     "ExecStartPost=/bin/sh -c 'mkdir -p /var/lib/kiln && touch /var/lib/kiln/runcmd.done'",
     "",
     "[Install]",

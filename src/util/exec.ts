@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, type StdioOptions, spawn } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
 import { onCleanup } from "./cleanup.js";
 import { KilnError, ToolMissingError } from "./errors.js";
 import { debugEnabled, log } from "./log.js";
+import { shellQuote } from "./shell.js";
 import { packageFor } from "./tools.js";
 
 export interface ExecOptions {
@@ -61,12 +62,13 @@ export class ExecError extends KilnError {
     stderr: string;
     hint?: string;
     timedOut?: boolean;
+    timeoutMs?: number;
   }) {
     const how = p.timedOut
-      ? "timed out"
+      ? `timed out after ${((p.timeoutMs ?? 0) / 1000).toFixed(0)} s and was stopped`
       : p.signal
         ? `was killed by ${p.signal}${p.signal === "SIGKILL" ? " (out of memory?)" : ""}`
-        : `exited with ${p.exit}`;
+        : `exited with ${p.exit}${EXIT_MEANING[p.exit ?? -1] ?? ""}`;
     const tail = lastLines(p.stderr || p.stdout, 15);
     super("EXEC_FAILED", `${p.command} ${how}${tail ? `\n${indent(tail)}` : ""}`, {
       ...(p.hint ? { hint: p.hint } : {}),
@@ -80,7 +82,39 @@ export class ExecError extends KilnError {
   }
 }
 
-const running = new Set<ChildProcess>();
+/** Exit statuses shells and chroots give that say more than "failed". */
+const EXIT_MEANING: Record<number, string> = {
+  126: " (a program it ran is not executable: permission denied, or a wrong architecture)",
+  127: " (a program it ran was not found: inside a shell or chroot, PATH lacks it)",
+  137: " (killed by SIGKILL: out of memory, or stopped by force)",
+};
+
+/**
+ * The spawn core every runner below shares: PATH with sbin, the --debug
+ * command line, and the child ended (SIGTERM, then SIGKILL) if kiln is
+ * interrupted before it exits.
+ */
+function spawnTracked(
+  cmd: string,
+  args: readonly string[],
+  o: {
+    cwd?: string | undefined;
+    env?: Record<string, string | undefined> | undefined;
+    stdio: StdioOptions;
+    shown?: string;
+    stopGraceMs?: number | undefined;
+    stopSignal?: NodeJS.Signals | undefined;
+  },
+): { child: ChildProcess; drop: () => void } {
+  if (debugEnabled()) log.debug(`$ ${o.shown ?? quoteCommand(cmd, args)}`);
+  const child = spawn(cmd, args, {
+    cwd: o.cwd,
+    env: childEnv(o.env),
+    stdio: o.stdio,
+  });
+  const drop = onCleanup(`process ${cmd}`, () => terminate(child, o.stopGraceMs, o.stopSignal));
+  return { child, drop };
+}
 
 /**
  * The one way kiln runs a host program: an argument array (never a shell
@@ -93,21 +127,19 @@ export function exec(
   opts: ExecOptions = {},
 ): Promise<ExecResult> {
   const shown = redact(quoteCommand(cmd, args), opts.redact);
-  if (debugEnabled()) log.debug(`$ ${shown}`);
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
+    const { child, drop } = spawnTracked(cmd, args, {
       cwd: opts.cwd,
-      env: { ...process.env, PATH: withSbin(process.env.PATH), ...opts.env },
+      env: opts.env,
+      shown,
+      stopGraceMs: opts.stopGraceMs,
+      stopSignal: opts.stopSignal,
       stdio: [
         opts.stdinPipe ? "pipe" : opts.inherit ? (opts.stdin ?? "inherit") : "pipe",
         opts.inherit && !opts.onData ? "inherit" : "pipe",
         opts.inherit && !opts.onData ? "inherit" : "pipe",
       ],
     });
-    running.add(child);
-    const drop = onCleanup(`process ${cmd}`, () =>
-      terminate(child, opts.stopGraceMs, opts.stopSignal),
-    );
     let stdout = "";
     let stderr = "";
     let timedOut = false;
@@ -142,15 +174,11 @@ export function exec(
 
     child.on("error", (err: NodeJS.ErrnoException) => {
       if (timer) clearTimeout(timer);
-      running.delete(child);
       drop();
-      if (err.code === "ENOENT") reject(new ToolMissingError(cmd, packageFor(cmd)));
-      else
-        reject(new KilnError("EXEC_SPAWN", `cannot start ${cmd}: ${err.message}`, { cause: err }));
+      reject(spawnError(cmd, err));
     });
     child.on("close", (code, signal) => {
       if (timer) clearTimeout(timer);
-      running.delete(child);
       drop();
       const ok = code !== null && (opts.okCodes ?? [0]).includes(code);
       if (ok) return resolve({ stdout, stderr, code: code ?? 0 });
@@ -163,10 +191,18 @@ export function exec(
           stderr: redact(stderr, opts.redact),
           ...(opts.hint ? { hint: opts.hint } : {}),
           timedOut,
+          ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
         }),
       );
     });
   });
+}
+
+/** Why a program could not even start: not installed (with the package to install), or the OS's reason. */
+function spawnError(cmd: string, err: NodeJS.ErrnoException): KilnError {
+  if (err.code === "ENOENT") return new ToolMissingError(cmd, packageFor(cmd));
+  const why = err.code === "EACCES" ? "it is not executable (permission denied)" : err.message;
+  return new KilnError("EXEC_SPAWN", `cannot start ${cmd}: ${why}`, { cause: err });
 }
 
 /**
@@ -183,7 +219,7 @@ export function spawnDetached(
     const child = spawn(cmd, args, {
       detached: true,
       stdio: ["ignore", fd, fd],
-      env: { ...process.env, PATH: withSbin(process.env.PATH), ...o.env },
+      env: childEnv(o.env),
     });
     child.unref();
     if (child.pid === undefined) throw new KilnError("EXEC_SPAWN", `cannot start ${cmd}`);
@@ -210,6 +246,10 @@ export function terminate(
   });
 }
 
+function childEnv(env: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  return { ...process.env, PATH: withSbin(process.env.PATH), ...env };
+}
+
 /** Host tools such as sfdisk live in sbin, which a non-login PATH may lack. */
 function withSbin(path = "/usr/bin:/bin"): string {
   const parts = path.split(":");
@@ -234,11 +274,6 @@ export async function which(cmd: string): Promise<string | undefined> {
 /** A command line a person can paste into a shell. */
 export function quoteCommand(cmd: string, args: readonly string[]): string {
   return [cmd, ...args].map(shellQuote).join(" ");
-}
-
-export function shellQuote(s: string): string {
-  if (/^[A-Za-z0-9_./:=@%+,-]+$/.test(s)) return s;
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 function redact(text: string, secrets: string[] | undefined): string {
@@ -279,14 +314,12 @@ export function start(
     env?: Record<string, string | undefined>;
   } = {},
 ): Promise<Started> {
-  if (debugEnabled()) log.debug(`$ ${quoteCommand(cmd, args)}`);
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
+    const { child, drop } = spawnTracked(cmd, args, {
       cwd: opts.cwd,
-      env: { ...process.env, PATH: withSbin(process.env.PATH), ...opts.env },
+      env: opts.env,
       stdio: ["pipe", "pipe", "pipe"],
     });
-    const drop = onCleanup(`process ${cmd}`, () => terminate(child));
     const exited = new Promise<number | null>((res) => {
       child.on("close", (code) => {
         drop();
@@ -297,7 +330,7 @@ export function start(
     child.stderr?.on("data", (b: Buffer) => opts.onData?.(b.toString("utf8")));
     child.once("error", (err: NodeJS.ErrnoException) => {
       drop();
-      reject(err.code === "ENOENT" ? new ToolMissingError(cmd, packageFor(cmd)) : err);
+      reject(spawnError(cmd, err));
     });
     child.once("spawn", () => resolve({ child, exited, stop: (g) => terminate(child, g) }));
   });

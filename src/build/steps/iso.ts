@@ -2,6 +2,7 @@ import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { partitionNumber, partitions, rootPartition } from "../../image/partitions.js";
 import { exec } from "../../util/exec.js";
+import { shellQuote } from "../../util/shell.js";
 import type { BuildContext } from "../context.js";
 import { kernelCmdline } from "./disk.js";
 import { makeInitrd } from "./netboot.js";
@@ -97,7 +98,7 @@ export async function isoStep(ctx: BuildContext): Promise<string> {
   await writeFile(
     join(live, "install.env"),
     Object.entries(env)
-      .map(([k, v]) => `${k}='${String(v)}'\n`)
+      .map(([k, v]) => `${k}=${shellQuote(String(v))}\n`)
       .join(""),
   );
   ctx.detail("squashfs");
