@@ -4,12 +4,12 @@ import { join } from "node:path";
 import { cachedRootfs } from "../build/steps/rootfs.js";
 import { distroDriver, knownDistro } from "../distro/driver.js";
 import { treeBytes } from "../util/fsx.js";
+import { extractTree } from "../util/tar.js";
 import "../distro/index.js";
 import { rootfsRecipe } from "../distro/mmdebstrap.js";
 import { rootfsKey } from "../plan/plan.js";
 import { specSchema } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
-import { exec } from "../util/exec.js";
 import { removeTree } from "../util/fsx.js";
 import { storeDir } from "../util/paths.js";
 import { addImage, findImage, type ImageRecord, type ImageRef } from "./store.js";
@@ -58,15 +58,7 @@ export async function pullDistro(
       ...(o.onLine ? { onLine: o.onLine } : {}),
     });
     const image = await addImage(ref, `mmdebstrap ${ref.name} ${release}`, async (rootfs) => {
-      await exec("tar", [
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "-C",
-        rootfs,
-        "-xf",
-        tar,
-      ]);
+      await extractTree(tar, rootfs);
       await ensureHosts(rootfs);
       return treeBytes(rootfs);
     });

@@ -5,6 +5,7 @@ import { type Manifest, readManifest } from "../artifact/manifest.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
+import { archiveTree } from "../util/tar.js";
 
 /** What an A/B root filesystem says about itself (written by the build's updater step). */
 export interface Release {
@@ -82,18 +83,7 @@ export async function makeBundle(o: BundleOptions): Promise<BundleInfo> {
       const content = join(tmp, "content");
       await mkdir(content);
       const tar = join(content, "rootfs.tar");
-      if (statSync(o.rootfs).isDirectory())
-        await exec("tar", [
-          "--numeric-owner",
-          "--xattrs",
-          "--xattrs-include=*",
-          "--sort=name",
-          "-C",
-          o.rootfs,
-          "-cf",
-          tar,
-          ".",
-        ]);
+      if (statSync(o.rootfs).isDirectory()) await archiveTree(o.rootfs, tar, { sort: true });
       // Plain tar inside: the bundle's squashfs compresses it, and the device needs no zstd.
       else await exec("sh", ["-c", 'zstd -dcf "$1" >"$2"', "sh", o.rootfs, tar]);
       await writeFile(

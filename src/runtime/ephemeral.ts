@@ -7,6 +7,7 @@ import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { detachLoop, unmount } from "../util/fsx.js";
+import { extractTree } from "../util/tar.js";
 
 /** A file to place into a throw-away boot (never into the artifact). */
 export interface Injected {
@@ -152,15 +153,7 @@ export async function unpackTar(tar: string): Promise<Ephemeral> {
     `unpacked ${tar}`,
     () => rm(dir, { recursive: true, force: true }),
     async () => {
-      await exec("tar", [
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "-C",
-        dir,
-        "-xf",
-        tar,
-      ]);
+      await extractTree(tar, dir);
     },
   );
   return { path: dir, dispose };

@@ -15,6 +15,7 @@ import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
 import { removeTree } from "../../util/fsx.js";
 import { sha256File } from "../../util/hash.js";
+import { archiveTree, extractTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
 import { agentStep } from "./agent.js";
 import { filesStep } from "./configure.js";
@@ -98,15 +99,7 @@ export async function sysextStep(ctx: BuildContext): Promise<string> {
         scratch: join(scratch, "tmp"),
         onLine: (l) => ctx.detail(l),
       });
-      await exec("tar", [
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "-C",
-        base,
-        "-xf",
-        tar,
-      ]);
+      await extractTree(tar, base);
       // What kiln itself puts into the base beside its packages, so the extension does not carry it again.
       await filesStep({ ...ctx, root: base, spec: loaded.spec });
       if (loaded.spec.agent) await agentStep(base, loaded.spec.agent);
@@ -117,27 +110,8 @@ export async function sysextStep(ctx: BuildContext): Promise<string> {
     if (paths.length) {
       const list = join(scratch, "list");
       await writeFile(list, `${paths.join("\n")}\n`);
-      await exec("tar", [
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "--no-recursion",
-        "-C",
-        root,
-        "-cf",
-        join(scratch, "added.tar"),
-        "-T",
-        list,
-      ]);
-      await exec("tar", [
-        "--numeric-owner",
-        "--xattrs",
-        "--xattrs-include=*",
-        "-C",
-        tree,
-        "-xf",
-        join(scratch, "added.tar"),
-      ]);
+      await archiveTree(root, join(scratch, "added.tar"), { only: list });
+      await extractTree(join(scratch, "added.tar"), tree);
     }
     const os = osRelease(root);
     const rel = join(tree, "usr/lib/extension-release.d", `extension-release.${spec.name}`);

@@ -3,22 +3,12 @@ import { join } from "node:path";
 import type { DiskConversion } from "../../spec/schema.js";
 import { DISK_CONVERSIONS } from "../../spec/schema.js";
 import { exec } from "../../util/exec.js";
+import { archiveTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
 
 export async function tarStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.tar.zst`);
-  await exec("tar", [
-    "--numeric-owner",
-    "--xattrs",
-    "--xattrs-include=*",
-    "-I",
-    "zstd -T0 -12",
-    "-C",
-    ctx.root,
-    "-cf",
-    out,
-    ".",
-  ]);
+  await archiveTree(ctx.root, out, { compress: "zstd -T0 -12" });
   return out;
 }
 

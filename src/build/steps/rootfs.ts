@@ -5,6 +5,7 @@ import type { RootfsRecipe } from "../../distro/mmdebstrap.js";
 import { onCleanup } from "../../util/cleanup.js";
 import { exec } from "../../util/exec.js";
 import { cacheDir } from "../../util/paths.js";
+import { extractTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
 
 /**
@@ -23,15 +24,7 @@ export async function rootfsStep(ctx: BuildContext): Promise<string> {
     onLine: (l) => ctx.detail(l),
   });
   await mkdir(ctx.root, { recursive: true });
-  await exec("tar", [
-    "--numeric-owner",
-    "--xattrs",
-    "--xattrs-include=*",
-    "-C",
-    ctx.root,
-    "-xf",
-    tar,
-  ]);
+  await extractTree(tar, ctx.root);
   return bootstrapped ? "bootstrapped" : "cached";
 }
 
