@@ -1,7 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { mkdir, rename, writeFile } from "node:fs/promises";
+import { mkdir } from "node:fs/promises";
 import { KilnError } from "../util/errors.js";
-import { removeTree, unmount } from "../util/fsx.js";
+import { removeTree, unmount, writeJsonAtomic } from "../util/fsx.js";
 import { storeDir } from "../util/paths.js";
 import { children, commOf, descendants, running, signal, waitGone } from "../util/proc.js";
 
@@ -71,8 +71,7 @@ export function readContainer(name: string): ContainerRecord | undefined {
 /** Written whole and renamed, so `kiln ps` never reads half a record. */
 export async function writeContainer(rec: ContainerRecord): Promise<void> {
   const f = containerDir(rec.name, "container.json");
-  await writeFile(`${f}.tmp`, `${JSON.stringify(rec, null, 2)}\n`);
-  await rename(`${f}.tmp`, f);
+  await writeJsonAtomic(f, rec);
 }
 
 export function mustFind(name: string): ContainerRecord {

@@ -1,8 +1,9 @@
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exec } from "../util/exec.js";
+import { writeJsonAtomic } from "../util/fsx.js";
 import { cacheDir } from "../util/paths.js";
 import { stripAnsi } from "./console.js";
 
@@ -67,7 +68,7 @@ export async function kvmStatus(refresh = false): Promise<AccelProbe> {
   }
   const r = await probeKvm();
   await mkdir(cacheDir(), { recursive: true });
-  await writeFile(file, JSON.stringify({ ...r, host }));
+  await writeJsonAtomic(file, { ...r, host });
   return r;
 }
 

@@ -1,10 +1,11 @@
 import { existsSync } from "node:fs";
-import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { writeJsonAtomic } from "../util/fsx.js";
 import { cacheDir } from "../util/paths.js";
 
 export interface VmRecord {
@@ -51,7 +52,7 @@ export async function recordVm(rec: VmRecord): Promise<() => Promise<void>> {
         { hint: "pick another --name" },
       );
   }
-  await writeFile(file, JSON.stringify(rec));
+  await writeJsonAtomic(file, rec);
   const remove = () => rm(file, { force: true });
   const drop = onCleanup(`VM record ${file}`, remove);
   return async () => {

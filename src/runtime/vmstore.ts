@@ -1,9 +1,10 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { copyFile, mkdir, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, rm } from "node:fs/promises";
 import { resolve } from "node:path";
 import { seedIso } from "../image/cidata.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { writeJsonAtomic } from "../util/fsx.js";
 import { storeDir } from "../util/paths.js";
 import { running } from "../util/proc.js";
 
@@ -50,7 +51,7 @@ export function listNamedVms(): (NamedVm & { running: boolean; bytes: number })[
 }
 
 async function save(vm: NamedVm): Promise<void> {
-  await writeFile(vmDir(vm.name, "vm.json"), `${JSON.stringify(vm, null, 2)}\n`);
+  await writeJsonAtomic(vmDir(vm.name, "vm.json"), vm);
 }
 
 /**

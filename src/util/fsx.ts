@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { readFile } from "node:fs/promises";
+import { readFile, rename, rm, writeFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { exec } from "./exec.js";
 
@@ -62,4 +62,28 @@ export async function treeBytes(dir: string): Promise<number> {
 
 export function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+}
+
+/**
+ * Write a file so that a reader (or a crash) sees the old content or the
+ * new, never half: a temporary file beside it, then a rename over it.
+ */
+export async function writeFileAtomic(
+  file: string,
+  data: string | Uint8Array,
+  o: { mode?: number } = {},
+): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}-${Date.now()}`;
+  try {
+    await writeFile(tmp, data, { mode: o.mode ?? 0o644 });
+    await rename(tmp, file);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** A small JSON record, written atomically. */
+export function writeJsonAtomic(file: string, value: unknown): Promise<void> {
+  return writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
 }
