@@ -12,6 +12,7 @@ import { mkdtemp, open, rm } from "node:fs/promises";
 import { constants, tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { overlayDir } from "../runtime/ephemeral.js";
+import { NSPAWN_BASE } from "../runtime/nspawn.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
@@ -184,9 +185,7 @@ export async function runContainer(o: RunOptions): Promise<number> {
       containerDir(name),
     );
     const args = [
-      "--register=no",
-      "--keep-unit",
-      "-q",
+      ...NSPAWN_BASE,
       `--hostname=${name}`,
       "-D",
       overlay.path,

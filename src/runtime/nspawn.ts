@@ -19,12 +19,17 @@ export interface Container {
   stop(): Promise<void>;
 }
 
-/** nspawn arguments: no registration (there may be no system bus), the unit kept as is. */
+/**
+ * What every kiln nspawn call starts with: no registration with machined
+ * (hosts may have no system bus, nor systemd as PID 1), the caller's unit
+ * kept as is, and nspawn's own chatter off.
+ */
+export const NSPAWN_BASE = ["--register=no", "--keep-unit", "-q"] as const;
+
+/** nspawn arguments for booting a root filesystem directory. */
 export function nspawnArgs(o: ContainerOptions): string[] {
   return [
-    "--register=no",
-    "--keep-unit",
-    "-q",
+    ...NSPAWN_BASE,
     ...(o.persist ? [] : ["--volatile=overlay"]),
     ...(o.extraArgs ?? []),
     "-D",
