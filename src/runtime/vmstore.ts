@@ -88,7 +88,7 @@ export async function openNamedVm(
       );
   } else {
     if (!image)
-      throw new KilnError("VM_NO_IMAGE", `there is no VM named ${name}`, {
+      throw new KilnError("VM_NOT_FOUND", `there is no VM named ${name}`, {
         hint: `make it with \`kiln vm IMAGE --name ${name}\``,
       });
     if (!existsSync(image)) throw new KilnError("VM_NO_IMAGE", `${image} does not exist`);
