@@ -11,7 +11,7 @@ import { type Credential, writeCredentials } from "../util/credentials.js";
 import { KilnError } from "../util/errors.js";
 import { mib, removeTree, treeBytes } from "../util/fsx.js";
 import { sha256File } from "../util/hash.js";
-import { step } from "../util/log.js";
+import { log, step } from "../util/log.js";
 import type { BuildContext } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
@@ -82,6 +82,8 @@ export function planFor(
   addOutputs: Spec["outputs"] = [],
 ): { plan: Plan; loaded: ReturnType<typeof loadSpec> } {
   const loaded = loadSpec(specPath);
+  for (const w of loaded.warnings)
+    log.warn(`${w.loc.file}:${w.loc.line}:${w.loc.column}: warning: ${w.message}`);
   for (const o of addOutputs) if (!loaded.spec.outputs.includes(o)) loaded.spec.outputs.push(o);
   return { loaded, plan: planBuild(loaded.spec, loaded.canonical) };
 }

@@ -29,6 +29,17 @@ export function distroDriver(id: string): DistroDriver {
   return d;
 }
 
+/** Registered distribution ids (the spec's distribution.id enum), first registered first. */
+export function distroIds(): [string, ...string[]] {
+  const ids = [...drivers.keys()];
+  if (!ids.length) throw new Error("no distribution drivers registered");
+  return ids as [string, ...string[]];
+}
+
+export function knownReleases(id: string): readonly string[] {
+  return drivers.get(id)?.releases ?? [];
+}
+
 export function knownDistro(id: string): boolean {
   return drivers.has(id);
 }

@@ -2,4 +2,4 @@
 import "./debian.js";
 import "./ubuntu.js";
 
-export { type DistroDriver, distroDriver } from "./driver.js";
+export { type DistroDriver, distroDriver, distroIds, knownReleases } from "./driver.js";

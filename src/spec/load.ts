@@ -1,16 +1,20 @@
 import { dirname, resolve } from "node:path";
 import { type Diagnostic, KilnError, SpecError } from "../util/errors.js";
+import { treeDigest } from "../util/hash.js";
 import { mergeSpecs } from "./merge.js";
-import { DISK_CONVERSIONS, type Spec, specSchema } from "./schema.js";
-import { issuesToDiagnostics, type ParsedYaml, parseYamlFile } from "./yaml.js";
+import { checkRules, type Finding } from "./rules.js";
+import { type Spec, specSchema } from "./schema.js";
+import { diagnosticAt, issuesToDiagnostics, type ParsedYaml, parseYamlFile } from "./yaml.js";
 
 export interface LoadedSpec {
   spec: Spec;
+  /** What the spec's rules warn about, located like errors; the build prints them. */
+  warnings: Diagnostic[];
   /** The spec file and every file it extends, outermost first. */
   files: string[];
   /** Directory of the outermost spec; `source:` paths resolve against their own file. */
   dir: string;
-  /** Canonical JSON of the merged spec (for hashing). */
+  /** Canonical JSON of the merged spec and its `source:` trees' digests (for hashing). */
   canonical: string;
 }
 
@@ -33,36 +37,13 @@ export function loadSpec(path: string): LoadedSpec {
   if (!result.success)
     throw new SpecError(issuesToDiagnostics(result.error.issues, top, specSchema));
   const spec = result.data;
-  if (spec.update && spec.disk.layout !== "ab") {
-    const at = chain.find((p) => p.value.update !== undefined) ?? top;
-    const issue = { code: "custom", path: ["update"], message: "A/B updates need disk.layout: ab" };
-    throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
-  }
-  if (spec.outputs.includes("portable") && spec.outputs.includes("sysext")) {
-    const at = chain.find((p) => p.value.outputs !== undefined) ?? top;
-    const issue = {
-      code: "custom",
-      path: ["outputs"],
-      message: "a spec makes a portable service or a system extension, not both (one spec each)",
-    };
-    throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
-  }
-  const odd = spec.base
-    ? spec.outputs.filter(
-        (o) => o !== "disk" && !(DISK_CONVERSIONS as readonly string[]).includes(o),
-      )
-    : [];
-  if (odd.length || (spec.base && spec.disk.layout !== "single")) {
-    const at = chain.find((p) => p.value.outputs !== undefined) ?? top;
-    const issue = {
-      code: "custom",
-      path: odd.length ? ["outputs"] : ["disk", "layout"],
-      message: odd.length
-        ? `a customised import (base: ${spec.base}) has disk outputs only (disk, qcow2, vmdk, vdi, vhdx), not ${odd.join(", ")}`
-        : "a customised import keeps the partitions it came with: leave disk.layout out",
-    };
-    throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
-  }
+  // A finding points into the file that set the first key of its path (the outermost such file).
+  const locate = (f: Finding) => {
+    const at = chain.find((p) => p.value[String(f.path[0])] !== undefined) ?? top;
+    return diagnosticAt(at, f.path, f.message);
+  };
+  const { errors, warnings } = checkRules(spec);
+  if (errors.length) throw new SpecError(errors.map(locate));
   // Relative `source:` paths belong to the file that named them.
   for (const f of spec.files) {
     if (f.source) f.source = resolve(originOf(chain, f.path) ?? top.file, "..", f.source);
@@ -75,9 +56,14 @@ export function loadSpec(path: string): LoadedSpec {
   }
   return {
     spec,
+    warnings: warnings.map(locate),
     files: chain.map((c) => c.file),
     dir: dirname(top.file),
-    canonical: stableJson(spec),
+    // The contents of `source:` trees count too: an edited overlay is a different spec.
+    canonical: stableJson({
+      spec,
+      sources: spec.files.flatMap((f) => (f.source ? [[f.source, treeDigest(f.source)]] : [])),
+    }),
   };
 }
 

@@ -1,10 +1,18 @@
 import { z } from "zod";
+import { distroIds, knownReleases } from "../distro/index.js";
 
 /**
  * The spec, defined once: validation, defaults, the exported JSON Schema and
  * editor help all come from this table. Every object is strict so a typo is
  * an error with a suggestion, never a silently ignored key.
  */
+
+/** The releases each registered distribution driver knows, for the schema's help text. */
+function releasesText(): string {
+  return `a release of the distribution: ${distroIds()
+    .map((d) => `${d}: ${knownReleases(d).join(", ")}`)
+    .join("; ")}`;
+}
 
 const size = z
   .string()
@@ -114,13 +122,22 @@ export const specSchema = z
     $schema: z.string().optional(),
     name: z
       .string()
-      .regex(/^[a-z0-9][a-z0-9._-]*$/, "use lower-case letters, digits, '.', '_' and '-'")
-      .describe("names the artifacts"),
+      .regex(
+        /^[a-z0-9][a-z0-9.-]{0,62}$/,
+        "use lower-case letters, digits, '.' and '-' (at most 63)",
+      )
+      .describe("names the artifacts (NAME.raw, NAME_VERSION.raw: so no '_')"),
     extends: z
       .union([z.string(), z.array(z.string())])
       .optional()
       .describe("base spec(s), relative to this file; lists merge by key, scalars override"),
-    version: z.string().default("0.1.0"),
+    version: z
+      .string()
+      .regex(
+        /^[A-Za-z0-9][A-Za-z0-9.-]{0,63}$/,
+        "use letters, digits, '.' and '-' (it becomes part of file names: NAME_VERSION.raw)",
+      )
+      .default("0.1.0"),
     base: z
       .string()
       .regex(/^image:[a-z0-9][a-z0-9._-]*$/, "expected image:NAME (a disk stored by `kiln import`)")
@@ -130,13 +147,17 @@ export const specSchema = z
       ),
     distribution: z
       .strictObject({
-        id: z.enum(["debian", "ubuntu"]).default("debian"),
-        release: z.string().default("bookworm"),
+        id: z.enum(distroIds()).default("debian"),
+        release: z
+          .string()
+          .regex(/^[a-z][a-z0-9-]*$/, "not a release name")
+          .default("bookworm")
+          .describe(releasesText()),
         mirror: z.string().url().optional().describe("default: the distribution's main mirror"),
         components: z.array(z.string()).optional(),
         keyring: z.string().optional().describe("keyring file trusted for the mirror"),
       })
-      .default({ id: "debian", release: "bookworm" }),
+      .prefault({}),
     architecture: z.enum(["amd64", "arm64"]).default("amd64"),
     packages: z
       .array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+(=[^\s]+)?$/, "not a package name"))
@@ -156,7 +177,7 @@ export const specSchema = z
         password: passwordSetting.optional().describe("omit to keep root locked"),
         ssh_authorized_keys: z.array(z.string()).default([]),
       })
-      .default({ ssh_authorized_keys: [] }),
+      .prefault({}),
     users: z.array(user).default([]),
     files: z.array(file).default([]),
     services: z
@@ -165,12 +186,12 @@ export const specSchema = z
         disable: z.array(unitName).default([]),
         mask: z.array(unitName).default([]),
       })
-      .default({ enable: [], disable: [], mask: [] }),
+      .prefault({}),
     network: z
       .strictObject({
-        interfaces: z.array(iface).default([{ match: "en* eth*", dhcp: true, dns: [] }]),
+        interfaces: z.array(iface).prefault([{}]),
       })
-      .default({ interfaces: [{ match: "en* eth*", dhcp: true, dns: [] }] }),
+      .prefault({}),
     kernel: z
       .strictObject({
         package: z.string().optional().describe("default: the distribution's cloud/virtual kernel"),
@@ -186,14 +207,10 @@ export const specSchema = z
           .default(["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"])
           .describe("modules the tiny initrd loads to find the root disk"),
       })
-      .default({
-        cmdline: "",
-        initrd: "tiny",
-        modules: ["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"],
-      }),
+      .prefault({}),
     console: z
       .strictObject({ serial: z.string().default("ttyS0,115200").describe('"" for none') })
-      .default({ serial: "ttyS0,115200" }),
+      .prefault({}),
     disk: z
       .strictObject({
         layout: z.enum(["single", "ab"]).default("single").describe("ab: root A + root B + data"),
@@ -207,19 +224,14 @@ export const specSchema = z
           .min(1)
           .default(["uefi", "bios"]),
       })
-      .default({
-        layout: "single",
-        esp_size: "64M",
-        data_size: "256M",
-        firmware: ["uefi", "bios"],
-      }),
+      .prefault({}),
     outputs: z.array(z.enum(OUTPUT_FORMATS)).min(1).default(["disk", "qcow2"]),
     limits: z
       .strictObject({
         installed_size: size.optional().describe("fail the build if the root filesystem is larger"),
         compressed_size: size.optional().describe("fail the build if the qcow2 or tar is larger"),
       })
-      .default({}),
+      .prefault({}),
     agent: z
       .strictObject({
         url: z

@@ -96,6 +96,11 @@ function describePath(path: PropertyKey[]): string {
     .join("");
 }
 
+/** A diagnostic for a key path of the document (`path: message`, at where the path is written). */
+export function diagnosticAt(p: ParsedYaml, path: PropertyKey[], message: string): Diagnostic {
+  return at(p, path, false, `${describePath(path)}: ${message}`);
+}
+
 /** Locate a path in the YAML document; for unknown keys point at the key itself. */
 function at(p: ParsedYaml, path: PropertyKey[], keyNode: boolean, message: string): Diagnostic {
   let node: unknown = p.doc.contents;

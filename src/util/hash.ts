@@ -1,5 +1,13 @@
 import { createHash } from "node:crypto";
-import { createReadStream } from "node:fs";
+import {
+  createReadStream,
+  existsSync,
+  lstatSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+} from "node:fs";
+import { join } from "node:path";
 
 export function sha256(text: string | Buffer): string {
   return createHash("sha256").update(text).digest("hex");
@@ -13,5 +21,27 @@ export function cacheKey(...parts: unknown[]): string {
 export async function sha256File(path: string): Promise<string> {
   const h = createHash("sha256");
   for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest("hex");
+}
+
+/**
+ * A digest of a file or directory tree as a build would copy it: every
+ * path (sorted), its type and mode, a file's bytes and a symlink's target.
+ * "missing" when there is nothing at `path` (the build reports that itself).
+ */
+export function treeDigest(path: string): string {
+  const h = createHash("sha256");
+  const visit = (p: string, rel: string): void => {
+    const st = lstatSync(p);
+    const mode = (st.mode & 0o7777).toString(8);
+    if (st.isSymbolicLink()) h.update(`l ${rel} ${readlinkSync(p)}\n`);
+    else if (st.isDirectory()) {
+      h.update(`d ${rel} ${mode}\n`);
+      for (const n of readdirSync(p).sort()) visit(join(p, n), rel ? `${rel}/${n}` : n);
+    } else if (st.isFile()) h.update(`f ${rel} ${mode} ${st.size}\n`).update(readFileSync(p));
+    else h.update(`o ${rel} ${mode}\n`);
+  };
+  if (!existsSync(path)) return "missing";
+  visit(path, "");
   return h.digest("hex");
 }

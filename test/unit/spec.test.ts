@@ -1,4 +1,5 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { inventoryJsonSchema } from "../../src/deliver/inventory.js";
@@ -99,5 +100,55 @@ describe("JSON Schema", () => {
       readFileSync(join(import.meta.dirname, "../../schema/inventory.json"), "utf8"),
     );
     expect(committed).toEqual(inventoryJsonSchema());
+  });
+});
+
+describe("spec rules", () => {
+  const dir = mkdtempSync(join(tmpdir(), "kiln-rules-"));
+  const write = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text);
+    return join(dir, name);
+  };
+
+  it("places a cross-field error in the file that set the key, as path: message", () => {
+    write("ab-base.yaml", "disk: { size: 2G }\nupdate: { tries: 2 }\n");
+    const err = specErrors(write("ab.yaml", "extends: ./ab-base.yaml\nname: ab\n"));
+    expect(err.diagnostics).toHaveLength(1);
+    const d = err.diagnostics[0]!;
+    expect(d.loc).toMatchObject({ file: join(dir, "ab-base.yaml"), line: 2, column: 9 });
+    expect(d.message).toBe("update: A/B updates need disk.layout: ab");
+  });
+
+  it("warns without failing: an unknown release, tests without a serial console", () => {
+    const l = loadSpec(
+      write(
+        "w.yaml",
+        'name: w\ndistribution: { release: forky }\nconsole: { serial: "" }\ntests: [{ run: "true" }]\n',
+      ),
+    );
+    expect(l.warnings.map((w) => `${w.loc.line} ${w.message}`)).toEqual([
+      expect.stringMatching(/^2 distribution\.release: kiln does not know debian release "forky"/),
+      expect.stringMatching(/^3 console\.serial: kiln test reads results from the serial console/),
+    ]);
+  });
+
+  it("keeps name and version to what file names (NAME_VERSION.raw) can carry", () => {
+    const lines = specErrors(
+      write("n.yaml", 'name: my_app\nversion: "1.0 beta"\n'),
+    ).diagnostics.map((d) => d.message);
+    expect(lines).toEqual([
+      expect.stringMatching(/^name: use lower-case letters, digits/),
+      expect.stringMatching(/^version: use letters, digits/),
+    ]);
+  });
+
+  it("hashes the contents of source: trees, so an edited overlay is a new spec", () => {
+    mkdirSync(join(dir, "overlay/etc"), { recursive: true });
+    writeFileSync(join(dir, "overlay/etc/app.conf"), "a=1\n");
+    const spec = write("o.yaml", "name: o\nfiles: [{ path: /, source: ./overlay }]\n");
+    const before = loadSpec(spec).canonical;
+    expect(loadSpec(spec).canonical).toBe(before);
+    writeFileSync(join(dir, "overlay/etc/app.conf"), "a=2\n");
+    expect(loadSpec(spec).canonical).not.toBe(before);
   });
 });

@@ -1,0 +1,115 @@
+import { knownReleases } from "../distro/index.js";
+import { DISK_CONVERSIONS, type Spec } from "./schema.js";
+
+/** One problem a rule found: where in the spec (a key path) and what. */
+export interface Finding {
+  rule: string;
+  path: (string | number)[];
+  message: string;
+}
+
+/**
+ * A rule across fields that the schema's per-field types cannot say. An
+ * error stops the load; a warning is printed (with file:line:col) and the
+ * build goes on.
+ */
+interface Rule {
+  name: string;
+  level: "error" | "warning";
+  check(spec: Spec): Omit<Finding, "rule">[];
+}
+
+const isDiskFormat = (o: string) =>
+  o === "disk" || (DISK_CONVERSIONS as readonly string[]).includes(o);
+
+export const RULES: readonly Rule[] = [
+  {
+    name: "update-needs-ab",
+    level: "error",
+    check: (s) =>
+      s.update && s.disk.layout !== "ab"
+        ? [{ path: ["update"], message: "A/B updates need disk.layout: ab" }]
+        : [],
+  },
+  {
+    name: "one-addon-kind",
+    level: "error",
+    check: (s) =>
+      s.outputs.includes("portable") && s.outputs.includes("sysext")
+        ? [
+            {
+              path: ["outputs"],
+              message:
+                "a spec makes a portable service or a system extension, not both (one spec each)",
+            },
+          ]
+        : [],
+  },
+  {
+    name: "customised-import-outputs",
+    level: "error",
+    check: (s) => {
+      const odd = s.base ? s.outputs.filter((o) => !isDiskFormat(o)) : [];
+      return odd.length
+        ? [
+            {
+              path: ["outputs"],
+              message: `a customised import (base: ${s.base}) has disk outputs only (disk, qcow2, vmdk, vdi, vhdx), not ${odd.join(", ")}`,
+            },
+          ]
+        : [];
+    },
+  },
+  {
+    name: "customised-import-layout",
+    level: "error",
+    check: (s) =>
+      s.base && s.disk.layout !== "single"
+        ? [
+            {
+              path: ["disk", "layout"],
+              message:
+                "a customised import keeps the partitions it came with: leave disk.layout out",
+            },
+          ]
+        : [],
+  },
+  {
+    name: "release-known",
+    level: "warning",
+    check: (s) =>
+      knownReleases(s.distribution.id).includes(s.distribution.release)
+        ? []
+        : [
+            {
+              path: ["distribution", "release"],
+              message: `kiln does not know ${s.distribution.id} release ${JSON.stringify(s.distribution.release)} (it knows ${knownReleases(s.distribution.id).join(", ")}); mmdebstrap will try it`,
+            },
+          ],
+  },
+  {
+    name: "tests-need-a-console",
+    level: "warning",
+    check: (s) =>
+      s.tests.length && s.console.serial === "" && !s.outputs.every((o) => o === "directory")
+        ? [
+            {
+              path: ["console", "serial"],
+              message:
+                "kiln test reads results from the serial console: with console.serial empty, only nspawn can run the tests",
+            },
+          ]
+        : [],
+  },
+];
+
+/** Run every rule over a parsed spec: the errors that stop it and the warnings to show. */
+export function checkRules(spec: Spec): { errors: Finding[]; warnings: Finding[] } {
+  const errors: Finding[] = [];
+  const warnings: Finding[] = [];
+  for (const r of RULES) {
+    for (const f of r.check(spec))
+      (r.level === "error" ? errors : warnings).push({ rule: r.name, ...f });
+  }
+  return { errors, warnings };
+}
