@@ -11,6 +11,8 @@ export type BootState =
 
 /** The reason prefix of a boot that failed because the guest's CPUs stalled. */
 export const STALL = "guest CPU stall";
+/** The reason prefix of a boot whose console said nothing for too long. */
+export const SILENT = "console silent";
 
 const READY = [/\blogin: ?$/m, /Reached target .*Multi-User System/];
 const FAILED: [RegExp, string][] = [
@@ -47,9 +49,29 @@ export class ConsoleWatcher {
   private result: BootState = { state: "booting" };
   private ended = false;
   private readonly listeners: ((s: BootState) => void)[] = [];
+  private silence: NodeJS.Timeout | undefined;
+
+  /** `silenceMs`: fail a boot whose console says nothing for this long (a hung guest). */
+  constructor(private readonly o: { silenceMs?: number } = {}) {
+    this.armSilence();
+  }
+
+  private armSilence(): void {
+    if (!this.o.silenceMs) return;
+    clearTimeout(this.silence);
+    const ms = this.o.silenceMs;
+    this.silence = setTimeout(() => {
+      this.settle({
+        state: "failed",
+        reason: `${SILENT}: no console output for ${Math.round(ms / 1000)} s`,
+      });
+    }, ms);
+    this.silence.unref();
+  }
 
   feed(chunk: string): void {
     this.text += stripAnsi(chunk);
+    if (this.result.state === "booting") this.armSilence();
     if (this.text.length > 2_000_000) this.text = this.text.slice(-1_000_000);
     if (this.result.state !== "booting") return;
     for (const [re, why] of FAILED) {
@@ -117,6 +139,7 @@ export class ConsoleWatcher {
 
   private settle(s: BootState): void {
     if (this.result.state !== "booting") return;
+    clearTimeout(this.silence);
     this.result = s;
     for (const l of this.listeners.splice(0)) l(s);
   }

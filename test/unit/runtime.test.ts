@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { probeKvm } from "../../src/runtime/accel.js";
-import { ConsoleWatcher, STALL } from "../../src/runtime/console.js";
+import { ConsoleWatcher, SILENT, STALL } from "../../src/runtime/console.js";
 import { emulatorFault, findOvmf, qemuArgs } from "../../src/runtime/qemu.js";
 
 describe("KVM probe", () => {
@@ -70,6 +70,23 @@ describe("console watcher", () => {
     expect(emulatorFault({ child: { signalCode: "SIGSEGV" } }, "not ready")).toMatch(/SIGSEGV/);
     expect(emulatorFault({ child: { signalCode: "SIGTERM" } }, "not ready")).toBeUndefined();
   });
+
+  it("fails a boot whose console stays silent, as a hang emulatorFault blames on the emulator", async () => {
+    const w = new ConsoleWatcher({ silenceMs: 60 });
+    w.feed("[    1.03] Booting\n");
+    await new Promise((r) => setTimeout(r, 40));
+    w.feed("still talking\n");
+    await new Promise((r) => setTimeout(r, 40));
+    expect(w.state.state).toBe("booting");
+    await new Promise((r) => setTimeout(r, 80));
+    expect(w.state).toMatchObject({ state: "failed", reason: expect.stringContaining(SILENT) });
+    const reason = w.state.state === "failed" ? w.state.reason : "";
+    expect(emulatorFault({ child: { signalCode: null } }, reason)).toMatch(/silent/);
+    const ready = new ConsoleWatcher({ silenceMs: 30 });
+    ready.feed("node login: ");
+    await new Promise((r) => setTimeout(r, 60));
+    expect(ready.state.state).toBe("ready");
+  });
   it("times out with a reason", async () => {
     const w = new ConsoleWatcher();
     await expect(w.wait(50)).resolves.toMatchObject({
@@ -91,7 +108,7 @@ describe("qemu", () => {
       forwards: [{ host: 2222, guest: 22 }],
     });
     expect(a).toContain("file=/x.qcow2,if=virtio,format=qcow2,snapshot=on");
-    expect(a).toContain("q35,accel=tcg");
+    expect(a.join(" ")).toContain("-accel tcg,thread=single");
     expect(a).toContain("if=pflash,format=raw,unit=0,readonly=on,file=/c.fd");
     expect(a.join(" ")).toContain("hostfwd=tcp:127.0.0.1:2222-:22");
     const b = qemuArgs({
