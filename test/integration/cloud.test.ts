@@ -12,30 +12,21 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { validateCloudConfig } from "../../src/seed/validate.js";
+import { ROOT, kiln as run } from "./helpers.js";
 
 // Issue 8 for real: a disk kiln did not customise (built earlier, standing in
 // for a vendor cloud image) is served with a SHA512SUMS file over loopback
 // HTTP, imported (wrong sum refused, right sum stored), customised by a spec
 // and booted under QEMU (TCG) with a NoCloud seed ISO; checks inside the
 // guest see both the seed and the customisation.
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-cloud-"));
 const STORE = join(OUT, "store");
 const MIRROR = join(OUT, "mirror");
 
-function kiln(args: string[]) {
-  const r = spawnSync(process.execPath, [KILN, ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    timeout: 1_200_000,
-    env: { ...process.env, KILN_STORE: STORE },
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const kiln = (args: string[]) => run(args, { env: { KILN_STORE: STORE } });
 
 const sha512 = (f: string) => createHash("sha512").update(readFileSync(f)).digest("hex");
 // The mirror runs in a process of its own: kiln runs under spawnSync, which

@@ -1,26 +1,21 @@
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { KILN, kiln as run, until as waitUntil } from "./helpers.js";
 
 // Containers for real: a debian:bookworm image bootstrapped into a store of
 // the test's own, run under systemd-nspawn.
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-containers-"));
 const STORE = join(OUT, "store");
 
-function kiln(args: string[], input?: string) {
-  const r = spawnSync(process.execPath, [KILN, ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    input: input ?? "",
+const kiln = (args: string[], input?: string) =>
+  run(args, {
+    env: { KILN_STORE: STORE },
+    ...(input !== undefined ? { input } : {}),
     timeout: 900_000,
-    env: { ...process.env, KILN_STORE: STORE },
   });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 afterAll(() => rmSync(OUT, { recursive: true, force: true }));
 
@@ -42,13 +37,7 @@ const ps = (all: boolean) =>
 const mounted = (under: string) =>
   readFileSync("/proc/self/mountinfo", "utf8").includes(join(STORE, under));
 
-async function until(ok: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await ok())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${ok}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = (ok: () => boolean | Promise<boolean>, ms = 30_000) => waitUntil(String(ok), ok, ms);
 
 describe.sequential("kiln pull, images, run, ps, logs, stop, rm, rmi", () => {
   it("pulls debian:bookworm into the store and lists it", () => {

@@ -9,28 +9,19 @@ import {
   statSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KILN, ROOT, kiln as run } from "./helpers.js";
 
 // Issue 9 for real: the ISO of test/integration/specs/iso.yaml boots in
 // QEMU (TCG) with a blank disk, in BIOS and in UEFI mode, installs itself
 // unattended and reboots; the disk alone then boots and passes the spec's
 // checks. A disk that already holds a partition table and data is refused
 // and left byte-for-byte as it was.
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-iso-"));
 const ISO = join(OUT, "iso/iso.iso");
 
-function kiln(args: string[], timeout = 1_200_000) {
-  const r = spawnSync(process.execPath, [KILN, ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    timeout,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+const kiln = (args: string[], timeout = 1_200_000) => run(args, { timeout });
 
 beforeAll(() => {
   const b = kiln(["build", "test/integration/specs/iso.yaml", "-o", join(OUT, "iso"), "--json"]);

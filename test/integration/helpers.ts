@@ -1,0 +1,61 @@
+import { spawnSync } from "node:child_process";
+import { appendFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+/** What every integration file shares: how to run kiln, how to wait, and the retry count. */
+export const ROOT = resolve(import.meta.dirname, "../..");
+export const KILN = join(ROOT, "bin/kiln.js");
+
+/** Emulator-fault retries of this run, one a line (the global setup prints the count at the end). */
+export const RETRY_LOG = process.env.KILN_TEST_RETRY_LOG ?? join(tmpdir(), "kiln-test-retries.log");
+
+export interface KilnRun {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Run the built CLI (dist/) from the checkout, output captured. A boot that
+ * kiln booted again after an emulator fault is reported here and counted,
+ * so flakiness shows up in the test output rather than hiding in a pass.
+ */
+export function kiln(
+  args: string[],
+  o: { env?: Record<string, string>; input?: string; timeout?: number } = {},
+): KilnRun {
+  const r = spawnSync(process.execPath, [KILN, ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    input: o.input ?? "",
+    timeout: o.timeout ?? 1_200_000,
+    env: { ...process.env, ...o.env },
+    maxBuffer: 256 * 1024 * 1024,
+  });
+  noteRetries(`kiln ${args.join(" ")}`, r.stderr ?? "");
+  return { code: r.status, stdout: r.stdout ?? "", stderr: r.stderr ?? "" };
+}
+
+/** Record the "booting again" warnings kiln printed (see emulatorFault in src/runtime/qemu.ts). */
+export function noteRetries(what: string, stderr: string): void {
+  for (const line of stderr.split("\n")) {
+    if (!line.includes("not the image's fault; booting again")) continue;
+    console.warn(`emulator fault, booted again (${what.slice(0, 120)}): ${line.trim()}`);
+    appendFileSync(RETRY_LOG, `${what.slice(0, 200)}\t${line.trim()}\n`);
+  }
+}
+
+/** Poll until `ok` holds, or fail naming what was awaited. */
+export async function until(
+  what: string,
+  ok: () => boolean | Promise<boolean>,
+  timeoutMs = 30_000,
+  stepMs = 200,
+): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, stepMs));
+  }
+}
