@@ -12,6 +12,7 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/integration/global-build.ts"],
           testTimeout: 900_000,
           hookTimeout: 1_800_000,
           fileParallelism: false,

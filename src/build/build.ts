@@ -9,6 +9,7 @@ import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";
 import { sha256File } from "../util/hash.js";
 import { step } from "../util/log.js";
+import { KILN_VERSION } from "../util/version.js";
 import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
 import { writeCredentials } from "./password.js";
@@ -150,7 +151,6 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     refresh: opts.refresh ?? false,
     credentials: [],
     artifacts: [],
-    durations: {},
     facts: {},
     detail: () => {},
   };
@@ -178,7 +178,6 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
         throw err;
       }
       const seconds = progress.done(note);
-      ctx.durations[id] = seconds;
       stepLog.push({ id, seconds: round(seconds), ...(note ? { note } : {}) });
     }
     // The raw disk is staged for the steps made from it (ISO, conversions); it stays only as an output.
@@ -224,7 +223,7 @@ function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
   const { spec, plan } = ctx;
   const packages = (ctx.facts.packages as { name: string; version: string }[] | undefined) ?? [];
   return {
-    kiln: "0.1.0",
+    kiln: KILN_VERSION,
     name: spec.name,
     version: spec.version,
     specHash: plan.specHash,

@@ -1,4 +1,4 @@
-import type { Plan, StepId } from "../plan/plan.js";
+import type { Plan } from "../plan/plan.js";
 import type { LoadedSpec } from "../spec/load.js";
 import type { Spec } from "../spec/schema.js";
 
@@ -29,7 +29,6 @@ export interface BuildContext {
   refresh: boolean;
   credentials: Credential[];
   artifacts: ArtifactRecord[];
-  durations: Partial<Record<StepId, number>>;
   /** Filled by steps: kernel version, filesystem UUIDs, sizes. */
   facts: Record<string, unknown>;
   /** Log lines from a step (and a step's progress detail). */

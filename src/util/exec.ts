@@ -80,8 +80,6 @@ export class ExecError extends KilnError {
   }
 }
 
-const running = new Set<ChildProcess>();
-
 /**
  * The one way kiln runs a host program: an argument array (never a shell
  * string), errors that name the command and show the end of its stderr, and
@@ -104,7 +102,6 @@ export function exec(
         opts.inherit && !opts.onData ? "inherit" : "pipe",
       ],
     });
-    running.add(child);
     const drop = onCleanup(`process ${cmd}`, () =>
       terminate(child, opts.stopGraceMs, opts.stopSignal),
     );
@@ -142,7 +139,6 @@ export function exec(
 
     child.on("error", (err: NodeJS.ErrnoException) => {
       if (timer) clearTimeout(timer);
-      running.delete(child);
       drop();
       if (err.code === "ENOENT") reject(new ToolMissingError(cmd, packageFor(cmd)));
       else
@@ -150,7 +146,6 @@ export function exec(
     });
     child.on("close", (code, signal) => {
       if (timer) clearTimeout(timer);
-      running.delete(child);
       drop();
       const ok = code !== null && (opts.okCodes ?? [0]).includes(code);
       if (ok) return resolve({ stdout, stderr, code: code ?? 0 });

@@ -61,7 +61,6 @@ export async function portableStep(ctx: BuildContext): Promise<string> {
       `a portable service image needs a unit named ${spec.name}.service (or ${spec.name}-*.service, .socket, .timer)`,
       { hint: `add it under files:, e.g. path: /usr/lib/systemd/system/${spec.name}.service` },
     );
-  ctx.facts.portableUnits = units;
   for (const f of ["etc/machine-id", "etc/resolv.conf", "run/dbus/system_bus_socket"]) {
     const p = join(root, f);
     if (existsSync(p) || lstatSafe(p)) continue;
@@ -115,7 +114,6 @@ export async function sysextStep(ctx: BuildContext): Promise<string> {
     const tree = join(scratch, "tree");
     await mkdir(tree);
     const paths = addedPaths(root, base, ["usr", "opt"]);
-    ctx.facts.sysextFiles = paths.filter((p) => !lstatSync(join(root, p)).isDirectory()).length;
     if (paths.length) {
       const list = join(scratch, "list");
       await writeFile(list, `${paths.join("\n")}\n`);
