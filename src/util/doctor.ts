@@ -63,7 +63,9 @@ export async function installPackages(pkgs: string[]): Promise<void> {
     });
   const env = { DEBIAN_FRONTEND: "noninteractive" };
   // Say what is coming before apt's own progress: a minute of silence looks hung.
-  process.stderr.write(`kiln doctor: installing ${pkgs.length} Debian packages: ${pkgs.join(" ")}\n`);
+  process.stderr.write(
+    `kiln doctor: installing ${pkgs.length} Debian packages: ${pkgs.join(" ")}\n`,
+  );
   await exec("apt-get", ["update"], { env, inherit: true });
   // --no-install-recommends keeps systemd-resolved (a recommend of some of these) off the host.
   await exec("apt-get", ["install", "-y", "--no-install-recommends", ...pkgs], {
