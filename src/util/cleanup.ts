@@ -58,7 +58,7 @@ function detachFromTerminal(): void {
 }
 
 /** The signals that end a long-running command (a VM, a container, a server) cleanly. */
-export const STOP_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 function installHandlers(): void {
   if (installed) return;
