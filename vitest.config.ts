@@ -12,7 +12,8 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/integration/**/*.test.ts"],
-          globalSetup: ["test/integration/setup.ts"],
+          // Build dist/ first (a stale one must never pass), then count emulator retries.
+          globalSetup: ["test/integration/global-build.ts", "test/integration/setup.ts"],
           testTimeout: 900_000,
           hookTimeout: 1_800_000,
           fileParallelism: false,

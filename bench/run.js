@@ -2,10 +2,11 @@
 // Benchmarks of the minimal example. Prints one JSON object per line:
 // {"name": ..., "value": ..., "unit": ...}, so runs can be compared.
 // BENCH_COLD=0 skips the cold build (a bootstrap with the apt cache warm).
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { bootScriptRate } from "./boot-rate.js";
 
 const root = resolve(import.meta.dirname, "..");
 const kiln = join(root, "bin/kiln.js");
@@ -83,36 +84,12 @@ try {
   );
   emit("ready.tcg.netboot", nb.seconds, "s");
   emit("size.netboot", dirBytes(join(nbDir, "netboot.netboot")) / 1048576, "MiB");
-  bootScriptRate();
+  const rps = await bootScriptRate();
+  if (rps !== undefined) emit("serve.boot-script.rps", rps, "req/s");
 } finally {
   rmSync(out, { recursive: true, force: true });
 }
 
 function dirBytes(dir) {
   return Number(spawnSync("du", ["-sb", dir], { encoding: "utf8" }).stdout.split("\t")[0]);
-}
-
-/** Requests per second for per-machine boot scripts, served by kiln on loopback, measured by wrk. */
-function bootScriptRate() {
-  if (spawnSync("sh", ["-c", "command -v wrk"]).status !== 0) {
-    console.error("bench: wrk not installed (apt-get install wrk); skipping boot-script rate");
-    return;
-  }
-  const srv = spawn(process.execPath, ["--input-type=module", "-e", script], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const wait = Date.now() + 10000;
-  while (Date.now() < wait) {
-    const r = spawnSync("bash", ["-c", "exec 3<>/dev/tcp/127.0.0.1/18099"]);
-    if (r.status === 0) break;
-    spawnSync("sleep", ["0.2"]);
-  }
-  const w = spawnSync(
-    "wrk",
-    ["-t2", "-c32", "-d10s", "http://127.0.0.1:18099/ipxe?mac=52:54:00:00:00:01&serial=S1"],
-    { encoding: "utf8" },
-  );
-  srv.kill();
-  const rps = /Requests\/sec:\s+([\d.]+)/.exec(w.stdout);
-  if (rps) emit("serve.boot-script.rps", Number(rps[1]), "req/s");
 }

@@ -12,6 +12,7 @@ import { KilnError } from "../util/errors.js";
 import { mib, removeTree, treeBytes } from "../util/fsx.js";
 import { sha256File } from "../util/hash.js";
 import { log, step } from "../util/log.js";
+import { KILN_VERSION } from "../util/version.js";
 import type { BuildContext } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
@@ -188,7 +189,7 @@ function makeManifest(ctx: BuildContext): Manifest {
   const { spec, plan } = ctx;
   const packages = ctx.facts.packages ?? [];
   return {
-    kiln: "0.1.0",
+    kiln: KILN_VERSION,
     name: spec.name,
     version: spec.version,
     specHash: plan.specHash,

@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { afterInterrupt, runCleanups } from "../util/cleanup.js";
 import { setDebug, setQuiet } from "../util/log.js";
+import { KILN_VERSION } from "../util/version.js";
 import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
 import { registerBundle } from "./bundle.js";
@@ -24,16 +25,21 @@ import { registerVm } from "./vm.js";
 
 /** Thin wiring: each verb lives in its own file and only maps arguments to a library call. */
 export async function main(argv: string[]): Promise<number> {
+  let json = false;
   const program = new Command("kiln")
     .description("One YAML spec to a minimal Linux system: build, boot, test, deliver.")
-    .version("0.1.0")
+    .version(KILN_VERSION)
     .option("--debug", "print every host command as a copy-pasteable line, and stacks")
     .option("-q, --quiet", "only errors and results")
     .exitOverride()
-    .hook("preAction", (cmd) => {
+    .hook("preAction", (cmd, action) => {
       const o = cmd.opts();
       if (o.debug) setDebug(true);
       if (o.quiet) setQuiet(true);
+      // The verb's own --json option, not a "--json" anywhere in argv (a
+      // container's command may carry one): it decides the error format too.
+      json = action.opts().json === true;
+      if (json) setQuiet(true);
     });
   for (const register of [
     registerInit,
@@ -57,10 +63,7 @@ export async function main(argv: string[]): Promise<number> {
     registerSchema,
   ])
     register(program);
-  let json = false;
   try {
-    json = argv.includes("--json");
-    if (json) setQuiet(true);
     await program.parseAsync(runArgv(argv));
     return (await afterInterrupt()) ?? Number(process.exitCode ?? 0);
   } catch (err) {

@@ -17,14 +17,6 @@ import {
  * gets (its group's profile's `addons`), the images themselves, and the
  * state machines report back.
  */
-export interface AddonLine {
-  kind: "portable" | "sysext";
-  name: string;
-  version: string;
-  file: string;
-  sha256: string;
-}
-
 /** NAME_VERSION.raw → name and version (names may hold '-', versions '.', neither '_'). */
 export function addonNameVersion(path: string): { name: string; version: string } {
   const m = /^([A-Za-z0-9.-]+)_([A-Za-z0-9.-]+)\.raw$/.exec(basename(path))!;

@@ -9,8 +9,6 @@ export interface DistroDriver {
   components: readonly string[];
   /** Keyring trusted for the default mirror (a path on the host), if not the host's default. */
   keyring?: string;
-  /** Host package that provides `keyring`, for the missing-tool hint. */
-  keyringPackage?: string;
   /** Kernel metapackage for VMs and small machines. */
   defaultKernel(arch: string): string;
   /** Packages every bootable image needs beyond the minimal base. */

@@ -10,7 +10,6 @@ registerDistro({
     arch === "amd64" ? "http://archive.ubuntu.com/ubuntu" : "http://ports.ubuntu.com/ubuntu-ports",
   components: ["main", "universe"],
   keyring: "/usr/share/keyrings/ubuntu-archive-keyring.gpg",
-  keyringPackage: "ubuntu-keyring",
   defaultKernel: () => "linux-image-virtual",
   bootPackages: ["systemd-sysv", "udev", "kmod"],
 });

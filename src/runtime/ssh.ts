@@ -7,6 +7,7 @@ import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { writeJsonAtomic } from "../util/fsx.js";
 import { cacheDir } from "../util/paths.js";
+import { running } from "../util/proc.js";
 
 export interface VmRecord {
   name: string;
@@ -45,7 +46,7 @@ export async function recordVm(rec: VmRecord): Promise<() => Promise<void>> {
   const file = join(dir, `${rec.name}.json`);
   if (existsSync(file)) {
     const old = JSON.parse(await readFile(file, "utf8")) as VmRecord;
-    if (alive(old.pid))
+    if (running(old.pid))
       throw new KilnError(
         "VM_NAME_IN_USE",
         `a VM named ${rec.name} is already running (pid ${old.pid})`,
@@ -64,28 +65,28 @@ export async function recordVm(rec: VmRecord): Promise<() => Promise<void>> {
 export async function findVm(name?: string): Promise<VmRecord> {
   const dir = cacheDir("vms");
   const files = existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith(".json")) : [];
-  const running: VmRecord[] = [];
+  const live: VmRecord[] = [];
   for (const f of files) {
     const r = JSON.parse(await readFile(join(dir, f), "utf8")) as VmRecord;
-    if (alive(r.pid)) running.push(r);
+    if (running(r.pid)) live.push(r);
     else await rm(join(dir, f), { force: true });
   }
   if (name) {
-    const r = running.find((x) => x.name === name);
+    const r = live.find((x) => x.name === name);
     if (!r)
       throw new KilnError("SSH_NO_VM", `no running VM named ${name}`, {
         hint: "start one with `kiln vm IMAGE --ssh --name NAME`",
       });
     return r;
   }
-  if (running.length === 1) return running[0]!;
-  if (!running.length)
+  if (live.length === 1) return live[0]!;
+  if (!live.length)
     throw new KilnError("SSH_NO_VM", "no VM started with --ssh is running", {
       hint: "start one with `kiln vm IMAGE --ssh`",
     });
   throw new KilnError(
     "SSH_WHICH_VM",
-    `several VMs are running: ${running.map((r) => r.name).join(", ")}`,
+    `several VMs are running: ${live.map((r) => r.name).join(", ")}`,
     { hint: "name one: kiln ssh NAME" },
   );
 }
@@ -107,13 +108,4 @@ export function sshArgs(r: VmRecord, user: string, command: string[]): string[] 
     `${user}@127.0.0.1`,
     ...command,
   ];
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }

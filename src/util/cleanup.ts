@@ -33,6 +33,10 @@ export async function runCleanups(): Promise<void> {
   }
 }
 
+/** 128 + the signal's number, as a shell reports a process the signal ended. */
+const STATUS: Record<string, number> = { SIGHUP: 129, SIGINT: 130, SIGTERM: 143 };
+let stopSignal: NodeJS.Signals | undefined;
+
 /**
  * After a signal, the work in flight fails as its processes are ended; the
  * command must then wait for the cleanup to finish rather than exit with
@@ -41,23 +45,40 @@ export async function runCleanups(): Promise<void> {
 export async function afterInterrupt(): Promise<number | undefined> {
   if (!interrupted) return undefined;
   await cleaning;
-  return 130;
+  return STATUS[stopSignal ?? "SIGINT"];
 }
+
+/**
+ * A vanished terminal (SIGHUP) leaves stdin, stdout and stderr pointing at
+ * nothing: writing there fails with EIO, and an unhandled stream error would
+ * end kiln in the middle of its cleanup. Such errors are dropped from then on.
+ */
+function detachFromTerminal(): void {
+  for (const s of [process.stdin, process.stdout, process.stderr]) s.on("error", () => {});
+}
+
+/** The signals that end a long-running command (a VM, a container, a server) cleanly. */
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
 function installHandlers(): void {
   if (installed) return;
   installed = true;
   const handler = (signal: NodeJS.Signals) => {
+    if (signal === "SIGHUP") detachFromTerminal();
     interrupted++;
-    // A second Ctrl-C while cleaning up means "stop now".
-    if (interrupted > 1) process.exit(130);
-    process.stderr.write(`\nkiln: ${signal}, cleaning up…\n`);
+    if (interrupted > 1) {
+      // A second Ctrl-C while cleaning up means "stop now". Anything else is
+      // a repeat, not a person: a closed terminal sends SIGHUP to kiln and
+      // again through its shell; a supervisor may send SIGTERM twice.
+      if (signal === "SIGINT") process.exit(130);
+      return;
+    }
+    stopSignal = signal;
+    if (signal !== "SIGHUP") process.stderr.write(`\nkiln: ${signal}, cleaning up…\n`);
     cleaning = runCleanups();
-    void cleaning.finally(() => process.exit(signal === "SIGINT" ? 130 : 143));
+    void cleaning.finally(() => process.exit(STATUS[signal]));
   };
-  process.on("SIGINT", handler);
-  process.on("SIGTERM", handler);
-  process.on("SIGHUP", handler);
+  for (const s of STOP_SIGNALS) process.on(s, handler);
 }
 
 /**

@@ -62,9 +62,13 @@ export async function installPackages(pkgs: string[]): Promise<void> {
       hint: "run `sudo kiln doctor --install`",
     });
   const env = { DEBIAN_FRONTEND: "noninteractive" };
-  await exec("apt-get", ["update", "-q"], { env, inherit: true });
+  // Say what is coming before apt's own progress: a minute of silence looks hung.
+  process.stderr.write(
+    `kiln doctor: installing ${pkgs.length} Debian packages: ${pkgs.join(" ")}\n`,
+  );
+  await exec("apt-get", ["update"], { env, inherit: true });
   // --no-install-recommends keeps systemd-resolved (a recommend of some of these) off the host.
-  await exec("apt-get", ["install", "-y", "-q", "--no-install-recommends", ...pkgs], {
+  await exec("apt-get", ["install", "-y", "--no-install-recommends", ...pkgs], {
     env,
     inherit: true,
   });

@@ -28,6 +28,7 @@ describe("guest check script", () => {
       const f = join(dir, "checks.sh");
       writeFileSync(f, checkScript(checks));
       const r = spawnSync("shellcheck", ["-s", "bash", f], { encoding: "utf8" });
+      expect(r.error, "shellcheck must be installed (scripts/test installs it)").toBeUndefined();
       expect(r.stdout).toBe("");
       expect(r.status).toBe(0);
     } finally {

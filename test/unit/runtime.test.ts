@@ -1,7 +1,13 @@
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { probeKvm } from "../../src/runtime/accel.js";
 import { ConsoleWatcher, SILENT, STALL } from "../../src/runtime/console.js";
 import { emulatorFault, findOvmf, qemuArgs } from "../../src/runtime/qemu.js";
+import { findVm } from "../../src/runtime/ssh.js";
 
 describe("KVM probe", () => {
   it("says kvm when the test kernel reaches its panic", async () => {
@@ -127,3 +133,40 @@ describe("qemu", () => {
     );
   });
 });
+
+describe("kiln ssh's VM records", () => {
+  it("count a zombie as gone, not as a running VM", async () => {
+    const cache = mkdtempSync(join(tmpdir(), "kiln-unit-ssh-"));
+    const saved = process.env.KILN_CACHE;
+    process.env.KILN_CACHE = cache;
+    // The backgrounded `true` exits at once; its parent, now `sleep`, never reaps it.
+    const parent = spawn("sh", ["-c", "true & echo $!; exec sleep 30"], { stdio: "pipe" });
+    try {
+      const [chunk] = (await once(parent.stdout, "data")) as [Buffer];
+      const zombie = Number(chunk.toString().trim());
+      const state = () => {
+        try {
+          return readFileSync(`/proc/${zombie}/stat`, "utf8").split(") ")[1]?.[0];
+        } catch {
+          return undefined;
+        }
+      };
+      await until(() => state() === "Z");
+      expect(state(), "the test needs a real zombie").toBe("Z");
+      mkdirSync(join(cache, "vms"));
+      const rec = { name: "ghost", port: 2222, key: "/nonexistent", pid: zombie, image: "x" };
+      writeFileSync(join(cache, "vms", "ghost.json"), JSON.stringify(rec));
+      await expect(findVm("ghost")).rejects.toMatchObject({ code: "SSH_NO_VM" });
+      expect(existsSync(join(cache, "vms", "ghost.json"))).toBe(false);
+    } finally {
+      parent.kill("SIGKILL");
+      if (saved === undefined) delete process.env.KILN_CACHE;
+      else process.env.KILN_CACHE = saved;
+      rmSync(cache, { recursive: true, force: true });
+    }
+  });
+});
+
+async function until(ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 50 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+}

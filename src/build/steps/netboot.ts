@@ -1,8 +1,9 @@
 import { chmod, copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { readAsset } from "../../util/assets.js";
-import { KilnError } from "../../util/errors.js";
+import { ToolMissingError } from "../../util/errors.js";
 import { exec, which } from "../../util/exec.js";
+import { packageFor } from "../../util/tools.js";
 import type { BuildContext } from "../context.js";
 import { kernelCmdline } from "./disk.js";
 
@@ -73,10 +74,7 @@ export async function makeInitrd(
   o: { modules: string[]; files: { asset: string; to: string }[]; name?: string },
 ): Promise<void> {
   const busybox = (await which("busybox")) ?? "";
-  if (!busybox)
-    throw new KilnError("TOOL_MISSING", "busybox not found", {
-      hint: "install it with `kiln doctor --install` (Debian package busybox-static)",
-    });
+  if (!busybox) throw new ToolMissingError("busybox", packageFor("busybox"));
   const tree = join(ctx.work, o.name ?? "netboot-initrd");
   for (const d of ["bin", "etc", `lib/modules`]) await mkdir(join(tree, d), { recursive: true });
   await copyFile(busybox, join(tree, "bin/busybox"));
