@@ -11,6 +11,7 @@ import { sha256File } from "../util/hash.js";
 import { step } from "../util/log.js";
 import type { ArtifactRecord, BuildContext, Credential } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
+import { handOver, sudoOwner } from "./ownership.js";
 import { writeCredentials } from "./password.js";
 import { listPackages, mib, treeBytes } from "./report.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
@@ -45,6 +46,10 @@ export interface Manifest {
   specHash: string;
   distribution: { id: string; release: string; architecture: string };
   kernel: string | undefined;
+  /** The kernel metapackage, its version, and what each suite offered when the root was made. */
+  kernelPackage?: { name: string; version: string; offered: { version: string; suite: string }[] };
+  /** When the root filesystem was bootstrapped, and the Release dates of the suites it came from. */
+  root?: { bootstrappedAt: string; suites: unknown };
   packages: { name: string; version: string }[];
   sizes: { installed: number };
   artifacts: ArtifactRecord[];
@@ -134,7 +139,8 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
   const { loaded, plan } = planFor(specPath, opts.addOutputs);
   const spec = loaded.spec;
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
-  await mkdir(dirname(outDir), { recursive: true });
+  const owner = sudoOwner();
+  const firstMade = await mkdir(dirname(outDir), { recursive: true });
   const work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.kiln-work-`));
   const dropCleanup = onCleanup(`build work directory ${work}`, () =>
     rm(work, { recursive: true, force: true }),
@@ -190,6 +196,11 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     const manifest = makeManifest(ctx, stepLog);
     await writeFile(join(ctx.stage, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
     await swapInto(ctx.stage, outDir, work);
+    if (owner)
+      await handOver(outDir, owner, {
+        keep: ctx.artifacts.filter((a) => a.format === "directory").map((a) => a.path),
+        madeParents: firstMade ? parentsFrom(firstMade, dirname(outDir)) : [],
+      });
     return { outDir, manifest, credentials: ctx.credentials };
   } finally {
     await removeTree(work);
@@ -234,6 +245,10 @@ function makeManifest(ctx: BuildContext, steps: Manifest["steps"]): Manifest {
       architecture: spec.architecture,
     },
     kernel: ctx.facts.kernelVersion as string | undefined,
+    ...(ctx.facts.kernelPackage
+      ? { kernelPackage: ctx.facts.kernelPackage as Manifest["kernelPackage"] }
+      : {}),
+    ...(ctx.facts.root ? { root: ctx.facts.root as Manifest["root"] } : {}),
     packages: packages.map((p) => ({ name: p.name, version: p.version })),
     sizes: { installed: ctx.facts.installedBytes as number },
     artifacts: ctx.artifacts,
@@ -278,6 +293,16 @@ function sizeReport(ctx: BuildContext): string {
     `${pkgs.length} packages; largest:`,
     ...top.map((p) => `  ${(p.installedKiB / 1024).toFixed(1).padStart(7)} MiB  ${p.name}`),
   ].join("\n");
+}
+
+/** The directories `mkdir -p` made, from the first one down to `last`. */
+function parentsFrom(first: string, last: string): string[] {
+  const out: string[] = [];
+  for (let d = last; d.length >= first.length; d = dirname(d)) {
+    out.push(d);
+    if (d === first || d === dirname(d)) break;
+  }
+  return out;
 }
 
 function round(n: number): number {

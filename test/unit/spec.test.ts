@@ -79,7 +79,13 @@ describe("extends", () => {
 describe("defaults", () => {
   it("fills a minimal spec", () => {
     const { spec } = loadSpec(fx("base.yaml"));
-    expect(spec.distribution).toEqual({ id: "debian", release: "bookworm" });
+    expect(spec.distribution).toEqual({
+      id: "debian",
+      release: "bookworm",
+      updates: true,
+      security: true,
+    });
+    expect(spec.dbus).toBe(true);
     expect(spec.profile).toBe("minimal");
     expect(spec.root.password).toBeUndefined();
     expect(spec.network.interfaces[0]!.dhcp).toBe(true);
