@@ -76,7 +76,7 @@ export async function cachedRootfs(o: CachedRootfsOptions): Promise<CachedRootfs
     if (newest && !o.refresh) {
       const at = statSync(newest).mtime.toISOString();
       log.warn(
-        `the mirror did not answer: using the cached root of ${age(at)} ago, which may miss security updates`,
+        `the mirror did not answer: using the root bootstrapped ${age(at)} ago, which may lack security fixes`,
       );
       return { tar: newest, bootstrapped: false, bootstrappedAt: at, suites };
     }
