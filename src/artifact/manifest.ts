@@ -21,6 +21,10 @@ export interface Manifest {
   specHash: string;
   distribution: { id: string; release: string; architecture: string };
   kernel: string | undefined;
+  /** The kernel metapackage, its version, and what each suite offered when the root was made. */
+  kernelPackage?: { name: string; version: string; offered: { version: string; suite: string }[] };
+  /** When the root filesystem was bootstrapped, and the Release dates of the suites it came from. */
+  root?: { bootstrappedAt: string; suites: unknown };
   packages: { name: string; version: string }[];
   sizes: { installed: number };
   artifacts: ArtifactRecord[];

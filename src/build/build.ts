@@ -15,6 +15,7 @@ import { log, step } from "../util/log.js";
 import { KILN_VERSION } from "../util/version.js";
 import type { BuildContext } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
+import { handOver, sudoOwner } from "./ownership.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
 import { configureStep, filesStep } from "./steps/configure.js";
 import { diskStep } from "./steps/disk.js";
@@ -98,7 +99,8 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
   const { loaded, plan } = planFor(specPath, opts.addOutputs);
   const spec = loaded.spec;
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
-  await mkdir(dirname(outDir), { recursive: true });
+  const owner = sudoOwner();
+  const firstMade = await mkdir(dirname(outDir), { recursive: true });
   const work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.kiln-work-`));
   const dropCleanup = onCleanup(`build work directory ${work}`, () =>
     rm(work, { recursive: true, force: true }),
@@ -142,6 +144,11 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
       ctx.steps.push({ id, seconds: round(seconds), ...(note ? { note } : {}) });
     }
     await swapInto(ctx.stage, outDir, work);
+    if (owner)
+      await handOver(outDir, owner, {
+        keep: ctx.artifacts.filter((a) => a.format === "directory").map((a) => a.path),
+        madeParents: firstMade ? parentsFrom(firstMade, dirname(outDir)) : [],
+      });
     return { outDir, manifest: await readManifest(outDir), credentials: ctx.credentials };
   } finally {
     await removeTree(work);
@@ -199,6 +206,8 @@ function makeManifest(ctx: BuildContext): Manifest {
       architecture: spec.architecture,
     },
     kernel: ctx.facts.kernelVersion,
+    ...(ctx.facts.kernelPackage ? { kernelPackage: ctx.facts.kernelPackage } : {}),
+    ...(ctx.facts.root ? { root: ctx.facts.root } : {}),
     packages: packages.map((p) => ({ name: p.name, version: p.version })),
     sizes: { installed: ctx.facts.installedBytes ?? 0 },
     artifacts: ctx.artifacts,
@@ -243,6 +252,16 @@ function sizeReport(ctx: BuildContext): string {
     `${pkgs.length} packages; largest:`,
     ...top.map((p) => `  ${(p.installedKiB / 1024).toFixed(1).padStart(7)} MiB  ${p.name}`),
   ].join("\n");
+}
+
+/** The directories `mkdir -p` made, from the first one down to `last`. */
+function parentsFrom(first: string, last: string): string[] {
+  const out: string[] = [];
+  for (let d = last; d.length >= first.length; d = dirname(d)) {
+    out.push(d);
+    if (d === first || d === dirname(d)) break;
+  }
+  return out;
 }
 
 function round(n: number): number {

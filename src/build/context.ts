@@ -8,8 +8,11 @@ import type { Credential } from "../util/credentials.js";
 
 /** What steps find out and later steps (or the manifest) read. */
 export interface BuildFacts {
-  /** Set by the kernel step. */
+  /** Set by the kernel step; the metapackage and what the suites offered, by the rootfs step. */
   kernelVersion?: string;
+  kernelPackage?: Manifest["kernelPackage"];
+  /** When the cached root was bootstrapped, from which suites' Release files. */
+  root?: Manifest["root"];
   /** Set by minimize (or customise): the root filesystem's bytes and packages. */
   installedBytes?: number;
   packages?: PackageInfo[];

@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { build, planFor } from "../build/build.js";
+import { mirrorArgs } from "../distro/mmdebstrap.js";
 import { requireTools } from "../util/doctor.js";
 import { log } from "../util/log.js";
 import { printJson } from "./output.js";
@@ -28,7 +29,11 @@ export function registerBuild(program: Command): void {
             );
           if (plan.base) return;
           console.log(
-            `\nmmdebstrap ${plan.recipe.args.join(" ")} ${plan.recipe.release} DIR ${plan.recipe.mirror}`,
+            `\nmmdebstrap ${plan.recipe.args.join(" ")} ${plan.recipe.release} DIR ${mirrorArgs(
+              plan.recipe,
+            )
+              .map((l) => `"${l}"`)
+              .join(" ")}`,
           );
           return;
         }

@@ -1,24 +1,33 @@
 import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import type { Command } from "commander";
+import { specJsonSchema } from "../spec/jsonschema.js";
 import { KilnError } from "../util/errors.js";
 
-export const STARTER_SPEC = `# yaml-language-server: $schema=https://kiln.dev/schema/spec.json
-# A kiln spec. \`kiln build THIS_FILE\` makes the outputs below;
+/** Written beside the spec by `kiln init`: editors read the schema from a file kiln wrote, not a URL. */
+export const SCHEMA_FILE = "kiln.schema.json";
+
+export const STARTER_SPEC = `# yaml-language-server: $schema=./${SCHEMA_FILE}
+# A kiln spec; its JSON Schema, for editors, is ./${SCHEMA_FILE}
+# (\`kiln schema > ${SCHEMA_FILE}\` refreshes it). \`kiln build THIS_FILE\` makes the outputs below;
 # \`kiln build --plan THIS_FILE\` shows what it would do.
 name: NAME
 # extends: ./base.yaml              # compose: lists merge by key, scalars override
 distribution:
   id: debian                        # debian | ubuntu
   release: bookworm                 # bookworm | trixie (ubuntu: noble, ...)
+  updates: true                     # build from and keep bookworm-updates
+  security: true                    # ... and bookworm-security
 packages: [openssh-server]
 profile: minimal                    # no docs, man pages, locales, recommends
+dbus: true                          # a system bus (hostnamectl, busctl); false leaves it out
 hostname: NAME
 timezone: Etc/UTC
 users:
   - name: admin
     password: generate              # per build; plaintext in OUT/credentials (0600)
-    groups: [sudo]
+    groups: [sudo]                  # group sudo brings the sudo package
     ssh_authorized_keys: []
 # root stays locked unless you set root.password
 files:
@@ -40,6 +49,10 @@ limits:
 tests:
   - { unit: ssh.service }
   - { run: hostname, stdout: "^NAME$" }
+  - { name: security updates, run: "grep -h '^deb ' /etc/apt/sources.list", stdout: "-security " }
+  - { name: admin may sudo, run: "sudo -l -U admin", stdout: "\\\\(ALL : ALL\\\\) ALL" }
+  - { name: system bus, run: hostnamectl, stdout: "Static hostname: NAME" }
+  - { name: root grows, unit: kiln-growfs-root.service, on: [uefi, bios] }
 `;
 
 export function registerInit(program: Command): void {
@@ -53,6 +66,9 @@ export function registerInit(program: Command): void {
       if (existsSync(file) && !o.force)
         throw new KilnError("INIT_EXISTS", `${file} exists`, { hint: "use --force to overwrite" });
       await writeFile(file, STARTER_SPEC.replaceAll("NAME", o.name));
-      console.log(`wrote ${file}; next: kiln build ${file}`);
+      // Always this kiln's schema: the file is generated, never edited by hand.
+      const schema = join(dirname(file), SCHEMA_FILE);
+      await writeFile(schema, `${JSON.stringify(specJsonSchema(), null, 2)}\n`);
+      console.log(`wrote ${file} and ${schema}; next: kiln build ${file}`);
     });
 }

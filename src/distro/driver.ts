@@ -1,3 +1,21 @@
+/** One line of an apt sources list: `deb URI SUITE COMPONENTS...`. */
+export interface AptSource {
+  uri: string;
+  suite: string;
+  components: string[];
+}
+
+/** What a spec says about the suites beside the release itself. */
+export interface SuiteChoice {
+  release: string;
+  arch: string;
+  mirror: string;
+  components: string[];
+  updates: boolean;
+  security: boolean;
+  securityMirror?: string;
+}
+
 /**
  * What kiln needs to know about a distribution family to bootstrap it with
  * mmdebstrap. Drivers register themselves; adding a family is one file.
@@ -13,6 +31,14 @@ export interface DistroDriver {
   defaultKernel(arch: string): string;
   /** Packages every bootable image needs beyond the minimal base. */
   bootPackages: readonly string[];
+  /** The system bus a bootable image gets unless the spec opts out (`dbus: false`). */
+  busPackages: readonly string[];
+  /** Packages that make a group mean what an admin expects (group sudo does nothing without sudo). */
+  groupPackages: Readonly<Record<string, string>>;
+  /** Groups that grant nothing on this family, with why: the build warns. */
+  inertGroups: Readonly<Record<string, string>>;
+  /** The apt sources the image is built from and keeps: the release, its updates and security suites. */
+  sources(c: SuiteChoice): AptSource[];
 }
 
 const drivers = new Map<string, DistroDriver>();
@@ -40,4 +66,9 @@ export function knownReleases(id: string): readonly string[] {
 
 export function knownDistro(id: string): boolean {
   return drivers.has(id);
+}
+
+/** The `deb` line mmdebstrap takes as a mirror and writes to the image's sources.list. */
+export function debLine(s: AptSource): string {
+  return `deb ${s.uri} ${s.suite} ${s.components.join(" ")}`;
 }

@@ -1,4 +1,5 @@
 import type { Spec } from "../spec/schema.js";
+import { type AptSource, debLine } from "./driver.js";
 import { distroDriver } from "./index.js";
 
 /** What the minimal profile keeps out of the image (dpkg path filters). */
@@ -15,13 +16,20 @@ export const MINIMAL_PATH_FILTERS = [
   "path-exclude=/usr/lib/udev/hwdb.d/*",
 ];
 
+/** `apt-cache madison KERNEL` at bootstrap time, kept in the image. */
+export const APT_OFFERS = "/var/lib/kiln/apt-offers";
+
 export interface RootfsRecipe {
   release: string;
   mirror: string;
   arch: string;
   packages: string[];
+  /** The kernel metapackage (none for a container). */
+  kernel?: string;
   keyring?: string;
   components: string[];
+  /** The suites the root is built from; they stay in its sources.list. */
+  sources: AptSource[];
   /** The mmdebstrap arguments, minus the output path and cache hooks. */
   args: string[];
 }
@@ -46,29 +54,68 @@ export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): Rootf
   const base = o.container
     ? ["systemd-sysv"]
     : [...d.bootPackages, kernel, ...initrd, ...updater, ...agent];
-  const packages = unique([...base, ...spec.packages]).sort();
+  // A bus for the tools an admin reaches for first (a container needs none: its host has one).
+  const bus = !o.container && spec.dbus ? d.busPackages : [];
+  const packages = unique([...base, ...bus, ...groupPackages(spec), ...spec.packages]).sort();
   if (spec.locale !== "C.UTF-8" && spec.locale !== "C") packages.push("locales");
 
   const args = [
     "--variant=minbase",
     `--architectures=${arch}`,
-    `--components=${components.join(",")}`,
     '--aptopt=APT::Install-Recommends "false"',
     '--aptopt=Acquire::Languages "none"',
     "--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr",
     `--include=${packages.join(",")}`,
   ];
   if (spec.profile === "minimal") for (const f of MINIMAL_PATH_FILTERS) args.push(`--dpkgopt=${f}`);
+  // What the suites offered for the kernel when the root was made (apt's lists are gone
+  // afterwards): the build and the image's own checks compare it with what is installed.
+  if (!o.container)
+    args.push(
+      `--customize-hook=mkdir -p "$1/${APT_OFFERS.slice(1, APT_OFFERS.lastIndexOf("/"))}" && chroot "$1" apt-cache madison ${kernel} > "$1${APT_OFFERS}"`,
+    );
   if (keyring) args.push(`--keyring=${keyring}`);
+  const sources = d.sources({
+    release: spec.distribution.release,
+    arch,
+    mirror,
+    components,
+    updates: spec.distribution.updates,
+    security: spec.distribution.security,
+    ...(spec.distribution.security_mirror
+      ? { securityMirror: spec.distribution.security_mirror }
+      : {}),
+  });
   return {
     release: spec.distribution.release,
     mirror,
     arch,
     packages,
+    ...(o.container ? {} : { kernel }),
     components,
+    sources,
     args,
     ...(keyring ? { keyring } : {}),
   };
+}
+
+/** mmdebstrap's mirror arguments: one `deb` line per suite, written as the image's sources.list. */
+export function mirrorArgs(r: RootfsRecipe): string[] {
+  return r.sources.map(debLine);
+}
+
+/** Packages the spec's groups imply (group sudo: sudo), for accounts the build makes. */
+export function groupPackages(spec: Spec): string[] {
+  const d = distroDriver(spec.distribution.id);
+  const groups = new Set(spec.users.flatMap((u) => u.groups));
+  return [...groups].flatMap((g) => (d.groupPackages[g] ? [d.groupPackages[g]] : []));
+}
+
+/** Why a spec's group grants nothing, for each group that does not (a build warning). */
+export function inertGroups(spec: Spec): string[] {
+  const d = distroDriver(spec.distribution.id);
+  const groups = new Set(spec.users.flatMap((u) => u.groups));
+  return [...groups].flatMap((g) => (d.inertGroups[g] ? [`group ${g}: ${d.inertGroups[g]}`] : []));
 }
 
 function unique<T>(xs: T[]): T[] {

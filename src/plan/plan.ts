@@ -6,7 +6,7 @@ import { cacheKey } from "../util/hash.js";
  * Bump when a step's behaviour changes in a way that invalidates what it
  * cached before; the number is part of every cache key of that step.
  */
-const STEP_VERSION = { rootfs: 1 } as const;
+const STEP_VERSION = { rootfs: 2 } as const;
 
 /**
  * Output steps in the order they run: everything that reads the root

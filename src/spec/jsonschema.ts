@@ -7,5 +7,9 @@ export function specJsonSchema(): Record<string, unknown> {
     string,
     unknown
   >;
-  return { ...schema, $id: "https://kiln.dev/schema/spec.json", title: "kiln spec" };
+  return {
+    ...schema, // Not a URL: kiln owns no domain, and an editor must not fetch a schema from whoever does.
+    $id: "urn:kiln:schema:spec",
+    title: "kiln spec",
+  };
 }

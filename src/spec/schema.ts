@@ -156,12 +156,31 @@ export const specSchema = z
         mirror: z.string().url().optional().describe("default: the distribution's main mirror"),
         components: z.array(z.string()).optional(),
         keyring: z.string().optional().describe("keyring file trusted for the mirror"),
+        updates: z
+          .boolean()
+          .default(true)
+          .describe("build from and keep the release's -updates suite"),
+        security: z
+          .boolean()
+          .default(true)
+          .describe("build from and keep the release's -security suite"),
+        security_mirror: z
+          .string()
+          .url()
+          .optional()
+          .describe("default: the distribution's security archive"),
       })
       .prefault({}),
     architecture: z.enum(["amd64", "arm64"]).default("amd64"),
     packages: z
       .array(z.string().regex(/^[a-z0-9][a-z0-9+.-]+(=[^\s]+)?$/, "not a package name"))
       .default([]),
+    dbus: z
+      .boolean()
+      .default(true)
+      .describe(
+        "a system bus (systemctl as a user, hostnamectl, networkctl, busctl); false leaves it out",
+      ),
     profile: z
       .enum(["minimal", "standard"])
       .default("minimal")

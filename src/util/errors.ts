@@ -39,6 +39,11 @@ export const ERROR_CODES = {
   NO_MANIFEST: { exit: 1, meaning: "a directory is not a kiln build output (no manifest.json)" },
   LIMIT_INSTALLED: { exit: 1, meaning: "the root filesystem is over limits.installed_size" },
   LIMIT_COMPRESSED: { exit: 1, meaning: "a qcow2 or tar output is over limits.compressed_size" },
+  BUILD_SUDO_IDS: { exit: 1, meaning: "SUDO_UID or SUDO_GID is set but not a number" },
+  MIRROR_RELEASE: {
+    exit: 1,
+    meaning: "a suite's Release file is missing, for another suite, or undated",
+  },
   BUILD_NO_KERNEL: { exit: 1, meaning: "the image has no kernel in /boot" },
   BUILD_PORTABLE_UNITS: { exit: 1, meaning: "a portable service image has no unit named after it" },
   UPDATE_KEYRING: { exit: 1, meaning: "update.keyring names no file" },

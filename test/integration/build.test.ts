@@ -1,6 +1,8 @@
 import { execFileSync, spawnSync } from "node:child_process";
 import {
   existsSync,
+  lstatSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -36,6 +38,9 @@ let manifest: {
   packages: { name: string }[];
   sizes: { installed: number };
   disk: { partitions: { name: string; offset: number }[] };
+  kernelPackage: { name: string; version: string; offered: { version: string; suite: string }[] };
+  root: { bootstrappedAt: string; suites: { suite: string; date: string }[] };
+  tests: { name?: string }[];
 };
 
 afterAll(() => rmSync(OUT, { recursive: true, force: true }));
@@ -183,24 +188,122 @@ describe("kiln build examples/minimal.yaml", () => {
     expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
   });
 
-  for (const firmware of ["uefi", "bios"]) {
-    it(`boots the disk in QEMU with ${firmware} to a login prompt`, () => {
-      const r = kiln([
-        "vm",
-        join(DIR, "minimal.qcow2"),
-        "--firmware",
-        firmware,
-        "--accel",
-        "tcg",
-        "--until-ready",
-        "--json",
-        "--timeout",
-        "240",
-      ]);
-      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
-      expect(JSON.parse(r.stdout)).toMatchObject({ ready: true, firmware, accel: "tcg" });
+  it("is built from and keeps bookworm-updates and bookworm-security, with the newest kernel they offered", () => {
+    const sources = readFileSync(join(DIR, "minimal.rootfs/etc/apt/sources.list"), "utf8");
+    expect(sources).toContain("deb http://deb.debian.org/debian bookworm-updates main\n");
+    expect(sources).toContain("deb http://deb.debian.org/debian-security bookworm-security main\n");
+    // The cached root is keyed on each suite's Release date, which the manifest records.
+    expect(manifest.root.suites.map((x) => x.suite)).toEqual([
+      "bookworm",
+      "bookworm-updates",
+      "bookworm-security",
+    ]);
+    for (const x of manifest.root.suites) expect(Date.parse(x.date)).toBeGreaterThan(0);
+    // apt's own view at bootstrap time: the installed kernel is the highest version any suite
+    // offered (madison lists newest first), and -security or -updates offered it.
+    const k = manifest.kernelPackage;
+    expect(k.name).toBe("linux-image-cloud-amd64");
+    expect(k.offered.map((o) => o.suite)).toContain("bookworm-security");
+    for (const o of k.offered)
+      expect(
+        spawnSync("dpkg", ["--compare-versions", k.version, "ge", o.version]).status,
+        `${k.version} >= ${o.version} (${o.suite})`,
+      ).toBe(0);
+    expect(k.offered.filter((o) => o.version === k.version).map((o) => o.suite)).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^bookworm-(security|updates)$/)]),
+    );
+  });
+
+  it("has sudo for group sudo, a system bus, and units that grow the root", () => {
+    const names = manifest.packages.map((p) => p.name);
+    expect(names).toEqual(expect.arrayContaining(["sudo", "dbus-broker"]));
+    const rootfs = join(DIR, "minimal.rootfs");
+    expect(existsSync(join(rootfs, "usr/lib/repart.d/50-root.conf"))).toBe(true);
+    // An absolute link inside the image: look at the link itself, not at the host's path.
+    expect(
+      lstatSync(
+        join(rootfs, "etc/systemd/system/local-fs.target.wants/kiln-growfs-root.service"),
+      ).isSymbolicLink(),
+    ).toBe(true);
+  });
+
+  it(`boots the disk in QEMU with uefi to a login prompt`, () => {
+    const r = kiln([
+      "vm",
+      join(DIR, "minimal.qcow2"),
+      "--firmware",
+      "uefi",
+      "--accel",
+      "tcg",
+      "--until-ready",
+      "--json",
+      "--timeout",
+      "240",
+    ]);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ ready: true, firmware: "uefi", accel: "tcg" });
+    console.log(`uefi/tcg time to ready: ${JSON.parse(r.stdout).seconds} s`);
+  });
+
+  it("a copy resized to 4 GiB boots with BIOS, grows / to the disk, and passes the example's checks", () => {
+    // Beside a copy of the manifest, so `kiln test IMAGE` runs the example's checks plus one more.
+    const dir = join(OUT, "grown");
+    mkdirSync(dir);
+    const image = join(dir, "grown.qcow2");
+    execFileSync("cp", ["--sparse=always", join(DIR, "minimal.qcow2"), image]);
+    execFileSync("qemu-img", ["resize", "-q", image, "4G"]);
+    const m = JSON.parse(readFileSync(join(DIR, "manifest.json"), "utf8"));
+    m.tests.push({
+      name: "/ over 3.5 GiB",
+      run: "test $(stat -f -c %b /) -gt $(( 3584 * 1024 * 1024 / $(stat -f -c %S /) ))",
     });
-  }
+    writeFileSync(join(dir, "manifest.json"), JSON.stringify(m));
+    const r = kiln(["test", image, "--on", "bios", "--accel", "tcg", "--json", "--timeout", "240"]);
+    const t = JSON.parse(r.stdout || "{}").targets?.[0];
+    expect(t?.ready, `${r.stderr}\n${t?.bootError ?? ""}`).toBe(true);
+    const failed = t.results.filter((c: { passed: boolean }) => !c.passed);
+    expect(failed, JSON.stringify(failed)).toEqual([]);
+    expect(t.results.map((c: { name: string }) => c.name)).toEqual(
+      expect.arrayContaining([
+        "security suite in the apt sources",
+        "kernel is the newest the suites offered, from -security or -updates",
+        "admin may sudo",
+        "system bus",
+        "hostnamectl over the bus",
+        "disk filled by its last partition and filesystem",
+        "/ over 3.5 GiB",
+      ]),
+    );
+    expect(t.results).toHaveLength(m.tests.length);
+    console.log(`bios/tcg (resized) time to ready: ${t.readySeconds} s`);
+  });
+
+  it("sudo kiln build hands every output to SUDO_UID/SUDO_GID; a rebuild says how old its root is", () => {
+    const out = join(OUT, "owned/deep/minimal");
+    const r = spawnSync(process.execPath, [KILN, "build", "examples/minimal.yaml", "-o", out], {
+      cwd: ROOT,
+      encoding: "utf8",
+      timeout: 900_000,
+      env: { ...process.env, SUDO_UID: "12345", SUDO_GID: "12346" },
+    });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/root filesystem .*cached, \d+ (min|h|d) old/);
+    const owners: string[] = [];
+    const walk = (p: string) => {
+      const st = lstatSync(p);
+      owners.push(`${p.slice(OUT.length)} ${st.uid}:${st.gid}`);
+      if (st.isDirectory() && !p.endsWith(".rootfs"))
+        for (const e of readdirSync(p)) walk(join(p, e));
+    };
+    walk(join(OUT, "owned"));
+    expect(owners.filter((o) => !o.includes(".rootfs") && !o.endsWith(" 12345:12346"))).toEqual([]);
+    expect(owners.join("\n")).toContain("/owned/deep/minimal/credentials 12345:12346");
+    expect(owners.join("\n")).toContain("/owned/deep/minimal/minimal.qcow2 12345:12346");
+    // ...but the root filesystem tree keeps its owners: they are the system's.
+    expect(owners.join("\n")).toContain("/owned/deep/minimal/minimal.rootfs 0:0");
+    expect(statSync(join(out, "minimal.rootfs/etc/shadow")).uid).toBe(0);
+    rmSync(join(OUT, "owned"), { recursive: true, force: true });
+  });
 });
 
 describe("failure leaves nothing behind", () => {

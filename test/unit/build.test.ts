@@ -1,12 +1,17 @@
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { verify } from "unixcrypt";
 import { describe, expect, it } from "vitest";
+import { handOver, sudoOwner } from "../../src/build/ownership.js";
 import { addedPaths, parseEnvFile } from "../../src/build/steps/addons.js";
+import { growFiles } from "../../src/build/steps/grow.js";
+import { parseMadison } from "../../src/build/steps/kernel.js";
+import { age } from "../../src/build/steps/rootfs.js";
 import { addonNameVersion } from "../../src/deliver/addons.js";
-import { rootfsRecipe } from "../../src/distro/mmdebstrap.js";
+import { inertGroups, mirrorArgs, rootfsRecipe } from "../../src/distro/mmdebstrap.js";
+import { parseReleaseHead } from "../../src/distro/release.js";
 import { planBuild } from "../../src/plan/plan.js";
 import { networkdUnits } from "../../src/render/networkd.js";
 import { loadSpec } from "../../src/spec/load.js";
@@ -113,7 +118,13 @@ describe("distribution recipes", () => {
     expect(r.release).toBe("noble");
     expect(r.components).toEqual(["main", "universe"]);
     expect(r.args).toContain("--keyring=/usr/share/keyrings/ubuntu-archive-keyring.gpg");
-    expect(r.args).toContain("--components=main,universe");
+    expect(mirrorArgs(r)).toEqual([
+      "deb http://archive.ubuntu.com/ubuntu noble main universe",
+      "deb http://archive.ubuntu.com/ubuntu noble-updates main universe",
+      "deb http://security.ubuntu.com/ubuntu noble-security main universe",
+    ]);
+    // Ubuntu's own images run dbus-daemon, in main on every release.
+    expect(r.packages).toContain("dbus");
     expect(r.packages).toContain("linux-image-virtual");
     expect(r.packages).toContain("initramfs-tools");
     const arm = rootfsRecipe(
@@ -124,6 +135,106 @@ describe("distribution recipes", () => {
       }),
     );
     expect(arm.mirror).toBe("http://ports.ubuntu.com/ubuntu-ports");
+    expect(mirrorArgs(arm)[2]).toBe(
+      "deb http://ports.ubuntu.com/ubuntu-ports noble-security main universe",
+    );
+  });
+
+  it("debian: builds from and keeps the release's -updates and -security suites", () => {
+    const r = rootfsRecipe(specSchema.parse({ name: "d" }));
+    expect(mirrorArgs(r)).toEqual([
+      "deb http://deb.debian.org/debian bookworm main",
+      "deb http://deb.debian.org/debian bookworm-updates main",
+      "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]);
+    const trixie = rootfsRecipe(
+      specSchema.parse({
+        name: "t",
+        distribution: { release: "trixie", mirror: "http://mirror.example/debian" },
+      }),
+    );
+    expect(mirrorArgs(trixie)).toEqual([
+      "deb http://mirror.example/debian trixie main",
+      "deb http://mirror.example/debian trixie-updates main",
+      "deb http://deb.debian.org/debian-security trixie-security main",
+    ]);
+    // A spec can say otherwise.
+    const own = rootfsRecipe(
+      specSchema.parse({
+        name: "o",
+        distribution: { updates: false, security_mirror: "http://sec.example/debian-security" },
+      }),
+    );
+    expect(mirrorArgs(own)).toEqual([
+      "deb http://deb.debian.org/debian bookworm main",
+      "deb http://sec.example/debian-security bookworm-security main",
+    ]);
+    const none = rootfsRecipe(
+      specSchema.parse({ name: "n", distribution: { updates: false, security: false } }),
+    );
+    expect(none.sources.map((x) => x.suite)).toEqual(["bookworm"]);
+    // sid has neither suite.
+    const sid = rootfsRecipe(specSchema.parse({ name: "s", distribution: { release: "sid" } }));
+    expect(sid.sources.map((x) => x.suite)).toEqual(["sid"]);
+  });
+
+  it("a bus unless the spec opts out; sudo for group sudo; a warning for wheel", () => {
+    const plain = rootfsRecipe(specSchema.parse({ name: "p" }));
+    expect(plain.packages).toContain("dbus-broker");
+    expect(plain.packages).not.toContain("sudo");
+    expect(rootfsRecipe(specSchema.parse({ name: "p", dbus: false })).packages).not.toContain(
+      "dbus-broker",
+    );
+    // A container's host has the bus.
+    expect(rootfsRecipe(specSchema.parse({ name: "c" }), { container: true }).packages).toEqual([
+      "systemd-sysv",
+    ]);
+    const admin = specSchema.parse({
+      name: "a",
+      users: [{ name: "admin", groups: ["sudo", "adm"] }],
+    });
+    expect(rootfsRecipe(admin).packages).toContain("sudo");
+    expect(inertGroups(admin)).toEqual([]);
+    const wheel = specSchema.parse({ name: "w", users: [{ name: "w", groups: ["wheel"] }] });
+    expect(inertGroups(wheel)).toEqual([
+      "group wheel: Debian's sudo grants group sudo; wheel means nothing here",
+    ]);
+    // The minimal example gets both.
+    const { spec } = loadSpec(example);
+    expect(rootfsRecipe(spec).packages).toEqual(expect.arrayContaining(["sudo", "dbus-broker"]));
+  });
+
+  it("reads a suite's Release Date and refuses a file for another suite", () => {
+    const head =
+      "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Debian\nLabel: Debian-Security\nSuite: oldstable-security\nVersion: 12\nCodename: bookworm-security\nDate: Mon, 30 Nov 2026 00:22:33 UTC\nValid-Until: Mon, 07 Dec 2026 00:22:33 UTC\n";
+    expect(parseReleaseHead(head, "bookworm-security")).toBe("2026-11-30T00:22:33.000Z");
+    expect(() => parseReleaseHead(head, "trixie-security")).toThrow(
+      /Release file is for oldstable-security\/bookworm-security, not trixie-security/,
+    );
+    expect(() => parseReleaseHead("Suite: bookworm\nDate: yesterday-ish\n", "bookworm")).toThrow(
+      /no valid Date/,
+    );
+    expect(() => parseReleaseHead("<html>nope</html>", "bookworm")).toThrow(/no suite/);
+  });
+
+  it("says how old a cached root is", () => {
+    const now = Date.parse("2026-12-02T12:00:00Z");
+    expect(age("2026-12-02T11:30:00Z", now)).toBe("30 min");
+    expect(age("2026-12-02T02:00:00Z", now)).toBe("10 h");
+    expect(age("2026-11-25T12:00:00Z", now)).toBe("7 d");
+  });
+
+  it("reads what the suites offered for the kernel", () => {
+    const text = [
+      "linux-image-cloud-amd64 | 6.1.158-1 | http://deb.debian.org/debian-security bookworm-security/main amd64 Packages",
+      "linux-image-cloud-amd64 | 6.1.153-1 | http://deb.debian.org/debian bookworm/main amd64 Packages",
+      "garbage line",
+      "",
+    ].join("\n");
+    expect(parseMadison(text, "linux-image-cloud-amd64")).toEqual([
+      { version: "6.1.158-1", suite: "bookworm-security" },
+      { version: "6.1.153-1", suite: "bookworm" },
+    ]);
   });
 
   it("the profile standard keeps docs", () => {
@@ -192,5 +303,70 @@ describe("add-ons", () => {
       name: "web-app",
       version: "1.2.3",
     });
+  });
+});
+
+describe("growing to the disk", () => {
+  it("single layout: the root partition and its filesystem; A/B: only the data partition", () => {
+    const single = growFiles(specSchema.parse({ name: "s" }));
+    expect(single["usr/lib/repart.d/50-root.conf"]).toContain("[Partition]\nType=root\n");
+    expect(single["etc/systemd/system/kiln-growfs-root.service"]).toContain(
+      "ExecStart=/usr/lib/systemd/systemd-growfs /",
+    );
+    // Network-boot and live systems (no root= on the command line) are left alone.
+    expect(single["etc/systemd/system/systemd-repart.service.d/kiln.conf"]).toContain(
+      "ConditionKernelCommandLine=root",
+    );
+    const ab = growFiles(specSchema.parse({ name: "a", disk: { layout: "ab" } }));
+    expect(Object.keys(ab).sort()).toEqual([
+      "etc/systemd/system/systemd-repart.service.d/kiln.conf",
+      "usr/lib/repart.d/10-root-a.conf",
+      "usr/lib/repart.d/11-root-b.conf",
+      "usr/lib/repart.d/20-data.conf",
+    ]);
+    expect(ab["usr/lib/repart.d/10-root-a.conf"]).toContain("Type=root\nWeight=0\n");
+    expect(ab["usr/lib/repart.d/20-data.conf"]).toContain("Type=linux-generic\n");
+  });
+});
+
+describe("outputs for the user behind sudo", () => {
+  it("reads SUDO_UID/SUDO_GID and refuses what is not an id", () => {
+    if (process.getuid?.() !== 0) throw new Error("this test runs as root, as kiln's CI does");
+    expect(sudoOwner({})).toBeUndefined();
+    expect(sudoOwner({ SUDO_UID: "12345", SUDO_GID: "23456" })).toEqual({ uid: 12345, gid: 23456 });
+    expect(sudoOwner({ SUDO_UID: "0", SUDO_GID: "0" })).toBeUndefined();
+    expect(() => sudoOwner({ SUDO_UID: "1000; rm", SUDO_GID: "1" })).toThrow(
+      /not a user or group id/,
+    );
+  });
+
+  it("hands every output but a root filesystem tree to the user", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-own-"));
+    try {
+      const out = join(dir, "a/b/out");
+      mkdirSync(join(out, "x.rootfs/etc"), { recursive: true });
+      mkdirSync(join(out, "x.netboot"), { recursive: true });
+      writeFileSync(join(out, "credentials"), "admin:pw\n");
+      writeFileSync(join(out, "x.netboot/vmlinuz"), "");
+      writeFileSync(join(out, "x.rootfs/etc/shadow"), "");
+      await handOver(
+        out,
+        { uid: 12345, gid: 12346 },
+        {
+          keep: ["x.rootfs"],
+          madeParents: [join(dir, "a/b"), join(dir, "a")],
+        },
+      );
+      const owner = (p: string) => {
+        const st = statSync(join(dir, p));
+        return [st.uid, st.gid];
+      };
+      for (const p of ["a", "a/b", "a/b/out", "a/b/out/credentials", "a/b/out/x.netboot/vmlinuz"])
+        expect(owner(p), p).toEqual([12345, 12346]);
+      expect(owner("a/b/out/x.rootfs")).toEqual([0, 0]);
+      expect(owner("a/b/out/x.rootfs/etc/shadow")).toEqual([0, 0]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,7 +1,8 @@
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { SCHEMA_FILE, STARTER_SPEC } from "../../src/cli/init.js";
 import { inventoryJsonSchema } from "../../src/deliver/inventory.js";
 import { specJsonSchema } from "../../src/spec/jsonschema.js";
 import { loadSpec } from "../../src/spec/load.js";
@@ -80,7 +81,13 @@ describe("extends", () => {
 describe("defaults", () => {
   it("fills a minimal spec", () => {
     const { spec } = loadSpec(fx("base.yaml"));
-    expect(spec.distribution).toEqual({ id: "debian", release: "bookworm" });
+    expect(spec.distribution).toEqual({
+      id: "debian",
+      release: "bookworm",
+      updates: true,
+      security: true,
+    });
+    expect(spec.dbus).toBe(true);
     expect(spec.profile).toBe("minimal");
     expect(spec.root.password).toBeUndefined();
     expect(spec.network.interfaces[0]!.dhcp).toBe(true);
@@ -150,5 +157,25 @@ describe("spec rules", () => {
     expect(loadSpec(spec).canonical).toBe(before);
     writeFileSync(join(dir, "overlay/etc/app.conf"), "a=2\n");
     expect(loadSpec(spec).canonical).not.toBe(before);
+  });
+});
+
+describe("kiln init's starter spec", () => {
+  it("is a valid spec whose $schema is the file kiln init writes beside it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-init-"));
+    try {
+      const file = join(dir, "kiln.yaml");
+      writeFileSync(file, STARTER_SPEC.replaceAll("NAME", "demo"));
+      expect(STARTER_SPEC.split("\n")[0]).toBe(`# yaml-language-server: $schema=./${SCHEMA_FILE}`);
+      expect(STARTER_SPEC).not.toMatch(/https?:\/\/[^\s]*kiln/);
+      const { spec } = loadSpec(file);
+      expect(spec.users[0]!.groups).toEqual(["sudo"]);
+      expect(spec.tests.map((t) => t.name)).toEqual(
+        expect.arrayContaining(["security updates", "admin may sudo", "system bus", "root grows"]),
+      );
+      expect(String(specJsonSchema().$id)).not.toContain("kiln.dev");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,12 +1,14 @@
 import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { containerOnly } from "../../plan/plan.js";
 import { networkdUnits } from "../../render/networkd.js";
 import { readAsset } from "../../util/assets.js";
 import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 import { agentStep } from "./agent.js";
+import { growStep } from "./grow.js";
 import { updaterStep } from "./updater.js";
 
 /** Host name, time zone, locale, network, first-boot units, services. Files go in after users. */
@@ -58,6 +60,8 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
     await updaterStep(root, spec);
     enable.push("kiln-health.service");
   }
+  // A root that fills whatever disk it is written to (a container has no disk).
+  if (!containerOnly(spec)) enable.push(...(await growStep(root, spec)));
   if (spec.agent) {
     await agentStep(root, spec.agent);
     enable.push("kiln-agent.service");

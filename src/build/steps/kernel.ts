@@ -1,6 +1,7 @@
 import { existsSync, readdirSync } from "node:fs";
-import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { APT_OFFERS } from "../../distro/mmdebstrap.js";
 import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
@@ -22,6 +23,15 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     });
   }
   ctx.facts.kernelVersion = version;
+  const pkg = ctx.plan.recipe.kernel;
+  if (pkg && existsSync(join(root, APT_OFFERS.slice(1)))) {
+    const { stdout } = await inRoot(root, "dpkg-query", ["-W", "-f=${Version}", pkg]);
+    ctx.facts.kernelPackage = {
+      name: pkg,
+      version: stdout.trim(),
+      offered: parseMadison(await readFile(join(root, APT_OFFERS.slice(1)), "utf8"), pkg),
+    };
+  }
 
   if (spec.kernel.initrd === "tiny") {
     const conf = join(root, "etc/tiny-initramfs");
@@ -42,4 +52,17 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     await rm(join(root, link), { force: true });
     await symlink(target, join(root, link));
   }
+}
+
+/** `apt-cache madison PKG` lines: each version a suite offered, newest first. */
+export function parseMadison(text: string, pkg: string): { version: string; suite: string }[] {
+  const out: { version: string; suite: string }[] = [];
+  for (const line of text.split("\n")) {
+    const [name, version, source] = line.split("|").map((f) => f.trim());
+    if (name !== pkg || !version || !source) continue;
+    // "http://deb.debian.org/debian-security bookworm-security/main amd64 Packages"
+    const suite = source.split(/\s+/)[1]?.split("/")[0];
+    if (suite) out.push({ version, suite });
+  }
+  return out;
 }

@@ -1,21 +1,25 @@
-import { existsSync } from "node:fs";
-import { mkdir, rename, rm } from "node:fs/promises";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { RootfsRecipe } from "../../distro/mmdebstrap.js";
+import { mirrorArgs, type RootfsRecipe } from "../../distro/mmdebstrap.js";
+import { type SuiteState, suiteStates } from "../../distro/release.js";
 import { onCleanup } from "../../util/cleanup.js";
 import { exec } from "../../util/exec.js";
+import { cacheKey } from "../../util/hash.js";
+import { log } from "../../util/log.js";
 import { cacheDir } from "../../util/paths.js";
 import { extractTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
 
 /**
  * The root filesystem from mmdebstrap. The result is cached as a tarball
- * named by the recipe's hash, and the downloaded .debs are kept in an apt
- * cache shared by every build, so a warm build never bootstraps again.
+ * named by the recipe's hash and the suites' Release dates, and the
+ * downloaded .debs are kept in an apt cache shared by every build, so a warm
+ * build never bootstraps again until a suite publishes something.
  */
 export async function rootfsStep(ctx: BuildContext): Promise<string> {
   const key = ctx.plan.steps.find((s) => s.id === "rootfs")!.key;
-  const { tar, bootstrapped } = await cachedRootfs({
+  const r = await cachedRootfs({
     recipe: ctx.plan.recipe,
     distro: ctx.spec.distribution.id,
     key,
@@ -23,15 +27,19 @@ export async function rootfsStep(ctx: BuildContext): Promise<string> {
     scratch: join(ctx.work, "tmp"),
     onLine: (l) => ctx.detail(l),
   });
+  ctx.facts.root = {
+    bootstrappedAt: r.bootstrappedAt,
+    suites: r.suites ?? "unknown (mirror unreachable)",
+  };
   await mkdir(ctx.root, { recursive: true });
-  await extractTree(tar, ctx.root);
-  return bootstrapped ? "bootstrapped" : "cached";
+  await extractTree(r.tar, ctx.root);
+  return r.bootstrapped ? "bootstrapped" : `cached, ${age(r.bootstrappedAt)} old`;
 }
 
 export interface CachedRootfsOptions {
   recipe: RootfsRecipe;
   distro: string;
-  /** Content hash of the recipe: the cache entry's name. */
+  /** Content hash of the recipe: the first part of the cache entry's name. */
   key: string;
   refresh: boolean;
   /** mmdebstrap's scratch space; the caller removes it. */
@@ -39,14 +47,59 @@ export interface CachedRootfsOptions {
   onLine?: (line: string) => void;
 }
 
-/** The cached root filesystem tarball for a recipe, bootstrapping it first if needed. */
-export async function cachedRootfs(
-  o: CachedRootfsOptions,
-): Promise<{ tar: string; bootstrapped: boolean }> {
-  const tar = cacheDir("rootfs", `${o.key}.tar`);
-  if (!o.refresh && existsSync(tar)) return { tar, bootstrapped: false };
+export interface CachedRootfs {
+  tar: string;
+  bootstrapped: boolean;
+  /** When the root was bootstrapped (ISO time). */
+  bootstrappedAt: string;
+  /** The suites' Release dates it was made from; undefined when the mirror could not be asked. */
+  suites: SuiteState[] | undefined;
+}
+
+/**
+ * The cached root filesystem tarball for a recipe as the mirror is now,
+ * bootstrapping it first if any suite changed. With the mirror unreachable,
+ * the newest cached root of the recipe serves, with a warning naming its age.
+ */
+export async function cachedRootfs(o: CachedRootfsOptions): Promise<CachedRootfs> {
+  const dir = cacheDir("rootfs");
+  const suites = await suiteStates(o.recipe.sources);
+  if (!suites) {
+    const newest = entriesOf(dir, o.key)[0];
+    if (newest && !o.refresh) {
+      const at = statSync(newest).mtime.toISOString();
+      log.warn(
+        `the mirror did not answer: using the root bootstrapped ${age(at)} ago, which may lack security fixes`,
+      );
+      return { tar: newest, bootstrapped: false, bootstrappedAt: at, suites };
+    }
+  }
+  const tar = join(dir, `${o.key}-${suites ? cacheKey(suites) : "offline"}.tar`);
+  if (!o.refresh && existsSync(tar))
+    return { tar, bootstrapped: false, bootstrappedAt: statSync(tar).mtime.toISOString(), suites };
   await bootstrap(o, tar);
-  return { tar, bootstrapped: true };
+  if (suites) await writeFile(`${tar}.json`, `${JSON.stringify(suites, null, 2)}\n`);
+  // Older roots of the same recipe only hold outdated packages now.
+  for (const old of entriesOf(dir, o.key).filter((f) => f !== tar))
+    await rm(old, { force: true }).then(() => rm(`${old}.json`, { force: true }));
+  return { tar, bootstrapped: true, bootstrappedAt: new Date().toISOString(), suites };
+}
+
+/** The cached roots of one recipe, newest first. */
+function entriesOf(dir: string, key: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.startsWith(`${key}-`) && f.endsWith(".tar"))
+    .map((f) => join(dir, f))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+}
+
+/** "3 h", "2 d": how long ago an ISO time was. */
+export function age(iso: string, now = Date.now()): string {
+  const s = Math.max(0, (now - Date.parse(iso)) / 1000);
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 2 * 86400) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
 }
 
 async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> {
@@ -71,7 +124,8 @@ async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> 
         "--format=tar",
         r.release,
         partial,
-        r.mirror,
+        // One `deb` line per suite: mmdebstrap builds from all and writes them to sources.list.
+        ...mirrorArgs(r),
       ],
       {
         // mmdebstrap's scratch chroot goes inside the caller's work directory,
@@ -81,7 +135,7 @@ async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> 
         stopSignal: "SIGINT",
         stopGraceMs: 60_000,
         ...(o.onLine ? { onLine: o.onLine } : {}),
-        hint: `mmdebstrap could not build ${o.distro} ${r.release} from ${r.mirror}: check the release name, the mirror and the network`,
+        hint: `mmdebstrap could not build ${o.distro} ${r.release} from ${r.sources.map((s) => `${s.uri} ${s.suite}`).join(", ")}: check the release name, the mirrors and the network`,
       },
     );
     await rename(partial, target);

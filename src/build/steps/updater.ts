@@ -88,7 +88,8 @@ export async function updaterStep(root: string, spec: Spec): Promise<void> {
   await put(
     "etc/fstab",
     [
-      "LABEL=data /var/lib/kiln/data ext4 defaults,nofail,x-systemd.device-timeout=10s 0 2",
+      // x-systemd.growfs: the data partition's filesystem grows with it (see grow.ts).
+      "LABEL=data /var/lib/kiln/data ext4 defaults,nofail,x-systemd.growfs,x-systemd.device-timeout=10s 0 2",
       `PARTLABEL=esp ${ESP_MOUNT} vfat umask=0077,nofail,x-systemd.device-timeout=10s 0 2`,
       "",
     ].join("\n"),

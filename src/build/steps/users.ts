@@ -1,6 +1,8 @@
 import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { inertGroups } from "../../distro/mmdebstrap.js";
 import { generatePassword, hashPassword } from "../../util/credentials.js";
+import { log } from "../../util/log.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 
@@ -11,6 +13,8 @@ import type { BuildContext } from "../context.js";
 export async function usersStep(ctx: BuildContext): Promise<void> {
   const { root, spec } = ctx;
   const groups = new Set(spec.users.flatMap((u) => u.groups));
+  // Groups that imply a package got it in the root filesystem (group sudo: sudo); these imply nothing.
+  for (const w of inertGroups(spec)) log.warn(w);
   for (const g of groups) {
     await inRoot(root, "sh", ["-c", 'getent group "$1" >/dev/null || groupadd "$1"', "sh", g]);
   }
