@@ -1,13 +1,13 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { cachedRootfs } from "../build/steps/rootfs.js";
 import { distroDriver, knownDistro } from "../distro/driver.js";
+import { cachedRootfs } from "../distro/rootfs-cache.js";
 import { treeBytes } from "../util/fsx.js";
 import { extractTree } from "../util/tar.js";
 import "../distro/index.js";
-import { rootfsRecipe } from "../distro/mmdebstrap.js";
 import { rootfsKey } from "../plan/plan.js";
+import { rootfsRecipe } from "../plan/recipe.js";
 import { specSchema } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";

@@ -1,6 +1,4 @@
-import type { Spec } from "../spec/schema.js";
 import { type AptSource, debLine } from "./driver.js";
-import { distroDriver } from "./index.js";
 
 /** What the minimal profile keeps out of the image (dpkg path filters). */
 export const MINIMAL_PATH_FILTERS = [
@@ -34,90 +32,7 @@ export interface RootfsRecipe {
   args: string[];
 }
 
-/**
- * The mmdebstrap call for a spec, as data: the plan prints it, unit tests
- * check it (Ubuntu included), and its hash is the root filesystem's cache key.
- */
-export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): RootfsRecipe {
-  const d = distroDriver(spec.distribution.id);
-  const arch = spec.architecture;
-  const mirror = spec.distribution.mirror ?? d.defaultMirror(arch);
-  const components = spec.distribution.components ?? [...d.components];
-  const keyring = spec.distribution.keyring ?? d.keyring;
-  const kernel = spec.kernel.package ?? d.defaultKernel(arch);
-  const initrd = spec.kernel.initrd === "tiny" ? ["tiny-initramfs"] : ["initramfs-tools"];
-  // The device side of A/B updates: RAUC (client and D-Bus service) and grub-editenv for its GRUB backend.
-  const updater = spec.disk.layout === "ab" ? ["rauc", "rauc-service", "grub-common"] : [];
-  // kiln-agent fetches with curl and attaches with portablectl (systemd-container).
-  const agent = spec.agent ? ["curl", "systemd-container"] : [];
-  // A container image needs no kernel, initrd or device manager; systemd stays for --boot.
-  const base = o.container
-    ? ["systemd-sysv"]
-    : [...d.bootPackages, kernel, ...initrd, ...updater, ...agent];
-  // A bus for the tools an admin reaches for first (a container needs none: its host has one).
-  const bus = !o.container && spec.dbus ? d.busPackages : [];
-  const packages = unique([...base, ...bus, ...groupPackages(spec), ...spec.packages]).sort();
-  if (spec.locale !== "C.UTF-8" && spec.locale !== "C") packages.push("locales");
-
-  const args = [
-    "--variant=minbase",
-    `--architectures=${arch}`,
-    '--aptopt=APT::Install-Recommends "false"',
-    '--aptopt=Acquire::Languages "none"',
-    "--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr",
-    `--include=${packages.join(",")}`,
-  ];
-  if (spec.profile === "minimal") for (const f of MINIMAL_PATH_FILTERS) args.push(`--dpkgopt=${f}`);
-  // What the suites offered for the kernel when the root was made (apt's lists are gone
-  // afterwards): the build and the image's own checks compare it with what is installed.
-  if (!o.container)
-    args.push(
-      `--customize-hook=mkdir -p "$1/${APT_OFFERS.slice(1, APT_OFFERS.lastIndexOf("/"))}" && chroot "$1" apt-cache madison ${kernel} > "$1${APT_OFFERS}"`,
-    );
-  if (keyring) args.push(`--keyring=${keyring}`);
-  const sources = d.sources({
-    release: spec.distribution.release,
-    arch,
-    mirror,
-    components,
-    updates: spec.distribution.updates,
-    security: spec.distribution.security,
-    ...(spec.distribution.security_mirror
-      ? { securityMirror: spec.distribution.security_mirror }
-      : {}),
-  });
-  return {
-    release: spec.distribution.release,
-    mirror,
-    arch,
-    packages,
-    ...(o.container ? {} : { kernel }),
-    components,
-    sources,
-    args,
-    ...(keyring ? { keyring } : {}),
-  };
-}
-
 /** mmdebstrap's mirror arguments: one `deb` line per suite, written as the image's sources.list. */
 export function mirrorArgs(r: RootfsRecipe): string[] {
   return r.sources.map(debLine);
-}
-
-/** Packages the spec's groups imply (group sudo: sudo), for accounts the build makes. */
-export function groupPackages(spec: Spec): string[] {
-  const d = distroDriver(spec.distribution.id);
-  const groups = new Set(spec.users.flatMap((u) => u.groups));
-  return [...groups].flatMap((g) => (d.groupPackages[g] ? [d.groupPackages[g]] : []));
-}
-
-/** Why a spec's group grants nothing, for each group that does not (a build warning). */
-export function inertGroups(spec: Spec): string[] {
-  const d = distroDriver(spec.distribution.id);
-  const groups = new Set(spec.users.flatMap((u) => u.groups));
-  return [...groups].flatMap((g) => (d.inertGroups[g] ? [`group ${g}: ${d.inertGroups[g]}`] : []));
-}
-
-function unique<T>(xs: T[]): T[] {
-  return [...new Set(xs)];
 }

@@ -1,6 +1,7 @@
-import { type RootfsRecipe, rootfsRecipe } from "../distro/mmdebstrap.js";
+import type { RootfsRecipe } from "../distro/mmdebstrap.js";
 import { DISK_CONVERSIONS, type OutputFormat, type Spec } from "../spec/schema.js";
 import { cacheKey } from "../util/hash.js";
+import { rootfsRecipe } from "./recipe.js";
 
 /**
  * Bump when a step's behaviour changes in a way that invalidates what it

@@ -168,5 +168,6 @@ describe("kiln ssh's VM records", () => {
 });
 
 async function until(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 50 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+  // Up to 10 s: a loaded CI machine may take a while to schedule the child.
+  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
 }

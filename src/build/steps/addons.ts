@@ -9,6 +9,7 @@ import {
 } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { basename, dirname, join, relative } from "node:path";
+import { cachedRootfs } from "../../distro/rootfs-cache.js";
 import { planBuild } from "../../plan/plan.js";
 import { loadSpec } from "../../spec/load.js";
 import { KilnError } from "../../util/errors.js";
@@ -19,7 +20,6 @@ import { archiveTree, extractTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
 import { agentStep } from "./agent.js";
 import { filesStep } from "./configure.js";
-import { cachedRootfs } from "./rootfs.js";
 
 /**
  * Add-ons a machine attaches to its base image at run time: portable

@@ -1,6 +1,6 @@
 import { chmod, chown, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { inertGroups } from "../../distro/mmdebstrap.js";
+import { inertGroups } from "../../plan/recipe.js";
 import { generatePassword, hashPassword } from "../../util/credentials.js";
 import { log } from "../../util/log.js";
 import { inRoot } from "../chroot.js";

@@ -1,0 +1,119 @@
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { mkdir, rename, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { onCleanup } from "../util/cleanup.js";
+import { exec } from "../util/exec.js";
+import { cacheKey } from "../util/hash.js";
+import { log } from "../util/log.js";
+import { cacheDir } from "../util/paths.js";
+import { mirrorArgs, type RootfsRecipe } from "./mmdebstrap.js";
+import { type SuiteState, suiteStates } from "./release.js";
+
+export interface CachedRootfsOptions {
+  recipe: RootfsRecipe;
+  distro: string;
+  /** Content hash of the recipe: the first part of the cache entry's name. */
+  key: string;
+  refresh: boolean;
+  /** mmdebstrap's scratch space; the caller removes it. */
+  scratch: string;
+  onLine?: (line: string) => void;
+}
+
+export interface CachedRootfs {
+  tar: string;
+  bootstrapped: boolean;
+  /** When the root was bootstrapped (ISO time). */
+  bootstrappedAt: string;
+  /** The suites' Release dates it was made from; undefined when the mirror could not be asked. */
+  suites: SuiteState[] | undefined;
+}
+
+/**
+ * The cached root filesystem tarball for a recipe as the mirror is now,
+ * bootstrapping it first if any suite changed. With the mirror unreachable,
+ * the newest cached root of the recipe serves, with a warning naming its age.
+ */
+export async function cachedRootfs(o: CachedRootfsOptions): Promise<CachedRootfs> {
+  const dir = cacheDir("rootfs");
+  const suites = await suiteStates(o.recipe.sources);
+  if (!suites) {
+    const newest = entriesOf(dir, o.key)[0];
+    if (newest && !o.refresh) {
+      const at = statSync(newest).mtime.toISOString();
+      log.warn(
+        `the mirror did not answer: using the root bootstrapped ${age(at)} ago, which may lack security fixes`,
+      );
+      return { tar: newest, bootstrapped: false, bootstrappedAt: at, suites };
+    }
+  }
+  const tar = join(dir, `${o.key}-${suites ? cacheKey(suites) : "offline"}.tar`);
+  if (!o.refresh && existsSync(tar))
+    return { tar, bootstrapped: false, bootstrappedAt: statSync(tar).mtime.toISOString(), suites };
+  await bootstrap(o, tar);
+  if (suites) await writeFile(`${tar}.json`, `${JSON.stringify(suites, null, 2)}\n`);
+  // Older roots of the same recipe only hold outdated packages now.
+  for (const old of entriesOf(dir, o.key).filter((f) => f !== tar))
+    await rm(old, { force: true }).then(() => rm(`${old}.json`, { force: true }));
+  return { tar, bootstrapped: true, bootstrappedAt: new Date().toISOString(), suites };
+}
+
+/** The cached roots of one recipe, newest first. */
+function entriesOf(dir: string, key: string): string[] {
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .filter((f) => f.startsWith(`${key}-`) && f.endsWith(".tar"))
+    .map((f) => join(dir, f))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
+}
+
+/** "3 h", "2 d": how long ago an ISO time was. */
+export function age(iso: string, now = Date.now()): string {
+  const s = Math.max(0, (now - Date.parse(iso)) / 1000);
+  if (s < 3600) return `${Math.round(s / 60)} min`;
+  if (s < 2 * 86400) return `${Math.round(s / 3600)} h`;
+  return `${Math.round(s / 86400)} d`;
+}
+
+async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> {
+  const r = o.recipe;
+  const apt = cacheDir("apt", `${o.distro}-${r.release}-${r.arch}`);
+  await mkdir(apt, { recursive: true });
+  await mkdir(cacheDir("rootfs"), { recursive: true });
+  const partial = `${target}.partial-${process.pid}`;
+  await mkdir(o.scratch, { recursive: true });
+  const drop = onCleanup(`partial rootfs ${partial}`, () => rm(partial, { force: true }));
+  try {
+    await exec(
+      "mmdebstrap",
+      [
+        "--mode=root",
+        ...r.args,
+        // The .debs survive in a shared cache; a second build downloads nothing.
+        '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
+        `--setup-hook=sync-in ${apt} /var/cache/apt/archives/`,
+        `--customize-hook=sync-out /var/cache/apt/archives ${apt}`,
+        "--skip=download/empty",
+        "--format=tar",
+        r.release,
+        partial,
+        // One `deb` line per suite: mmdebstrap builds from all and writes them to sources.list.
+        ...mirrorArgs(r),
+      ],
+      {
+        // mmdebstrap's scratch chroot goes inside the caller's work directory,
+        // so whatever an interrupted run leaves is removed with it.
+        env: { TMPDIR: o.scratch },
+        // mmdebstrap cleans up after SIGINT (what Ctrl-C sends it); give it time.
+        stopSignal: "SIGINT",
+        stopGraceMs: 60_000,
+        ...(o.onLine ? { onLine: o.onLine } : {}),
+        hint: `mmdebstrap could not build ${o.distro} ${r.release} from ${r.sources.map((s) => `${s.uri} ${s.suite}`).join(", ")}: check the release name, the mirrors and the network`,
+      },
+    );
+    await rename(partial, target);
+  } finally {
+    drop();
+    await rm(partial, { force: true });
+  }
+}
