@@ -26,7 +26,6 @@ import { registerVm } from "./vm.js";
 export async function main(argv: string[]): Promise<number> {
   const program = new Command("kiln")
     .description("One YAML spec to a minimal Linux system: build, boot, test, deliver.")
-    .version("0.1.0")
     .option("--debug", "print every host command as a copy-pasteable line, and stacks")
     .option("-q, --quiet", "only errors and results")
     .exitOverride()
@@ -35,6 +34,9 @@ export async function main(argv: string[]): Promise<number> {
       if (o.debug) setDebug(true);
       if (o.quiet) setQuiet(true);
     });
+  // kiln's own --version only before any verb: after one, `--version` is the verb's
+  // (`kiln bundle --version 2.0`), which commander would otherwise answer with kiln's.
+  if (!argv.slice(2).some((a) => !a.startsWith("-"))) program.version("0.1.0");
   for (const register of [
     registerInit,
     registerBuild,

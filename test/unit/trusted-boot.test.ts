@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { rootRecord } from "../../src/build/steps/netboot.js";
+import { main } from "../../src/cli/main.js";
 import { VERSION_RE } from "../../src/deliver/bundle.js";
 import { ConsoleWatcher } from "../../src/runtime/console.js";
 
@@ -116,5 +117,33 @@ describe("bundle versions", () => {
       expect(VERSION_RE.test(v), v).toBe(true);
     for (const v of ["", "2.0\ncompatible=x", "-1", "2 0", "../x", "a".repeat(65)])
       expect(VERSION_RE.test(v), JSON.stringify(v)).toBe(false);
+  });
+});
+
+describe("kiln bundle --version", () => {
+  it("is the bundle's option, not kiln's own --version", async () => {
+    const out: string[] = [];
+    const write = process.stdout.write.bind(process.stdout);
+    process.stdout.write = ((c: string) => out.push(String(c)) > 0) as typeof process.stdout.write;
+    try {
+      const code = await main([
+        "node",
+        "kiln",
+        "bundle",
+        "/nonexistent",
+        "--key",
+        "k",
+        "--cert",
+        "c",
+        "--version",
+        "0.9",
+        "--json",
+      ]);
+      // It got as far as the bundle's source, instead of printing kiln's version and exiting 0.
+      expect(code).not.toBe(0);
+      expect(out.join("")).not.toContain("0.1.0");
+    } finally {
+      process.stdout.write = write;
+    }
   });
 });
