@@ -24,7 +24,10 @@ export function registerBundle(program: Command): void {
     .requiredOption("--cert <file>", "signing certificate")
     .option("--keyring <file>", "CA certificate: check the signature chains to it")
     .option("-o, --output <file>", "bundle file (default: NAME-VERSION.raucb beside the build)")
-    .option("--version <version>", "version in the bundle (default: the spec's version)")
+    .option(
+      "--version <version>",
+      "version in the bundle and in its /etc/kiln/release; devices refuse older ones (default: the spec's version)",
+    )
     .option("--json", "print the bundle's manifest as JSON")
     .description("a signed RAUC update bundle (verity format) of an A/B system's root filesystem")
     .action(async (source: string, o: BundleFlags) => {

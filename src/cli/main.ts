@@ -28,7 +28,6 @@ export async function main(argv: string[]): Promise<number> {
   let json = false;
   const program = new Command("kiln")
     .description("One YAML spec to a minimal Linux system: build, boot, test, deliver.")
-    .version(KILN_VERSION)
     .option("--debug", "print every host command as a copy-pasteable line, and stacks")
     .option("-q, --quiet", "only errors and results")
     .exitOverride()
@@ -41,6 +40,9 @@ export async function main(argv: string[]): Promise<number> {
       json = action.opts().json === true;
       if (json) setQuiet(true);
     });
+  // kiln's own --version only before any verb: after one, `--version` is the verb's
+  // (`kiln bundle --version 2.0`), which commander would otherwise answer with kiln's.
+  if (!argv.slice(2).some((a) => !a.startsWith("-"))) program.version(KILN_VERSION);
   for (const register of [
     registerInit,
     registerBuild,

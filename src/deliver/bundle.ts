@@ -47,6 +47,44 @@ async function readRelease(rootfs: string): Promise<Release> {
   return parseRelease(text);
 }
 
+/**
+ * What a bundle version may be: the device compares it with its running
+ * version (dpkg --compare-versions), and it is written into a keyfile and a
+ * release file, so nothing that could break a line or a comparison.
+ */
+export const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9.+~:_-]{0,63}$/;
+
+/**
+ * A bundle made with another version than its root filesystem's: the slot
+ * it installs must say the bundle's version, since that is what the device
+ * compares the next bundle against (no downgrades).
+ */
+async function setReleaseVersion(
+  tar: string,
+  tmp: string,
+  release: Release,
+  version: string,
+): Promise<void> {
+  const dir = join(tmp, "release");
+  await mkdir(join(dir, "etc/kiln"), { recursive: true });
+  await writeFile(
+    join(dir, "etc/kiln/release"),
+    `NAME=${release.name}\nVERSION=${version}\nCOMPATIBLE=${release.compatible}\n`,
+  );
+  await exec("tar", ["--delete", "-f", tar, "./etc/kiln/release"]);
+  await exec("tar", [
+    "--numeric-owner",
+    "--owner=0",
+    "--group=0",
+    "--mode=0644",
+    "-C",
+    dir,
+    "-rf",
+    tar,
+    "./etc/kiln/release",
+  ]);
+}
+
 export interface BundleOptions {
   rootfs: string;
   out: string;
@@ -74,6 +112,11 @@ export async function makeBundle(o: BundleOptions): Promise<BundleInfo> {
         hint: "make a development key with `kiln keys init`",
       });
   const release = await readRelease(o.rootfs);
+  const version = o.version ?? release.version;
+  if (!VERSION_RE.test(version))
+    throw new KilnError("BUNDLE_VERSION", `bundle version "${version}" is not a version`, {
+      hint: "use letters, digits and . + ~ : _ - starting with a letter or digit (compared as Debian versions on the device)",
+    });
   const out = resolve(o.out);
   const tmp = await mkdtemp(join(dirname(out), `.${basename(out)}.kiln-`));
   const { dispose } = await acquire(
@@ -86,12 +129,13 @@ export async function makeBundle(o: BundleOptions): Promise<BundleInfo> {
       if (statSync(o.rootfs).isDirectory()) await archiveTree(o.rootfs, tar, { sort: true });
       // Plain tar inside: the bundle's squashfs compresses it, and the device needs no zstd.
       else await exec("sh", ["-c", 'zstd -dcf "$1" >"$2"', "sh", o.rootfs, tar]);
+      if (version !== release.version) await setReleaseVersion(tar, tmp, release, version);
       await writeFile(
         join(content, "manifest.raucm"),
         [
           "[update]",
           `compatible=${o.compatible ?? release.compatible}`,
-          `version=${o.version ?? release.version}`,
+          `version=${version}`,
           `description=${release.name}`,
           `build=${new Date().toISOString()}`,
           "",

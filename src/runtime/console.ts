@@ -29,6 +29,8 @@ const FAILED: [RegExp, string][] = [
     /rcu: INFO: rcu_(?:preempt|sched) (?:detected stalls|self-detected stall)[^\n]*|watchdog: BUG: soft lockup[^\n]*/,
     STALL,
   ],
+  // The netboot initrd gave up (no DHCP, no root image, or not the build's image): it stops there.
+  [/kiln-netboot: FAILED: [^\n]*(?=\n)/, "netboot failed"],
   [/Failed to mount root[^\n]*|Unable to mount root fs[^\n]*/, "root filesystem not mounted"],
   [
     /No root filesystem \(root=\)[^\n]*|Could not mount root[^\n]*|Timed out waiting for root device[^\n]*|Timeout while waiting for devices[^\n]*/,

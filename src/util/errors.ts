@@ -124,6 +124,11 @@ export const ERROR_CODES = {
   BUNDLE_NO_ROOTFS: { exit: 1, meaning: "a build output has no directory or tar to bundle" },
   BUNDLE_NOT_AB: { exit: 1, meaning: "the root filesystem is not of an A/B system" },
   BUNDLE_KEY: { exit: 1, meaning: "a signing key or certificate file does not exist" },
+  BUNDLE_VERSION: {
+    exit: 1,
+    meaning: "a bundle version devices cannot compare (Debian version syntax)",
+  },
+  NETBOOT_ROOT: { exit: 1, meaning: "the netboot root image's hash or size could not be recorded" },
   BUNDLE_INVALID: { exit: 1, meaning: "a bundle's signature or contents do not verify" },
   SERVE_NO_INTERFACE: { exit: 1, meaning: "kiln serve's interface has no IPv4 address" },
   SERVE_NO_RANGE: { exit: 1, meaning: "full DHCP needs --range" },

@@ -206,6 +206,9 @@ beforeAll(async () => {
     kiln("build", file, "-o", join(OUT, name));
     kiln("bundle", join(OUT, name), ...key, ...keyring, "-o", bundles[name]!);
   }
+  // An older version, properly signed: v2's root filesystem bundled as 0.9 (its slot would say 0.9).
+  bundles.old = join(OUT, "old.raucb");
+  kiln("bundle", join(OUT, "v2"), ...key, "--version", "0.9", "-o", bundles.old);
   // A web server in a process of its own: this one blocks in spawnSync while the guest downloads.
   server = spawn(
     process.execPath,
@@ -304,6 +307,40 @@ describe.sequential("A/B updates (QEMU, BIOS, TCG)", () => {
     expect(m.ssh("journalctl -u rauc --no-pager").stdout).toContain(
       "the bundle fails its verity hash check",
     );
+  });
+
+  it("refuses an older signed bundle, changing nothing; the operator's allowance lets it in once", async () => {
+    const before = grubenv();
+    const slotA = () => m.ssh("blkid -o value -s UUID /dev/disk/by-partlabel/root-a").stdout;
+    const uuidA = slotA();
+    const r = m.ssh(`rauc install ${base}/old.raucb`);
+    expect(r.code, r.stdout + r.stderr).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/Pre-install handler error/i);
+    m.ssh("sync");
+    expect(grubenv()).toEqual(before);
+    expect(slotA()).toBe(uuidA);
+    expect(m.ssh("journalctl -u rauc --no-pager").stdout).toContain(
+      "kiln: refusing the bundle: bundle version 0.9 is older than the running 2.0 (to allow it once: touch /run/kiln/allow-downgrade)",
+    );
+    // Allowed: it installs into A and takes the allowance with it.
+    const allowed = m.ssh(
+      `mkdir -p /run/kiln && touch /run/kiln/allow-downgrade && rauc install ${base}/old.raucb`,
+    );
+    expect(allowed.code, allowed.stdout + allowed.stderr).toBe(0);
+    expect(m.ssh("test -e /run/kiln/allow-downgrade").code).toBe(1);
+    expect(m.ssh("journalctl -u rauc --no-pager").stdout).toContain(
+      "installing although bundle version 0.9 is older than the running 2.0: allowed by /run/kiln/allow-downgrade",
+    );
+    const a = m.ssh(
+      "mount -o ro /dev/disk/by-partlabel/root-a /mnt && cat /mnt/etc/kiln/release; umount /mnt",
+    );
+    expect(a.stdout, a.stderr).toContain("VERSION=0.9");
+    m.ssh("sync");
+    expect(grubenv()).toMatchObject({ ORDER: "A B", A_OK: "1", A_TRY: "0" });
+    // Back to v2 first, as the tests below expect.
+    expect(m.ssh("rauc status mark-active booted").code).toBe(0);
+    m.ssh("sync");
+    expect(grubenv()).toMatchObject({ ORDER: "B A", B_OK: "1", B_TRY: "0" });
   });
 
   it("a power cut while the inactive slot is written leaves the old version booting; a retried install succeeds", async () => {

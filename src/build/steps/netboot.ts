@@ -1,8 +1,9 @@
-import { chmod, copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { readAsset } from "../../util/assets.js";
-import { ToolMissingError } from "../../util/errors.js";
+import { KilnError, ToolMissingError } from "../../util/errors.js";
 import { exec, which } from "../../util/exec.js";
+import { sha256File } from "../../util/hash.js";
 import { packageFor } from "../../util/tools.js";
 import type { BuildContext } from "../context.js";
 import { kernelCmdline } from "./disk.js";
@@ -20,24 +21,37 @@ export async function netbootStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.netboot`);
   await mkdir(out, { recursive: true });
   await copyFile(join(ctx.root, "boot", `vmlinuz-${version}`), join(out, "vmlinuz"));
+  // The root image first: its hash and size go into the initrd, which refuses any other image.
+  const squashfs = join(out, "root.squashfs");
+  await exec(
+    "mksquashfs",
+    [ctx.root, squashfs, "-comp", "zstd", "-noappend", "-quiet", "-e", "boot"],
+    {
+      onLine: (l) => ctx.detail(l),
+    },
+  );
   await makeInitrd(ctx, version, join(out, "initrd.img"), {
     modules: NETBOOT_MODULES,
     files: [
       { asset: "netboot/init", to: "init" },
       { asset: "netboot/udhcpc.script", to: "etc/udhcpc.script" },
+      {
+        text: rootRecord(await sha256File(squashfs), (await stat(squashfs)).size),
+        to: "etc/kiln-root",
+      },
     ],
   });
-  await exec(
-    "mksquashfs",
-    [ctx.root, join(out, "root.squashfs"), "-comp", "zstd", "-noappend", "-quiet", "-e", "boot"],
-    {
-      onLine: (l) => ctx.detail(l),
-    },
-  );
   await writeFile(join(out, "boot.ipxe"), ipxeScript(kernelCmdline(ctx.spec)));
   // `kiln serve` adds these to the kernel arguments it hands out.
   await writeFile(join(out, "cmdline"), `${kernelCmdline(ctx.spec)}\n`);
   return out;
+}
+
+/** What the initrd checks the fetched root image against (read by assets/netboot/init). */
+export function rootRecord(sha256: string, bytes: number): string {
+  if (!/^[0-9a-f]{64}$/.test(sha256) || !Number.isSafeInteger(bytes) || bytes <= 0)
+    throw new KilnError("NETBOOT_ROOT", `bad root image record: sha256 ${sha256}, ${bytes} bytes`);
+  return `sha256=${sha256}\nbytes=${bytes}\n`;
 }
 
 /**
@@ -64,14 +78,19 @@ export function ipxeScript(cmdline: string): string {
 
 /**
  * A busybox initrd: the host's static busybox, the given scripts (made
- * executable) and the kernel modules listed with their dependencies, loaded
+ * executable) and texts and the kernel modules listed with their dependencies, loaded
  * in order by /init from /etc/kiln-modules.
  */
 export async function makeInitrd(
   ctx: BuildContext,
   version: string,
   target: string,
-  o: { modules: string[]; files: { asset: string; to: string }[]; name?: string },
+  o: {
+    modules: string[];
+    /** An asset (made executable) or a text made by the build, at `to` in the initrd. */
+    files: ({ asset: string; to: string } | { text: string; to: string })[];
+    name?: string;
+  },
 ): Promise<void> {
   const busybox = (await which("busybox")) ?? "";
   if (!busybox) throw new ToolMissingError("busybox", packageFor("busybox"));
@@ -81,7 +100,8 @@ export async function makeInitrd(
   await chmod(join(tree, "bin/busybox"), 0o755);
   for (const f of o.files) {
     await mkdir(dirname(join(tree, f.to)), { recursive: true });
-    await writeFile(join(tree, f.to), readAsset(f.asset), { mode: 0o755 });
+    if ("asset" in f) await writeFile(join(tree, f.to), readAsset(f.asset), { mode: 0o755 });
+    else await writeFile(join(tree, f.to), f.text, { mode: 0o644 });
   }
 
   const modDir = join(ctx.root, "usr/lib/modules", version);

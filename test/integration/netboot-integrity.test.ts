@@ -1,0 +1,113 @@
+import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  appendFileSync,
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+// Issue 13, point 5: the netboot initrd boots only the root image its build
+// made. One build of examples/netboot.yaml; `kiln vm --netboot` serves each
+// bundle's root.squashfs from this host over HTTP, as a boot server would.
+// The bundle as built boots to ready; a copy whose root.squashfs was altered
+// after the build, and one whose root.squashfs grew, stop in the initrd with
+// the console message, and kiln reports a boot failure at once.
+const ROOT = resolve(import.meta.dirname, "../..");
+const KILN = join(ROOT, "bin/kiln.js");
+const OUT = mkdtempSync(join(tmpdir(), "kiln-it-netboot-integrity-"));
+const BUNDLE = join(OUT, "nb/netboot.netboot");
+
+function kiln(args: string[], timeout = 1_200_000) {
+  const r = spawnSync(process.execPath, [KILN, ...args], {
+    cwd: ROOT,
+    encoding: "utf8",
+    timeout,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** `kiln vm --netboot DIR --until-ready --json`: its report and how long it took. */
+function bootNetboot(dir: string) {
+  const started = performance.now();
+  const r = kiln(["vm", "--netboot", dir, "--until-ready", "--timeout", "300", "--json"], 600_000);
+  const seconds = Math.round((performance.now() - started) / 100) / 10;
+  const report = JSON.parse(r.stdout || "{}") as {
+    ready?: boolean;
+    reason?: string;
+    consoleTail?: string;
+  };
+  return { code: r.code, report, seconds, stderr: r.stderr };
+}
+
+/** A copy of the built bundle whose root image `change` alters. */
+function tampered(name: string, change: (squashfs: string) => void): string {
+  const dir = join(OUT, name);
+  mkdirSync(dir);
+  for (const f of readdirSync(BUNDLE)) copyFileSync(join(BUNDLE, f), join(dir, f));
+  change(join(dir, "root.squashfs"));
+  return dir;
+}
+
+const sha256 = (f: string) => createHash("sha256").update(readFileSync(f)).digest("hex");
+let built = { sha: "", bytes: 0 };
+
+beforeAll(() => {
+  const b = kiln(["build", "examples/netboot.yaml", "-o", join(OUT, "nb")]);
+  expect(b.code, b.stderr).toBe(0);
+  const squashfs = join(BUNDLE, "root.squashfs");
+  built = { sha: sha256(squashfs), bytes: statSync(squashfs).size };
+});
+
+afterAll(() => rmSync(OUT, { recursive: true, force: true }));
+
+describe.sequential("netboot root image integrity (QEMU, TCG)", () => {
+  it("the bundle as built boots to ready, its root image checked", () => {
+    const r = bootNetboot(BUNDLE);
+    expect(r.code, `${r.stderr}\n${r.report.consoleTail ?? ""}`).toBe(0);
+    expect(r.report.ready).toBe(true);
+    console.log(`intact bundle: ready, kiln vm took ${r.seconds}s`);
+  });
+
+  it("a root.squashfs altered after the build stops the boot with the hash message", () => {
+    const dir = tampered("altered", (f) => {
+      const b = readFileSync(f);
+      // One byte in the middle: the size is right, only the hash can tell.
+      b[b.length >> 1]! ^= 0xff;
+      writeFileSync(f, b);
+    });
+    const altered = sha256(join(dir, "root.squashfs"));
+    expect(altered).not.toBe(built.sha);
+    const r = bootNetboot(dir);
+    expect(r.code).toBe(2);
+    expect(r.report.ready).toBe(false);
+    expect(r.report.reason).toBe(
+      `netboot failed: kiln-netboot: FAILED: root.squashfs sha256 ${altered} does not match the build's ${built.sha}`,
+    );
+    // It never got as far as handing over to the image's init.
+    expect(r.report.consoleTail).not.toMatch(/kiln-netboot: starting|systemd\[1\]/);
+    console.log(`altered root.squashfs: hash message, kiln vm took ${r.seconds}s`);
+  });
+
+  it("a root.squashfs bigger than the build's is cut off at its size and refused", () => {
+    const dir = tampered("grown", (f) => appendFileSync(f, Buffer.alloc(4 << 20, 0x5a)));
+    const r = bootNetboot(dir);
+    expect(r.code).toBe(2);
+    expect(r.report.reason).toMatch(
+      new RegExp(
+        `^netboot failed: kiln-netboot: FAILED: root.squashfs from http://\\S+ is larger than the build's ${built.bytes} bytes$`,
+      ),
+    );
+    expect(r.report.consoleTail).not.toMatch(/kiln-netboot: starting|systemd\[1\]/);
+    console.log(`grown root.squashfs: size message, kiln vm took ${r.seconds}s`);
+  });
+});
