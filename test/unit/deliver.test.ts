@@ -58,9 +58,7 @@ describe("boot server", () => {
       role: "web",
       machine: { serial: "S1" },
     });
-    expect(await (await fetch(`${base}/cloud-init/${token}/user-data`)).text()).toContain(
-      "runcmd",
-    );
+    expect(await (await fetch(`${base}/cloud-init/${token}/user-data`)).text()).toContain("runcmd");
     expect(await (await fetch(`${base}/cloud-init/${token}/meta-data`)).text()).toContain(
       'local-hostname: "web1"',
     );

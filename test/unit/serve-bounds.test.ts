@@ -266,7 +266,7 @@ groups:
   });
 
   it("validates machine_id everywhere and never echoes a bad one", async () => {
-    const inj = "0123%0Aportable%20evil%201%20http://x/y%20" + "0".repeat(64);
+    const inj = `0123%0Aportable%20evil%201%20http://x/y%20${"0".repeat(64)}`;
     for (const p of [`/assignment?machine_id=${inj}`, `/ipxe?mac=52:54:00:00:00:05&machine_id=x`]) {
       const r = await raw(port, p, { local: "127.0.1.3" });
       expect(r.status, p).toBe(400);
