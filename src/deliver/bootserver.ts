@@ -133,13 +133,14 @@ export class BootServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const raw = req.url ?? "/";
     if (raw.length > MAX_URL) return void this.refuse(req, res, 414, "request too long");
-    const url = new URL(raw, "http://x");
-    const path = url.pathname;
+    let url: URL;
     try {
-      decodeURIComponent(path);
+      url = new URL(raw, "http://x");
+      decodeURIComponent(url.pathname);
     } catch {
-      return void this.refuse(req, res, 400, "malformed percent-escape");
+      return void this.refuse(req, res, 400, "malformed request target or percent-escape");
     }
+    const path = url.pathname;
     if (LIMITED.test(path)) {
       const r = this.rate.take(req.socket.remoteAddress ?? "");
       if (r === "limited")

@@ -259,6 +259,7 @@ groups:
       "/metadata/%E0%A4%A.json",
       "/cloud-init/%zz/user-data",
       "/artifacts/web/%E0%A4%A",
+      "http://[/ipxe",
     ]) {
       const r = await raw(port, p, { local: "127.0.1.2" });
       expect(r.status, p).toBe(400);
