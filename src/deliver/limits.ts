@@ -39,7 +39,7 @@ export const DEFAULT_LIMITS: ServeLimits = {
   maxAddresses: 16_384,
   maxReports: 10_000,
   maxReportBytes: 65_536,
-  maxReportTotalBytes: 32 * 1024 * 1024,
+  maxReportTotalBytes: 16 * 1024 * 1024,
   maxReportAgeMs: 7 * 24 * 3600_000,
   maxReportsInFlight: 64,
   maxDiscoveryRows: 10_000,

@@ -16,7 +16,9 @@ export interface Report {
  * reports again at its next round), and a report past its age goes the same way.
  */
 export class ReportStore {
-  private readonly byId = new Map<string, Report & { ms: number; size: number }>();
+  // Bodies are kept as Buffers: outside the JS heap, so a flood's churn does not
+  // grow the heap (strings of 60 KiB would be promoted and collected late).
+  private readonly byId = new Map<string, { at: string; from: string; body: Buffer; ms: number }>();
   private bytes = 0;
   private inFlight = 0;
 
@@ -44,18 +46,19 @@ export class ReportStore {
   get(id: string): Report | undefined {
     this.expire();
     const r = this.byId.get(id);
-    return r && { at: r.at, from: r.from, state: r.state };
+    return r && { at: r.at, from: r.from, state: r.body.toString("utf8") };
   }
 
   /** Keep `state` as machine `id`'s last report; returns what was dropped to make room. */
-  put(id: string, from: string, state: string): number {
+  put(id: string, from: string, state: string | Buffer): number {
+    const body = typeof state === "string" ? Buffer.from(state) : state;
     const t = this.now();
     const old = this.byId.get(id);
     if (old) {
       this.byId.delete(id);
-      this.bytes -= old.size;
+      this.bytes -= old.body.length;
     }
-    const size = Buffer.byteLength(state);
+    const size = body.length;
     this.expire();
     let dropped = 0;
     while (
@@ -65,7 +68,7 @@ export class ReportStore {
     ) {
       const [first, r] = this.byId.entries().next().value!;
       this.byId.delete(first);
-      this.bytes -= r.size;
+      this.bytes -= r.body.length;
       dropped++;
     }
     if (dropped)
@@ -73,7 +76,7 @@ export class ReportStore {
         "reports",
         `reports: full (${this.limits.maxReports} machines, ${this.limits.maxReportTotalBytes} bytes): dropped the ${dropped} oldest`,
       );
-    this.byId.set(id, { at: new Date(t).toISOString(), from, state, ms: t, size });
+    this.byId.set(id, { at: new Date(t).toISOString(), from, body, ms: t });
     this.bytes += size;
     return dropped;
   }
@@ -81,7 +84,8 @@ export class ReportStore {
   /** All kept reports, oldest first. */
   *entries(): IterableIterator<[string, Report]> {
     this.expire();
-    for (const [id, r] of this.byId) yield [id, { at: r.at, from: r.from, state: r.state }];
+    for (const [id, r] of this.byId)
+      yield [id, { at: r.at, from: r.from, state: r.body.toString("utf8") }];
   }
 
   private expire(): void {
@@ -89,7 +93,7 @@ export class ReportStore {
     for (const [id, r] of this.byId) {
       if (r.ms >= cutoff) break;
       this.byId.delete(id);
-      this.bytes -= r.size;
+      this.bytes -= r.body.length;
     }
   }
 
@@ -123,7 +127,8 @@ export class ReportStore {
           return void refuse(res, 413, `report larger than ${this.limits.maxReportBytes} bytes`);
         chunks.push(chunk);
       }
-      this.put(id, req.socket.remoteAddress ?? "", Buffer.concat(chunks).toString("utf8"));
+      // concat copies, so a kept report holds no slice of a larger socket buffer.
+      this.put(id, req.socket.remoteAddress ?? "", Buffer.concat(chunks, size));
       send(res, 204, "");
     } finally {
       this.inFlight--;

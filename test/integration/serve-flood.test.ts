@@ -249,8 +249,8 @@ describe.sequential("kiln serve survives its clients", () => {
     expect(r.status).toBe(200);
     const kept = JSON.parse(r.body) as Record<string, { state: string }>;
     expect(Object.keys(kept).length).toBeLessThanOrEqual(10_000);
-    // 32 MiB of report bodies at most, plus a little JSON around each.
-    expect(r.body.length).toBeLessThan(32 * 1024 * 1024 + Object.keys(kept).length * 200);
+    // 16 MiB of report bodies at most, plus a little JSON around each.
+    expect(r.body.length).toBeLessThan(16 * 1024 * 1024 + Object.keys(kept).length * 200);
     expect(kept[LEGIT.machine_id]?.state).toContain("portable web 1.0.0");
     const listed = () =>
       JSON.parse(
