@@ -321,6 +321,12 @@ export class BootServer {
       kind,
       `http: ${status} ${req.method} ${JSON.stringify((req.url ?? "").slice(0, 120))} from ${req.socket.remoteAddress}: ${why}`,
     );
-    send(res, status, `${why}\n`, headers);
+    // A refused body is not read: the connection ends with the answer.
+    send(
+      res,
+      status,
+      `${why}\n`,
+      req.method === "POST" ? { Connection: "close", ...headers } : headers,
+    );
   }
 }
