@@ -38,7 +38,7 @@ export const DEFAULT_LIMITS: ServeLimits = {
   burst: 50,
   maxAddresses: 16_384,
   maxReports: 10_000,
-  maxReportBytes: 65_536,
+  maxReportBytes: 16_384,
   maxReportTotalBytes: 16 * 1024 * 1024,
   maxReportAgeMs: 7 * 24 * 3600_000,
   maxReportsInFlight: 64,
