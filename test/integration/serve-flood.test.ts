@@ -274,6 +274,7 @@ describe.sequential("kiln serve survives its clients", () => {
       JSON.parse(
         spawnSync(process.execPath, [KILN, "machines", "--db", DB, "--json"], {
           encoding: "utf8",
+          maxBuffer: 64 * 1024 * 1024,
         }).stdout,
       ) as unknown[];
     // kiln serve writes its database at most every half second.
