@@ -1,6 +1,5 @@
 import type { Command } from "commander";
 import { Discovery, defaultDb } from "../deliver/discovery.js";
-import { printJson } from "./output.js";
 
 export function registerMachines(program: Command): void {
   program
@@ -10,15 +9,24 @@ export function registerMachines(program: Command): void {
     .description("machines that asked `kiln serve` for a boot script, with the group they matched")
     .action(async (o: { db: string; json?: boolean }) => {
       const list = (await Discovery.open(o.db)).list();
-      if (o.json) return printJson(list);
-      if (!list.length) return console.log("no machines have asked yet");
-      console.log(
-        `${"MACHINE".padEnd(20)} ${"GROUP".padEnd(16)} ${"PROFILE".padEnd(12)} ${"SERIAL".padEnd(14)} LAST SEEN`,
-      );
-      for (const m of list) {
-        console.log(
-          `${m.id.padEnd(20)} ${(m.group ?? "(unmatched)").padEnd(16)} ${(m.profile ?? "-").padEnd(12)} ${(m.facts.serial ?? "-").padEnd(14)} ${m.lastSeen}`,
-        );
-      }
+      if (!o.json && !list.length) return console.log("no machines have asked yet");
+      const text = o.json
+        ? `${JSON.stringify(list, null, 2)}\n`
+        : [
+            `${"MACHINE".padEnd(20)} ${"GROUP".padEnd(16)} ${"PROFILE".padEnd(12)} ${"SERIAL".padEnd(14)} LAST SEEN`,
+            ...list.map(
+              (m) =>
+                `${m.id.padEnd(20)} ${(m.group ?? "(unmatched)").padEnd(16)} ${(m.profile ?? "-").padEnd(12)} ${printable(m.facts.serial ?? "-").padEnd(14)} ${m.lastSeen}`,
+            ),
+            "",
+          ].join("\n");
+      // bin/kiln.js exits as soon as the command returns, which would cut a long
+      // listing short on a pipe: return once it is written.
+      await new Promise<void>((r) => process.stdout.write(text, () => r()));
     });
+}
+
+/** A client-chosen value for a terminal: anything but printable ASCII becomes "?". */
+function printable(s: string): string {
+  return s.replace(/[^ -~]/g, "?");
 }

@@ -17,6 +17,16 @@ export function registerServe(program: Command): void {
       "address machines reach this server at (default: the interface's IPv4)",
     )
     .option("--db <file>", "discovery database", defaultDb())
+    .option(
+      "--admin-listen <host:port>",
+      "admin listener (reports, machines; bearer token in DB.admin-token)",
+      "127.0.0.1:8079",
+    )
+    .option(
+      "--rate-limit <n>",
+      "requests per second per client address on /ipxe, /assignment, /report, metadata (0: off)",
+      "10",
+    )
     .description(
       "network-boot machines: proxy-DHCP and TFTP (dnsmasq), iPXE scripts and artifacts over HTTP, per-machine inventory",
     )
@@ -29,7 +39,14 @@ export function registerServe(program: Command): void {
         httpPort: string;
         address?: string;
         db: string;
+        adminListen: string;
+        rateLimit: string;
       }) => {
+        const rate = Number(o.rateLimit);
+        if (!Number.isFinite(rate) || rate < 0)
+          throw new KilnError("USAGE", "--rate-limit is a number of requests per second", {
+            exitCode: 2,
+          });
         if (!["proxy", "full", "off"].includes(o.dhcp))
           throw new KilnError("USAGE", "--dhcp is proxy, full or off", { exitCode: 2 });
         const range = o.range?.split(",");
@@ -43,6 +60,8 @@ export function registerServe(program: Command): void {
           httpPort: Number(o.httpPort),
           ...(o.address ? { address: o.address } : {}),
           db: o.db,
+          adminListen: o.adminListen,
+          rateLimit: rate,
         });
         // Serve until a signal; the cleanup handlers stop everything.
         await new Promise(() => {});

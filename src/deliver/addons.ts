@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { createReadStream, statSync } from "node:fs";
+import { realpath } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { send, serveFile } from "../util/http-files.js";
@@ -14,8 +15,8 @@ import {
 
 /**
  * The side of `kiln serve` that kiln-agent talks to: which add-ons a machine
- * gets (its group's profile's `addons`), the images themselves, and the
- * state machines report back.
+ * gets (its group's profile's `addons`) and the images themselves (what
+ * machines report back is kept by ReportStore, in reports.ts).
  */
 /** NAME_VERSION.raw → name and version (names may hold '-', versions '.', neither '_'). */
 export function addonNameVersion(path: string): { name: string; version: string } {
@@ -43,9 +44,6 @@ function sha256Of(file: string): Promise<string> {
 }
 
 export class AddonService {
-  /** The last report of each machine, by machine-id. */
-  readonly reports = new Map<string, { at: string; from: string; state: string }>();
-
   constructor(
     private readonly inventory: () => Inventory,
     private readonly inventoryDir: string,
@@ -111,29 +109,8 @@ export class AddonService {
     const p = this.inventory().profiles[profile];
     const a = p?.addons.find((x) => basename(x.path) === name);
     if (!a) return void send(res, 404, "no such add-on\n");
-    const file = this.file(a.path);
+    // The inventory names this file itself, so a link there is the operator's choice.
+    const file = await realpath(this.file(a.path)).catch(() => this.file(a.path));
     await serveFile(req, res, dirname(file), basename(file));
-  }
-
-  async report(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    let body = "";
-    for await (const chunk of req) {
-      body += String(chunk);
-      if (body.length > 65_536) return void send(res, 413, "report too large\n");
-    }
-    const id = url.searchParams.get("machine_id") ?? "";
-    if (!/^[0-9a-f]{32}$/.test(id)) return void send(res, 400, "need machine_id\n");
-    this.reports.set(id, {
-      at: new Date().toISOString(),
-      from: req.socket.remoteAddress ?? "",
-      state: body,
-    });
-    send(res, 204, "");
-  }
-
-  reportsJson(res: ServerResponse): void {
-    send(res, 200, `${JSON.stringify(Object.fromEntries(this.reports), null, 2)}\n`, {
-      "Content-Type": "application/json",
-    });
   }
 }

@@ -6,6 +6,7 @@ import { SpecError } from "../util/errors.js";
 import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
 import { AddonService } from "./addons.js";
+import { BootTokens } from "./boots.js";
 import type { Discovery } from "./discovery.js";
 import {
   type Facts,
@@ -15,6 +16,8 @@ import {
   normalizeFact,
   selectGroup,
 } from "./inventory.js";
+import { DEFAULT_LIMITS, LogLimiter, MACHINE_ID, RateLimiter, type ServeLimits } from "./limits.js";
+import { ReportStore } from "./reports.js";
 
 export interface BootServerOptions {
   inventoryFile: string;
@@ -23,17 +26,24 @@ export interface BootServerOptions {
   discovery: Discovery;
   host?: string;
   port?: number;
+  limits?: Partial<ServeLimits>;
 }
 
 const MAX_URL = 2048;
 const LABEL = /^[a-z][a-z0-9_-]{0,63}$/;
 
+/** Endpoints a client can hit cheaply and often; artifacts (large, resumed) are not limited. */
+const LIMITED = /^\/(ipxe|boot\.ipxe|assignment|report|metadata\/.*|cloud-init\/.*)$/;
+
 /**
- * The HTTP side of `kiln serve`: iPXE scripts per machine from the
- * inventory, the profiles' netboot files (Range, ETag, HEAD), per-machine
- * metadata and cloud-init NoCloud data. Read-only: there is no endpoint that
- * changes anything. The inventory file is watched; an edit that does not
- * load is refused (with file:line:col in the log) and the last good one stays.
+ * The boot-network side of `kiln serve`: iPXE scripts per machine from the
+ * inventory, the profiles' netboot files (Range, ETag, HEAD), per-boot
+ * metadata and cloud-init NoCloud data, and kiln-agent's assignment. Read-only
+ * except the agent's `POST /report`, which is bounded (see ReportStore).
+ * Every client-facing table is bounded and the small endpoints are rate
+ * limited per address (see ServeLimits). The inventory file is watched; an
+ * edit that does not load is refused (with file:line:col in the log) and the
+ * last good one stays.
  */
 export class BootServer {
   private inventory: Inventory;
@@ -42,23 +52,38 @@ export class BootServer {
   private closeWatch: (() => void) | undefined;
 
   private readonly addons: AddonService;
+  readonly limits: ServeLimits;
+  readonly reports: ReportStore;
+  private readonly boots: BootTokens;
+  private readonly rate: RateLimiter;
+  private readonly logs = new LogLimiter();
+  private readonly infos = new LogLimiter(50, 10_000, Date.now, (m) => log.info(m));
 
   constructor(private readonly o: BootServerOptions) {
     this.inventory = loadInventory(o.inventoryFile);
     this.inventoryDir = resolve(o.inventoryFile, "..");
     this.addons = new AddonService(() => this.inventory, this.inventoryDir, o.publicUrl);
+    const l = { ...DEFAULT_LIMITS, ...o.limits };
+    this.limits = l;
+    this.reports = new ReportStore(l, this.logs);
+    this.boots = new BootTokens(l.maxBootTokens, l.bootTokenTtlMs);
+    this.rate = new RateLimiter(l.ratePerSecond, l.burst, l.maxAddresses);
   }
 
   async listen(): Promise<number> {
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err) => {
-        log.warn(`http: ${req.method} ${req.url}: ${String(err)}`);
+        this.logs.line(
+          "http-error",
+          `http: ${req.method} ${req.url?.slice(0, 120)}: ${String(err)}`,
+        );
         if (!res.headersSent) send(res, 500, "internal error\n");
         else res.destroy();
       });
     });
     this.server.requestTimeout = 30_000;
     this.server.headersTimeout = 10_000;
+    this.server.maxConnections = this.limits.maxConnections;
     await new Promise<void>((res, rej) => {
       this.server!.once("error", rej);
       this.server!.listen(this.o.port ?? 8080, this.o.host ?? "0.0.0.0", res);
@@ -108,15 +133,30 @@ export class BootServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const raw = req.url ?? "/";
     if (raw.length > MAX_URL) return void this.refuse(req, res, 414, "request too long");
-    const url = new URL(raw, "http://x");
+    let url: URL;
+    try {
+      url = new URL(raw, "http://x");
+      decodeURIComponent(url.pathname);
+    } catch {
+      return void this.refuse(req, res, 400, "malformed request target or percent-escape");
+    }
     const path = url.pathname;
+    if (LIMITED.test(path)) {
+      const r = this.rate.take(req.socket.remoteAddress ?? "");
+      if (r === "limited")
+        return void this.refuse(req, res, 429, "too many requests", { "Retry-After": "1" }, "rate");
+      if (r === "busy")
+        return void this.refuse(req, res, 503, "too many clients", { "Retry-After": "5" }, "busy");
+    }
+    // machine_id is echoed (assignment) and keyed on (reports): nothing but 32 hex digits.
+    if (url.searchParams.getAll("machine_id").some((v) => !MACHINE_ID.test(v)))
+      return void this.refuse(req, res, 400, "machine_id is 32 hex digits");
     // The one write: kiln-agent reporting what it attached.
-    if (req.method === "POST" && path === "/report") return this.addons.report(req, res, url);
+    if (req.method === "POST" && path === "/report") return this.reports.receive(req, res, url);
     if (req.method !== "GET" && req.method !== "HEAD") {
       return void this.refuse(req, res, 405, "read-only server", { Allow: "GET, HEAD" });
     }
     if (path === "/assignment") return this.addons.assignment(req, res, url);
-    if (path === "/reports.json") return this.addons.reportsJson(res);
     const a = /^\/addons\/([a-z0-9][a-z0-9._-]*)\/([A-Za-z0-9._-]+\.raw)$/.exec(path);
     if (a) return this.addons.image(req, res, a[1]!, a[2]!);
     if (path === "/boot.ipxe")
@@ -128,13 +168,17 @@ export class BootServer {
       if (!profile?.artifact) return void this.refuse(req, res, 404, `no netboot profile ${m[1]}`);
       const status = await serveFile(req, res, this.artifactDir(profile.artifact), m[2]!);
       if (status === 400)
-        log.warn(`http: refused path ${JSON.stringify(m[2])} from ${req.socket.remoteAddress}`);
+        this.logs.line(
+          "path",
+          `http: refused path ${JSON.stringify(m[2]!.slice(0, 120))} from ${req.socket.remoteAddress}`,
+        );
       return;
     }
     m = /^\/metadata\/([^/]+)\.json$/.exec(path);
     if (m) return this.metadata(req, res, m[1]!);
-    m = /^\/cloud-init\/([^/]+)\/(user-data|meta-data)$/.exec(path);
-    if (m) return this.cloudInit(req, res, m[1]!, m[2] as "user-data" | "meta-data");
+    m = /^\/cloud-init\/([^/]+)\/(user-data|meta-data|vendor-data)$/.exec(path);
+    if (m)
+      return this.cloudInit(req, res, m[1]!, m[2] as "user-data" | "meta-data" | "vendor-data");
     this.refuse(req, res, 404, "not found");
   }
 
@@ -163,9 +207,20 @@ export class BootServer {
     if (!facts.mac && !facts.uuid) return void this.refuse(req, res, 400, "need mac or uuid");
     const group = selectGroup(this.inventory, facts);
     const id = facts.mac ?? facts.uuid!;
-    await this.o.discovery.record(id, facts, group?.name ?? null, group?.profile ?? null);
+    const recorded = await this.o.discovery.record(
+      id,
+      facts,
+      group?.name ?? null,
+      group?.profile ?? null,
+      this.limits.maxDiscoveryRows,
+    );
+    if (!recorded)
+      this.logs.line(
+        "discovery",
+        `discovery: ${this.limits.maxDiscoveryRows} machines recorded already (the cap); ${id} is served but not recorded`,
+      );
     if (!group) {
-      log.info(`boot: ${id} matches no group`);
+      this.infos.line("boot", `boot: ${id} matches no group`);
       return void send(
         res,
         200,
@@ -182,16 +237,19 @@ export class BootServer {
     const base = `${this.o.publicUrl}/artifacts/${group.profile}`;
     const bundleArgs = this.bundleCmdline(profile.artifact);
     const hostname = profile.metadata.hostname;
+    // This boot's own metadata and cloud-init: what this request claimed, nobody else's.
+    const token = this.boots.issue({ facts, group: group.name, profile: group.profile });
     // UEFI kernels load their initrd through the EFI stub by the name given in initrd=.
     const args = [
       "initrd=initrd.img",
       `kiln.root=${base}/root.squashfs`,
-      `kiln.metadata=${this.o.publicUrl}/metadata/${encodeURIComponent(id)}.json`,
+      `kiln.metadata=${this.o.publicUrl}/metadata/${token}.json`,
+      ...(profile.cloud_init ? [`ds=nocloud;s=${this.o.publicUrl}/cloud-init/${token}/`] : []),
       ...(hostname ? [`systemd.hostname=${hostname}`] : []),
       bundleArgs,
       profile.kernel_args,
     ].filter(Boolean);
-    log.info(`boot: ${id} → group ${group.name}, profile ${group.profile}`);
+    this.infos.line("boot", `boot: ${id} → group ${group.name}, profile ${group.profile}`);
     send(
       res,
       200,
@@ -199,46 +257,37 @@ export class BootServer {
     );
   }
 
-  private lookup(id: string): { facts: Facts; group: ReturnType<typeof selectGroup> } | undefined {
-    const decoded = decodeURIComponent(id);
-    const facts: Facts = decoded.includes(":")
-      ? { mac: normalizeFact("mac", decoded) }
-      : { uuid: normalizeFact("uuid", decoded) };
-    if (invalidFacts(facts)) return undefined;
-    const known = this.o.discovery.get((facts.mac ?? facts.uuid)!);
-    const all = { ...(known?.facts ?? {}), ...facts };
-    return { facts: all, group: selectGroup(this.inventory, all) };
+  /** The boot a token names, if its group and profile still exist in the inventory. */
+  private boot(token: string): { facts: Facts; group: string; profile: string } | undefined {
+    const b = this.boots.get(token);
+    if (!b || !this.inventory.profiles[b.profile]) return undefined;
+    return b;
   }
 
-  private metadata(req: IncomingMessage, res: ServerResponse, id: string): void {
-    const l = this.lookup(id);
-    if (!l) return void this.refuse(req, res, 400, "malformed machine id");
-    if (!l.group) return void this.refuse(req, res, 404, "machine matches no group");
-    const profile = this.inventory.profiles[l.group.profile]!;
-    const body = {
-      machine: l.facts,
-      group: l.group.name,
-      profile: l.group.profile,
-      ...profile.metadata,
-    };
+  private metadata(req: IncomingMessage, res: ServerResponse, token: string): void {
+    const b = this.boot(token);
+    if (!b) return void this.refuse(req, res, 404, "no such boot (unknown or expired token)");
+    const profile = this.inventory.profiles[b.profile]!;
+    const body = { machine: b.facts, group: b.group, profile: b.profile, ...profile.metadata };
     send(res, 200, `${JSON.stringify(body, null, 2)}\n`, { "Content-Type": "application/json" });
   }
 
   private cloudInit(
     req: IncomingMessage,
     res: ServerResponse,
-    id: string,
-    part: "user-data" | "meta-data",
+    token: string,
+    part: "user-data" | "meta-data" | "vendor-data",
   ): void {
-    const l = this.lookup(id);
-    if (!l) return void this.refuse(req, res, 400, "malformed machine id");
-    const ci = l.group ? this.inventory.profiles[l.group.profile]!.cloud_init : undefined;
-    if (!l.group || !ci)
-      return void this.refuse(req, res, 404, "no cloud-init data for this machine");
+    const b = this.boot(token);
+    const profile = b ? this.inventory.profiles[b.profile] : undefined;
+    const ci = profile?.cloud_init;
+    if (!b || !profile || !ci)
+      return void this.refuse(req, res, 404, "no cloud-init data for this boot");
+    if (part === "vendor-data") return void send(res, 200, "");
     if (part === "user-data") return void send(res, 200, ci.user_data ?? "#cloud-config\n{}\n");
     const meta = {
-      "instance-id": `kiln-${l.facts.mac ?? l.facts.uuid}`,
-      "local-hostname": this.inventory.profiles[l.group.profile]!.metadata.hostname ?? "",
+      "instance-id": `kiln-${b.facts.mac ?? b.facts.uuid}`,
+      "local-hostname": profile.metadata.hostname ?? "",
       ...ci.meta_data,
     };
     send(
@@ -266,10 +315,18 @@ export class BootServer {
     status: number,
     why: string,
     headers: Record<string, string> = {},
+    kind = "refused",
   ): void {
-    log.warn(
-      `http: ${status} ${req.method} ${(req.url ?? "").slice(0, 120)} from ${req.socket.remoteAddress}: ${why}`,
+    this.logs.line(
+      kind,
+      `http: ${status} ${req.method} ${JSON.stringify((req.url ?? "").slice(0, 120))} from ${req.socket.remoteAddress}: ${why}`,
     );
-    send(res, status, `${why}\n`, headers);
+    // A refused body is not read: the connection ends with the answer.
+    send(
+      res,
+      status,
+      `${why}\n`,
+      req.method === "POST" ? { Connection: "close", ...headers } : headers,
+    );
   }
 }

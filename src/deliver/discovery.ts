@@ -30,11 +30,14 @@ export interface MachineRecord {
 export class Discovery {
   private timer: NodeJS.Timeout | undefined;
   private saving: Promise<void> = Promise.resolve();
+  private rows: number;
 
   private constructor(
     private readonly db: Database,
     private readonly file: string,
-  ) {}
+  ) {
+    this.rows = Number(db.exec("SELECT COUNT(*) FROM machines")[0]?.values[0]?.[0] ?? 0);
+  }
 
   static async open(file: string): Promise<Discovery> {
     const SQL = await initSqlJs();
@@ -45,12 +48,17 @@ export class Discovery {
     return new Discovery(db, file);
   }
 
+  /** Record a request; a new machine beyond `maxRows` is not recorded (returns false). */
   async record(
     id: string,
     facts: Record<string, string>,
     group: string | null,
     profile: string | null,
-  ): Promise<void> {
+    maxRows = Number.POSITIVE_INFINITY,
+  ): Promise<boolean> {
+    const known = this.db.exec("SELECT 1 FROM machines WHERE id = ?", [id]).length > 0;
+    if (!known && this.rows >= maxRows) return false;
+    if (!known) this.rows++;
     const now = new Date().toISOString();
     this.db.run(
       `INSERT INTO machines (id, facts, first_seen, last_seen, grp, profile) VALUES (?, ?, ?, ?, ?, ?)
@@ -62,6 +70,7 @@ export class Discovery {
       this.timer = undefined;
       this.saving = this.saving.then(() => this.save());
     }, 500);
+    return true;
   }
 
   /** Write pending changes now (on shutdown). */

@@ -4,6 +4,7 @@ import { join, resolve } from "node:path";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
+import { AdminServer, adminTokenFile, loadOrCreateAdminToken } from "./admin.js";
 import { BootServer } from "./bootserver.js";
 import { Discovery } from "./discovery.js";
 import { type DhcpMode, dnsmasqConfig, prepareTftpRoot, superviseDnsmasq } from "./dnsmasq.js";
@@ -17,6 +18,22 @@ export interface ServeOptions {
   /** Address machines reach the server at; default the interface's IPv4. */
   address?: string;
   db: string;
+  /** HOST:PORT of the admin listener (reports, machines); never the boot listener. */
+  adminListen: string;
+  /** Requests per second per client address on the small endpoints (0: off). */
+  rateLimit?: number;
+}
+
+/** HOST:PORT (IPv4 or a name; [v6]:PORT) → parts, or a usage error. */
+export function parseListen(s: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s);
+  const port = Number(m?.[3]);
+  if (!m || port > 65535)
+    throw new KilnError("USAGE", `--admin-listen ${JSON.stringify(s)} is not HOST:PORT`, {
+      hint: "e.g. --admin-listen 127.0.0.1:8079",
+      exitCode: 2,
+    });
+  return { host: (m[1] ?? m[2])!, port };
 }
 
 /** `kiln serve`: the HTTP boot server and a supervised dnsmasq, both bound to one interface. */
@@ -27,17 +44,37 @@ export async function startServe(o: ServeOptions): Promise<void> {
       hint: "give the interface an address, or name another with --interface",
     });
   }
+  const admin = parseListen(o.adminListen);
+  if (admin.port === o.httpPort && (admin.host === addr.address || admin.host === "0.0.0.0"))
+    throw new KilnError("SERVE_ADMIN_ON_BOOT", "the admin listener would share the boot listener", {
+      hint: "give --admin-listen another address or port (default 127.0.0.1:8079)",
+    });
   const publicUrl = `http://${o.address ?? addr.address}:${o.httpPort}`;
+  const discovery = await Discovery.open(resolve(o.db));
   const http = new BootServer({
     inventoryFile: resolve(o.inventory),
     publicUrl,
-    discovery: await Discovery.open(resolve(o.db)),
+    discovery,
     host: addr.address,
     port: o.httpPort,
+    ...(o.rateLimit !== undefined ? { limits: { ratePerSecond: o.rateLimit } } : {}),
   });
   await http.listen();
   onCleanup("HTTP server", () => http.close());
   log.info(`http: serving ${publicUrl}/boot.ipxe on ${o.iface}`);
+
+  const tokenFile = adminTokenFile(resolve(o.db));
+  const adminServer = new AdminServer({
+    token: loadOrCreateAdminToken(tokenFile),
+    reports: http.reports,
+    discovery,
+    host: admin.host,
+    port: admin.port,
+  });
+  const adminPort = await adminServer.listen();
+  onCleanup("admin server", () => adminServer.close());
+  const shown = admin.host.includes(":") ? `[${admin.host}]` : admin.host;
+  log.info(`admin: http://${shown}:${adminPort}/reports.json, token in ${tokenFile}`);
 
   const dir = await mkdtemp(join(tmpdir(), "kiln-serve-"));
   onCleanup(`serve scratch ${dir}`, () => rm(dir, { recursive: true, force: true }));

@@ -133,6 +133,15 @@ export const ERROR_CODES = {
   SERVE_NO_INTERFACE: { exit: 1, meaning: "kiln serve's interface has no IPv4 address" },
   SERVE_NO_RANGE: { exit: 1, meaning: "full DHCP needs --range" },
   SERVE_NO_IPXE: { exit: 1, meaning: "Debian's ipxe package (the PXE ROM kiln serves) is missing" },
+  SERVE_ADMIN_TOKEN_MODE: {
+    exit: 1,
+    meaning: "the admin token file is readable by others or not owned by kiln serve's user",
+  },
+  SERVE_ADMIN_TOKEN_BAD: { exit: 1, meaning: "the admin token file does not hold a kiln token" },
+  SERVE_ADMIN_ON_BOOT: {
+    exit: 1,
+    meaning: "the admin listener would share the boot listener's address and port",
+  },
   SERVE_DNSMASQ: { exit: 1, meaning: "dnsmasq would not start" },
 } as const satisfies Record<string, { exit: number; meaning: string }>;
 

@@ -1,12 +1,15 @@
 import { createReadStream, type Stats } from "node:fs";
-import { stat } from "node:fs/promises";
+import { realpath, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { isAbsolute, join, normalize, relative, sep } from "node:path";
 
 /**
  * Serve one file from under `root` for GET and HEAD, with ETag /
  * If-None-Match and a single byte Range (what iPXE, curl and wget resume
- * with). The path is checked to stay inside `root`; anything else is 404.
+ * with). The path is checked to stay inside `root`, before and after
+ * symlinks are resolved: a link inside the directory that leads out of it is
+ * refused like `..` (400), so whoever can drop a symlink into an artifact
+ * directory still cannot have the server read files elsewhere.
  */
 export async function serveFile(
   req: IncomingMessage,
@@ -17,8 +20,11 @@ export async function serveFile(
   const file = safeJoin(root, relPath);
   if (!file) return send(res, 400, "bad path\n");
   let st: Stats;
+  let real: string;
   try {
-    st = await stat(file);
+    real = await realpath(file);
+    if (!inside(await realpath(root), real)) return send(res, 400, "bad path\n");
+    st = await stat(real);
   } catch {
     return send(res, 404, "not found\n");
   }
@@ -56,7 +62,7 @@ export async function serveFile(
     return status;
   }
   await new Promise<void>((resolve) => {
-    const s = createReadStream(file, { start, end });
+    const s = createReadStream(real, { start, end });
     s.on("error", () => {
       res.destroy();
       resolve();
@@ -77,9 +83,13 @@ export function safeJoin(root: string, rel: string): string | undefined {
   }
   if (decoded.includes("\0") || isAbsolute(decoded)) return undefined;
   const full = normalize(join(root, decoded));
-  const r = relative(root, full);
-  if (r === "" || r.startsWith(`..${sep}`) || r === ".." || isAbsolute(r)) return undefined;
-  return full;
+  return inside(root, full) ? full : undefined;
+}
+
+/** Whether `path` is strictly below `root` (both already absolute and normalized). */
+function inside(root: string, path: string): boolean {
+  const r = relative(root, path);
+  return !(r === "" || r.startsWith(`..${sep}`) || r === ".." || isAbsolute(r));
 }
 
 export function send(

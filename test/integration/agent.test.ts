@@ -85,6 +85,8 @@ function startServe(): ChildProcess {
       "10.0.2.2",
       "--db",
       join(OUT, "machines.sqlite"),
+      "--admin-listen",
+      `127.0.0.1:${PORT + 2}`,
     ],
     { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] },
   );
@@ -189,10 +191,13 @@ describe.sequential("kiln-agent with portable services and system extensions", (
         ssh("jq --version").code === 0 ? ssh("jq --version").stdout : undefined,
       ),
     ).toMatch(/^jq-1\.6/);
-    const reports = (await (await fetch(`http://127.0.0.1:${PORT}/reports.json`)).json()) as Record<
-      string,
-      { state: string }
-    >;
+    // Reports are on the admin listener, for the token kiln serve made beside its database.
+    const token = readFileSync(join(OUT, "machines.sqlite.admin-token"), "utf8").trim();
+    const reports = (await (
+      await fetch(`http://127.0.0.1:${PORT + 2}/reports.json`, {
+        headers: { Authorization: `Bearer ${token}` },
+      })
+    ).json()) as Record<string, { state: string }>;
     expect(Object.values(reports)[0]?.state).toMatch(/portable web 1\.0\.0/);
   });
 

@@ -44,10 +44,13 @@ describe("boot server", () => {
     );
     const r = await fetch(`${base}/ipxe?mac=52-54-00-00-00-01&serial=S1&arch=x86_64`);
     const script = await r.text();
-    expect(script).toBe(
-      "#!ipxe\nkernel http://srv:1/artifacts/web/vmlinuz initrd=initrd.img kiln.root=http://srv:1/artifacts/web/root.squashfs kiln.metadata=http://srv:1/metadata/52%3A54%3A00%3A00%3A00%3A01.json systemd.hostname=web1 console=ttyS0,115200\ninitrd --name initrd.img http://srv:1/artifacts/web/initrd.img\nboot\n",
+    // Metadata and cloud-init are named by a fresh 128-bit token per boot.
+    const token = /kiln\.metadata=http:\/\/srv:1\/metadata\/([0-9a-f]{32})\.json/.exec(script)?.[1];
+    expect(token).toBeDefined();
+    expect(script.replaceAll(token!, "TOKEN")).toBe(
+      "#!ipxe\nkernel http://srv:1/artifacts/web/vmlinuz initrd=initrd.img kiln.root=http://srv:1/artifacts/web/root.squashfs kiln.metadata=http://srv:1/metadata/TOKEN.json ds=nocloud;s=http://srv:1/cloud-init/TOKEN/ systemd.hostname=web1 console=ttyS0,115200\ninitrd --name initrd.img http://srv:1/artifacts/web/initrd.img\nboot\n",
     );
-    const meta = await (await fetch(`${base}/metadata/52%3A54%3A00%3A00%3A00%3A01.json`)).json();
+    const meta = await (await fetch(`${base}/metadata/${token}.json`)).json();
     expect(meta).toMatchObject({
       group: "g",
       profile: "web",
@@ -55,12 +58,13 @@ describe("boot server", () => {
       role: "web",
       machine: { serial: "S1" },
     });
-    expect(await (await fetch(`${base}/cloud-init/52:54:00:00:00:01/user-data`)).text()).toContain(
-      "runcmd",
-    );
-    expect(await (await fetch(`${base}/cloud-init/52:54:00:00:00:01/meta-data`)).text()).toContain(
+    expect(await (await fetch(`${base}/cloud-init/${token}/user-data`)).text()).toContain("runcmd");
+    expect(await (await fetch(`${base}/cloud-init/${token}/meta-data`)).text()).toContain(
       'local-hostname: "web1"',
     );
+    // The old per-MAC names, which anyone's later claim could change, are gone.
+    expect((await fetch(`${base}/metadata/52%3A54%3A00%3A00%3A00%3A01.json`)).status).toBe(404);
+    expect((await fetch(`${base}/cloud-init/52:54:00:00:00:01/user-data`)).status).toBe(404);
   });
 
   it("serves artifacts with Range, ETag and HEAD", async () => {
