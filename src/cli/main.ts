@@ -1,6 +1,7 @@
 import { Command, CommanderError } from "commander";
 import { afterInterrupt, runCleanups } from "../util/cleanup.js";
 import { setDebug, setQuiet } from "../util/log.js";
+import { registerAddons } from "./addons.js";
 import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
 import { registerBundle } from "./bundle.js";
@@ -51,6 +52,7 @@ export async function main(argv: string[]): Promise<number> {
     registerBundle,
     registerSeed,
     registerServe,
+    registerAddons,
     registerMachines,
     registerInspect,
     registerDoctor,

@@ -63,6 +63,22 @@ export function loadSpec(path: string): LoadedSpec {
     };
     throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
   }
+  if (spec.agent && !spec.agent.keyring && !spec.agent.insecure_unsigned) {
+    const at = chain.find((p) => p.value.agent !== undefined) ?? top;
+    const issue = {
+      code: "custom",
+      path: ["agent"],
+      message:
+        "kiln-agent needs agent.keyring, the public key add-on lists are signed with: make one with `kiln keys addons keys` and set agent.keyring: keys/addons.pub.pem (labs only: agent.insecure_unsigned: true)",
+    };
+    throw new SpecError(issuesToDiagnostics([issue as never], at, specSchema));
+  }
+  if (spec.agent?.keyring) {
+    const named = (p: ParsedYaml) =>
+      (p.value.agent as { keyring?: unknown } | undefined)?.keyring !== undefined;
+    const from = chain.find(named)?.file ?? top.file;
+    spec.agent.keyring = resolve(from, "..", spec.agent.keyring);
+  }
   // Relative `source:` paths belong to the file that named them.
   for (const f of spec.files) {
     if (f.source) f.source = resolve(originOf(chain, f.path) ?? top.file, "..", f.source);

@@ -230,6 +230,18 @@ export const specSchema = z
           .min(5)
           .default(60)
           .describe("seconds between asks; also the longest back-off while the server is away"),
+        keyring: z
+          .string()
+          .optional()
+          .describe(
+            "public key the agent verifies the signed add-on list with (relative to the spec); `kiln keys addons` makes one",
+          ),
+        insecure_unsigned: z
+          .boolean()
+          .default(false)
+          .describe(
+            "labs only: no keyring, the agent attaches whatever the network hands it (logged as a warning)",
+          ),
       })
       .optional()
       .describe(
