@@ -223,6 +223,7 @@ export const specSchema = z
         url: z
           .string()
           .url()
+          .regex(/^https?:\/\/[^\s'"`$\\]+$/, "an http:// or https:// URL without quotes or spaces")
           .describe("where kiln-agent asks for this machine's add-ons (kiln serve's address)"),
         interval: z
           .number()
