@@ -3,7 +3,9 @@ import { initAddonKeys, initKeys } from "../deliver/keys.js";
 import { printJson } from "./output.js";
 
 export function registerKeys(program: Command): void {
-  const keys = program.command("keys").description("signing keys for A/B update bundles and add-on lists");
+  const keys = program
+    .command("keys")
+    .description("signing keys for A/B update bundles and add-on lists");
   keys
     .command("init")
     .argument("[dir]", "where the keys go", "keys")

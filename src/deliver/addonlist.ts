@@ -65,7 +65,6 @@ export function formatList(l: AddonList): string {
 /** Parse and check every field, as strictly as the agent does. */
 export function parseList(text: string): AddonList {
   if (Buffer.byteLength(text) > MAX_LIST) throw bad(`longer than ${MAX_LIST} bytes`);
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what we refuse
   if (/[^\n -~]/.test(text)) throw bad("holds control or non-ASCII characters");
   if (!text.endsWith("\n")) throw bad("does not end with a newline");
   const lines = text.slice(0, -1).split("\n");
@@ -169,7 +168,10 @@ export async function signInventory(
         });
       }
       if (a.sha256 && a.sha256 !== sha256)
-        throw new KilnError("ADDON_PIN", `${file}: sha256 ${sha256}, but the inventory pins ${a.sha256}`);
+        throw new KilnError(
+          "ADDON_PIN",
+          `${file}: sha256 ${sha256}, but the inventory pins ${a.sha256}`,
+        );
       list.entries.push({ profile, kind: a.kind, ...addonNameVersion(file), sha256 });
     }
   }

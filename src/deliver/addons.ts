@@ -129,7 +129,9 @@ export class AddonService {
     if (bad) return void send(res, 400, `${bad}\n`);
     const group = this.select(facts, macs);
     // Only a well-formed id goes into the answer (a newline in it would add lines).
-    const who = /^[0-9a-f]{32}$/.test(facts.machine_id ?? "") ? facts.machine_id! : (macs[0] ?? "?");
+    const who = /^[0-9a-f]{32}$/.test(facts.machine_id ?? "")
+      ? facts.machine_id!
+      : (macs[0] ?? "?");
     const signed = this.signed();
     const profile = group?.profile;
     const lines: string[] = [
@@ -141,7 +143,9 @@ export class AddonService {
     } else if (profile && signed) {
       lines.push(`profile ${profile}`);
       for (const e of signed.list.entries.filter((x) => x.profile === profile))
-        lines.push(`${e.kind} ${e.name} ${e.version} ${base}/${e.name}_${e.version}.raw ${e.sha256}`);
+        lines.push(
+          `${e.kind} ${e.name} ${e.version} ${base}/${e.name}_${e.version}.raw ${e.sha256}`,
+        );
     } else if (profile) {
       lines.push(`profile ${profile}`);
       for (const a of this.inventory().profiles[profile]?.addons ?? []) {

@@ -197,7 +197,8 @@ describe.sequential("kiln-agent with portable services and system extensions", (
     ]);
     // Kept for the hostile server: a valid list, older than the next.
     mkdirSync(OLDER);
-    for (const f of ["addons.list", "addons.list.sig"]) copyFileSync(join(SPECS, f), join(OLDER, f));
+    for (const f of ["addons.list", "addons.list.sig"])
+      copyFileSync(join(SPECS, f), join(OLDER, f));
     serve = startServe();
     await until(
       "kiln serve",
@@ -331,7 +332,8 @@ systemctl start kiln-agent`);
     const bytes = readFileSync(good);
     bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff;
     writeFileSync(bad, bytes);
-    for (const f of ["addons.list.sig", "addons.list"]) copyFileSync(join(staging, f), join(SPECS, f));
+    for (const f of ["addons.list.sig", "addons.list"])
+      copyFileSync(join(staging, f), join(SPECS, f));
     await until("the refusal", () =>
       agentLog().includes("refused portable web 3.0.0") ? true : undefined,
     );
