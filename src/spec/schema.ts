@@ -237,6 +237,12 @@ export const specSchema = z
           .describe(
             "public key the agent verifies the signed add-on list with (relative to the spec); `kiln keys addons` makes one",
           ),
+        profiles: z
+          .array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "a profile name"))
+          .optional()
+          .describe(
+            "the inventory profiles this image may be assigned; others are refused (default: any in the signed list)",
+          ),
         insecure_unsigned: z
           .boolean()
           .default(false)

@@ -74,7 +74,7 @@ const raw = (dir: string, name: string) => join(OUT, "build", dir, name);
 function inventory(addons: string[], outDir?: string): void {
   writeFileSync(
     INVENTORY,
-    `profiles:\n  fleet:\n    addons:\n${addons.map((a) => `      - ${a}\n`).join("")}    kernel_args: ""\ngroups:\n  - { name: everyone, profile: fleet }\n`,
+    `profiles:\n  fleet:\n    addons:\n${addons.map((a) => `      - ${a}\n`).join("")}    kernel_args: ""\n  lab: {}\ngroups:\n  - { name: everyone, profile: fleet }\n`,
   );
   const r = kiln([
     "addons",
@@ -279,6 +279,7 @@ describe.sequential("kiln-agent with portable services and system extensions", (
       foreignKey: readFileSync(join(FOREIGN, "addons.key.pem"), "utf8"),
       key: readFileSync(join(KEYS, "addons.key.pem"), "utf8"),
       profile: "fleet",
+      other: "lab",
       line,
       sha,
       evil: `http://10.0.2.2:${HOSTILE}/inject-K/evil`,
@@ -288,13 +289,14 @@ describe.sequential("kiln-agent with portable services and system extensions", (
       "cat /var/lib/kiln-agent/serial; ls /var/lib/kiln-agent/current; portablectl list --no-legend; ls /var/lib/extensions",
     ).stdout;
     // One agent run per case, each pointed at its own prefix of the hostile
-    // server by a conf in /run, as a transient unit so its words reach the journal.
+    // server by a conf in /run (the image's conf, then another URL), as a
+    // transient unit so its words reach the journal.
     const names = cases.map((c) => c.name).join(" ");
     const batch = ssh(`set -u
 systemctl stop kiln-agent
 touch /run/kiln-hostile.mark; sleep 1
 for c in ${names}; do
-  printf 'URL=http://10.0.2.2:${HOSTILE}/%s\nKEY=/etc/kiln/agent.pub.pem\n' "$c" >/run/kiln-hostile-$c.conf
+  printf '. /etc/kiln/agent.conf\nURL=http://10.0.2.2:${HOSTILE}/%s\n' "$c" >/run/kiln-hostile-$c.conf
   systemd-run --wait --quiet -u kiln-hostile-$c -E KILN_AGENT_CONF=/run/kiln-hostile-$c.conf /usr/lib/kiln-agent/kiln-agent once || true
 done
 for c in ${names}; do echo "== $c"; journalctl -u kiln-hostile-$c -o cat --no-pager; done

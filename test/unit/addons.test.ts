@@ -192,6 +192,7 @@ describe("kiln-agent against a hostile server (sh, no root: portablectl is a stu
       foreignKey: readFileSync(foreign.key, "utf8"),
       key: readFileSync(keys.key, "utf8"),
       profile: "fleet",
+      other: "empty",
       line,
       sha,
       evil: `http://127.0.0.1:${port}/inject-K/evil`,
@@ -218,7 +219,7 @@ describe("kiln-agent against a hostile server (sh, no root: portablectl is a stu
       new Promise<string>((resolve) => {
         writeFileSync(
           join(t, `${name}.conf`),
-          `URL=http://127.0.0.1:${port}/${name}\nSTATE=${state}\nKEY=${keys.pub}\n`,
+          `URL=http://127.0.0.1:${port}/${name}\nSTATE=${state}\nKEY=${keys.pub}\nPROFILES="lab fleet"\n`,
         );
         const p = spawn("sh", [AGENT, "once"], {
           env: {

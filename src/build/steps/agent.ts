@@ -33,6 +33,6 @@ export async function agentStep(root: string, agent: NonNullable<Spec["agent"]>)
   }
   await writeFile(
     join(root, "etc/kiln/agent.conf"),
-    `# Written by kiln from the spec's agent: section.\nURL=${agent.url.replace(/\/$/, "")}\nINTERVAL=${agent.interval}\n${agent.keyring ? "KEY=/etc/kiln/agent.pub.pem\n" : "INSECURE_UNSIGNED=1\n"}`,
+    `# Written by kiln from the spec's agent: section.\nURL=${agent.url.replace(/\/$/, "")}\nINTERVAL=${agent.interval}\n${agent.keyring ? "KEY=/etc/kiln/agent.pub.pem\n" : "INSECURE_UNSIGNED=1\n"}${agent.profiles ? `PROFILES="${agent.profiles.join(" ")}"\n` : ""}`,
   );
 }
