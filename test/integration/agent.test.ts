@@ -45,6 +45,18 @@ function kiln(args: string[]) {
 
 const ssh = (cmd: string) => kiln(["ssh", "fleet-base", "--", cmd]);
 
+/** kiln ssh without blocking the event loop (the hostile server lives in this process). */
+function sshAsync(cmd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [KILN, "ssh", "fleet-base", "--", cmd], { cwd: ROOT });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d));
+    p.stderr.on("data", (d: Buffer) => (stderr += d));
+    p.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
 async function until<T>(
   what: string,
   probe: () => T | undefined | Promise<T | undefined>,
@@ -289,17 +301,22 @@ describe.sequential("kiln-agent with portable services and system extensions", (
       "cat /var/lib/kiln-agent/serial; ls /var/lib/kiln-agent/current; portablectl list --no-legend; ls /var/lib/extensions",
     ).stdout;
     // One agent run per case, each pointed at its own prefix of the hostile
-    // server by a conf in /run (the image's conf, then another URL), as a
-    // transient unit so its words reach the journal.
+    // server by a conf in /run (the image's conf, then another URL), all in
+    // one transient unit so that their words reach the journal.
     const names = cases.map((c) => c.name).join(" ");
-    const batch = ssh(`set -u
+    const batch = await sshAsync(`set -u
 systemctl stop kiln-agent
 touch /run/kiln-hostile.mark; sleep 1
+cat >/run/kiln-hostile.sh <<'EOS'
 for c in ${names}; do
-  printf '. /etc/kiln/agent.conf\nURL=http://10.0.2.2:${HOSTILE}/%s\n' "$c" >/run/kiln-hostile-$c.conf
-  systemd-run --wait --quiet -u kiln-hostile-$c -E KILN_AGENT_CONF=/run/kiln-hostile-$c.conf /usr/lib/kiln-agent/kiln-agent once || true
+  echo "== $c"
+  printf '. /etc/kiln/agent.conf\\nURL=http://10.0.2.2:${HOSTILE}/%s\\n' "$c" >/run/kiln-hostile-$c.conf
+  KILN_AGENT_CONF=/run/kiln-hostile-$c.conf /usr/lib/kiln-agent/kiln-agent once
 done
-for c in ${names}; do echo "== $c"; journalctl -u kiln-hostile-$c -o cat --no-pager; done
+EOS
+systemd-run --wait --quiet -u kiln-hostile sh /run/kiln-hostile.sh || true
+journalctl --sync
+journalctl -u kiln-hostile -o cat --no-pager
 echo "== written"
 find / -xdev -newer /run/kiln-hostile.mark -not -type d -not -path '/var/lib/kiln-agent/*' -not -path '/var/log/*' -not -path '/var/lib/systemd/timesync/*'
 ls -d /kiln-pwned /etc/kiln-evil /etc/systemd/system/evil.service /run/systemd/system/evil.service /var/lib/kiln-agent/images/portable/web/2.0.0/evil 2>/dev/null
