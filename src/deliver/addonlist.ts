@@ -1,6 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
 import { createReadStream, existsSync, readFileSync } from "node:fs";
-import { rename, writeFile } from "node:fs/promises";
+import { mkdir, rename, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
 import { KilnError } from "../util/errors.js";
 import { addonNameVersion } from "./addons.js";
@@ -176,6 +176,7 @@ export async function signInventory(
     }
   }
   const text = formatList(list);
+  await mkdir(outDir, { recursive: true });
   // The list goes last: an agent that fetches between the two renames gets a
   // mismatching pair, refuses it (logged) and takes the new pair next round.
   await writeFile(`${sigFile}.tmp`, signList(text, key));
