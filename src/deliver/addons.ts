@@ -101,6 +101,7 @@ export class AddonService {
     return c.list ? { text: c.text!, sig: c.sig!, list: c.list } : undefined;
   }
   private cache?: { key: string; text?: string; sig?: Buffer; list?: AddonList };
+  private warnedUnsigned = false;
 
   /** GET /addons.list and /addons.list.sig: the operator's signed list, byte for byte. */
   signedFile(res: ServerResponse, which: "list" | "sig"): void {
@@ -147,6 +148,12 @@ export class AddonService {
           `${e.kind} ${e.name} ${e.version} ${base}/${e.name}_${e.version}.raw ${e.sha256}`,
         );
     } else if (profile) {
+      if (!this.warnedUnsigned) {
+        this.warnedUnsigned = true;
+        log.warn(
+          `addons: no signed list (${LIST_FILE}) beside the inventory: agents refuse these assignments unless built with agent.insecure_unsigned; run kiln addons sign`,
+        );
+      }
       lines.push(`profile ${profile}`);
       for (const a of this.inventory().profiles[profile]?.addons ?? []) {
         const file = this.file(a.path);
