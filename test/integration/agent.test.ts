@@ -324,7 +324,7 @@ echo "== end"
 systemctl start kiln-agent`);
     expect(batch.code, batch.stderr).toBe(0);
     const section = (name: string) =>
-      batch.stdout.split(`== ${name}\n`)[1]?.split("\n== ")[0] ?? "";
+      (`\n${batch.stdout}`.split(`\n== ${name}\n`)[1] ?? "").split(/^== /m)[0]!;
     for (const c of cases) {
       expect(section(c.name), c.name).toContain(c.expect);
       expect(section(c.name), c.name).toContain("keeping what is attached");
