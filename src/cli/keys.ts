@@ -1,9 +1,11 @@
 import type { Command } from "commander";
-import { initKeys } from "../deliver/keys.js";
+import { initAddonKeys, initKeys } from "../deliver/keys.js";
 import { printJson } from "./output.js";
 
 export function registerKeys(program: Command): void {
-  const keys = program.command("keys").description("signing keys for A/B update bundles");
+  const keys = program
+    .command("keys")
+    .description("signing keys for A/B update bundles and add-on lists");
   keys
     .command("init")
     .argument("[dir]", "where the keys go", "keys")
@@ -24,5 +26,21 @@ Keep the keys out of git. For production, make the CA and signing key on an
 offline machine or an HSM, put only the CA certificate in update.keyring, and
 pass the signing key to \`kiln bundle --key\` as a file or a PKCS#11 URI
 (pkcs11:token=...;object=...), which RAUC signs with directly.`);
+    });
+  keys
+    .command("addons")
+    .argument("[dir]", "where the keys go", "keys")
+    .option("--force", "replace an existing pair")
+    .option("--json", "print the paths as JSON")
+    .description("make the key pair that signs add-on lists (private key 0600)")
+    .action(async (dir: string, o: { force?: boolean; json?: boolean }) => {
+      const k = await initAddonKeys(dir, { force: !!o.force });
+      if (o.json) return printJson(k);
+      console.log(`made an add-on signing key pair in ${k.dir}:
+  ${k.pub}  public key: the spec's agent.keyring (goes into images)
+  ${k.key}  private key (0600): kiln addons sign INVENTORY --key ...
+
+Keep the private key out of git and off the boot server: kiln serve only
+needs the signed list (addons.list, addons.list.sig) that kiln addons sign writes.`);
     });
 }

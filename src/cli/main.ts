@@ -2,6 +2,7 @@ import { Command, CommanderError } from "commander";
 import { afterInterrupt, runCleanups } from "../util/cleanup.js";
 import { setDebug, setQuiet } from "../util/log.js";
 import { KILN_VERSION } from "../util/version.js";
+import { registerAddons } from "./addons.js";
 import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
 import { registerBundle } from "./bundle.js";
@@ -59,6 +60,7 @@ export async function main(argv: string[]): Promise<number> {
     registerBundle,
     registerSeed,
     registerServe,
+    registerAddons,
     registerMachines,
     registerInspect,
     registerDoctor,

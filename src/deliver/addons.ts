@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
-import { createReadStream, statSync } from "node:fs";
+import { createReadStream, readFileSync, statSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { basename, dirname, isAbsolute, join } from "node:path";
 import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
+import { type AddonList, LIST_FILE, parseList, SIG_FILE } from "./addonlist.js";
 import {
   type Facts,
   type Inventory,
@@ -65,6 +66,48 @@ export class AddonService {
     return best;
   }
 
+  /** The signed list beside the inventory (`kiln addons sign`), re-read when it changes. */
+  private signed(): { text: string; sig: Buffer; list: AddonList } | undefined {
+    const listFile = join(this.inventoryDir, LIST_FILE);
+    const sigFile = join(this.inventoryDir, SIG_FILE);
+    let key: string;
+    try {
+      const a = statSync(listFile);
+      const b = statSync(sigFile);
+      key = `${a.size}:${a.mtimeMs}:${b.size}:${b.mtimeMs}`;
+    } catch {
+      return undefined;
+    }
+    if (this.cache?.key !== key) {
+      try {
+        const text = readFileSync(listFile, "utf8");
+        this.cache = { key, text, sig: readFileSync(sigFile), list: parseList(text) };
+      } catch (err) {
+        log.warn(`addons: ${listFile}: ${(err as Error).message}; not served`);
+        this.cache = { key };
+      }
+    }
+    const c = this.cache;
+    return c.list ? { text: c.text!, sig: c.sig!, list: c.list } : undefined;
+  }
+  private cache?: { key: string; text?: string; sig?: Buffer; list?: AddonList };
+  private warnedUnsigned = false;
+
+  /** GET /addons.list and /addons.list.sig: the operator's signed list, byte for byte. */
+  signedFile(res: ServerResponse, which: "list" | "sig"): void {
+    const s = this.signed();
+    if (!s) return void send(res, 404, "no signed add-on list (kiln addons sign)\n");
+    if (which === "list") return void send(res, 200, s.text, { "Content-Type": "text/plain" });
+    res.setHeader("Content-Type", "application/octet-stream");
+    res.end(s.sig);
+  }
+
+  /**
+   * A machine's assignment: its profile and one line per add-on with where to
+   * fetch it. With a signed list, the lines are the list's entries for that
+   * profile (the agent acts on nothing else); without one (agents built with
+   * agent.insecure_unsigned), the served files' hashes.
+   */
   async assignment(_req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const facts: Facts = {};
     const macs: string[] = [];
@@ -76,26 +119,48 @@ export class AddonService {
     const bad = [...macs.map((mac) => invalidFacts({ mac })), invalidFacts(facts)].find(Boolean);
     if (bad) return void send(res, 400, `${bad}\n`);
     const group = this.select(facts, macs);
-    const who = facts.machine_id ?? macs[0] ?? "?";
-    const addons = group ? (this.inventory().profiles[group.profile]?.addons ?? []) : [];
-    const lines: string[] = [`# kiln assignment for ${who}: group ${group?.name ?? "(none)"}`];
-    for (const a of addons) {
-      const file = this.file(a.path);
-      const { name, version } = addonNameVersion(file);
-      let sha: string;
-      try {
-        // A pinned hash is passed on as is: if the file has changed since, agents refuse it.
-        sha = a.sha256 ?? (await sha256Of(file));
-      } catch {
-        log.warn(`addons: ${file} is missing; left out of ${who}'s assignment`);
-        continue;
+    // Only a well-formed id goes into the answer (a newline in it would add lines).
+    const who = /^[0-9a-f]{32}$/.test(facts.machine_id ?? "")
+      ? facts.machine_id!
+      : (macs[0] ?? "?");
+    const signed = this.signed();
+    const profile = group?.profile;
+    const lines: string[] = [
+      `# kiln assignment for ${who}: group ${group?.name ?? "(none)"}${signed ? `, signed list ${signed.list.serial}` : ", no signed list"}`,
+    ];
+    const base = `${this.publicUrl}/addons/${profile}`;
+    if (profile && signed && !signed.list.profiles.includes(profile)) {
+      log.warn(`addons: profile ${profile} is not in the signed list; run kiln addons sign again`);
+    } else if (profile && signed) {
+      lines.push(`profile ${profile}`);
+      for (const e of signed.list.entries.filter((x) => x.profile === profile))
+        lines.push(
+          `${e.kind} ${e.name} ${e.version} ${base}/${e.name}_${e.version}.raw ${e.sha256}`,
+        );
+    } else if (profile) {
+      if (!this.warnedUnsigned) {
+        this.warnedUnsigned = true;
+        log.warn(
+          `addons: no signed list (${LIST_FILE}) beside the inventory: agents refuse these assignments unless built with agent.insecure_unsigned; run kiln addons sign`,
+        );
       }
-      lines.push(
-        `${a.kind} ${name} ${version} ${this.publicUrl}/addons/${group!.profile}/${basename(file)} ${sha}`,
-      );
+      lines.push(`profile ${profile}`);
+      for (const a of this.inventory().profiles[profile]?.addons ?? []) {
+        const file = this.file(a.path);
+        const { name, version } = addonNameVersion(file);
+        let sha: string;
+        try {
+          // A pinned hash is passed on as is: if the file has changed since, agents refuse it.
+          sha = a.sha256 ?? (await sha256Of(file));
+        } catch {
+          log.warn(`addons: ${file} is missing; left out of ${who}'s assignment`);
+          continue;
+        }
+        lines.push(`${a.kind} ${name} ${version} ${base}/${basename(file)} ${sha}`);
+      }
     }
     log.info(
-      `agent: ${who} → ${group ? `group ${group.name}` : "no group"}, ${lines.length - 1} add-ons`,
+      `agent: ${who} → ${group ? `group ${group.name}` : "no group"}, ${lines.filter((l) => !/^(#|profile )/.test(l)).length} add-ons`,
     );
     send(res, 200, `${lines.join("\n")}\n`, { "Content-Type": "text/plain" });
   }

@@ -157,6 +157,8 @@ export class BootServer {
       return void this.refuse(req, res, 405, "read-only server", { Allow: "GET, HEAD" });
     }
     if (path === "/assignment") return this.addons.assignment(req, res, url);
+    if (path === "/addons.list") return this.addons.signedFile(res, "list");
+    if (path === "/addons.list.sig") return this.addons.signedFile(res, "sig");
     const a = /^\/addons\/([a-z0-9][a-z0-9._-]*)\/([A-Za-z0-9._-]+\.raw)$/.exec(path);
     if (a) return this.addons.image(req, res, a[1]!, a[2]!);
     if (path === "/boot.ipxe")

@@ -1,3 +1,4 @@
+import { generateKeyPairSync } from "node:crypto";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
@@ -107,5 +108,38 @@ export async function initKeys(dir: string, o: { force?: boolean; subject?: stri
   }
   await chmod(k.caKey, 0o600);
   await chmod(k.key, 0o600);
+  return k;
+}
+
+export interface AddonKeys {
+  dir: string;
+  key: string;
+  pub: string;
+}
+
+export function addonKeyPaths(dir: string): AddonKeys {
+  const d = resolve(dir);
+  return { dir: d, key: join(d, "addons.key.pem"), pub: join(d, "addons.pub.pem") };
+}
+
+/**
+ * The add-on signing key pair (EC P-256): `kiln addons sign` signs the add-on
+ * list with the private key; the public key is the spec's agent.keyring, which
+ * kiln-agent verifies the list against. Made with node:crypto, so signing
+ * needs no openssl on the operator's machine; the device verifies with openssl.
+ */
+export async function initAddonKeys(dir: string, o: { force?: boolean } = {}): Promise<AddonKeys> {
+  const k = addonKeyPaths(dir);
+  const existing = [k.key, k.pub].filter((f) => existsSync(f));
+  if (existing.length && !o.force)
+    throw new KilnError("KEYS_EXIST", `${existing[0]} already exists`, {
+      hint: "keep it, or pass --force to make a new pair (agents with the old public key will refuse lists it signs)",
+    });
+  await mkdir(k.dir, { recursive: true, mode: 0o700 });
+  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  await writeFile(k.key, "", { mode: 0o600 });
+  await chmod(k.key, 0o600);
+  await writeFile(k.key, privateKey.export({ type: "pkcs8", format: "pem" }));
+  await writeFile(k.pub, publicKey.export({ type: "spki", format: "pem" }));
   return k;
 }

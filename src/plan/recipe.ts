@@ -16,8 +16,11 @@ export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): Rootf
   const initrd = spec.kernel.initrd === "tiny" ? ["tiny-initramfs"] : ["initramfs-tools"];
   // The device side of A/B updates: RAUC (client and D-Bus service) and grub-editenv for its GRUB backend.
   const updater = spec.disk.layout === "ab" ? ["rauc", "rauc-service", "grub-common"] : [];
-  // kiln-agent fetches with curl and attaches with portablectl (systemd-container).
-  const agent = spec.agent ? ["curl", "systemd-container"] : [];
+  // kiln-agent fetches with curl, verifies the signed add-on list with openssl
+  // and attaches with portablectl (systemd-container).
+  const agent = spec.agent
+    ? ["curl", "systemd-container", ...(spec.agent.insecure_unsigned ? [] : ["openssl"])]
+    : [];
   // A container image needs no kernel, initrd or device manager; systemd stays for --boot.
   const base = o.container
     ? ["systemd-sysv"]

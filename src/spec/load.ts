@@ -44,6 +44,12 @@ export function loadSpec(path: string): LoadedSpec {
   };
   const { errors, warnings } = checkRules(spec);
   if (errors.length) throw new SpecError(errors.map(locate));
+  if (spec.agent?.keyring) {
+    const named = (p: ParsedYaml) =>
+      (p.value.agent as { keyring?: unknown } | undefined)?.keyring !== undefined;
+    const from = chain.find(named)?.file ?? top.file;
+    spec.agent.keyring = resolve(from, "..", spec.agent.keyring);
+  }
   // Relative `source:` paths belong to the file that named them.
   for (const f of spec.files) {
     if (f.source) f.source = resolve(originOf(chain, f.path) ?? top.file, "..", f.source);

@@ -75,6 +75,20 @@ export const RULES: readonly Rule[] = [
         : [],
   },
   {
+    name: "agent-needs-keyring",
+    level: "error",
+    check: (s) =>
+      s.agent && !s.agent.keyring && !s.agent.insecure_unsigned
+        ? [
+            {
+              path: ["agent"],
+              message:
+                "kiln-agent needs agent.keyring, the public key add-on lists are signed with: make one with `kiln keys addons keys` and set agent.keyring: keys/addons.pub.pem (labs only: agent.insecure_unsigned: true)",
+            },
+          ]
+        : [],
+  },
+  {
     name: "release-known",
     level: "warning",
     check: (s) =>

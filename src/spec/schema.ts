@@ -256,6 +256,7 @@ export const specSchema = z
         url: z
           .string()
           .url()
+          .regex(/^https?:\/\/[^\s'"`$\\]+$/, "an http:// or https:// URL without quotes or spaces")
           .describe("where kiln-agent asks for this machine's add-ons (kiln serve's address)"),
         interval: z
           .number()
@@ -263,6 +264,24 @@ export const specSchema = z
           .min(5)
           .default(60)
           .describe("seconds between asks; also the longest back-off while the server is away"),
+        keyring: z
+          .string()
+          .optional()
+          .describe(
+            "public key the agent verifies the signed add-on list with (relative to the spec); `kiln keys addons` makes one",
+          ),
+        profiles: z
+          .array(z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, "a profile name"))
+          .optional()
+          .describe(
+            "the inventory profiles this image may be assigned; others are refused (default: any in the signed list)",
+          ),
+        insecure_unsigned: z
+          .boolean()
+          .default(false)
+          .describe(
+            "labs only: no keyring, the agent attaches whatever the network hands it (logged as a warning)",
+          ),
       })
       .optional()
       .describe(

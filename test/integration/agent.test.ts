@@ -1,14 +1,27 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import type { Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { hostileCases, startHostile } from "./fixtures/hostile-addons.js";
 
 // Per-host composition for real: a base image with kiln-agent booted in QEMU
 // (TCG), kiln serve handing out a portable web service and a jq sysext from
-// an inventory the test edits, the service probed from the host through a
-// forwarded port, and the guest inspected over kiln ssh.
+// an inventory the test edits and signs (kiln addons sign, a key from kiln
+// keys addons whose public half is baked into the base), the service probed
+// from the host through a forwarded port, and the guest inspected over kiln
+// ssh. A hostile add-on server (fixtures/hostile-addons.ts) is thrown at the
+// same running agent.
 const ROOT = resolve(import.meta.dirname, "../..");
 const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-agent-"));
@@ -16,6 +29,12 @@ const PORT = 21000 + Math.floor(Math.random() * 9000);
 const WEB = PORT + 1;
 const SPECS = join(OUT, "fleet");
 const INVENTORY = join(SPECS, "inventory.yaml");
+const KEYS = join(OUT, "keys");
+const FOREIGN = join(OUT, "foreign");
+const HOSTILE = PORT + 2;
+// kiln serve's admin listener (reports).
+const ADMIN = PORT + 3;
+const OLDER = join(OUT, "older");
 
 function kiln(args: string[]) {
   const r = spawnSync(process.execPath, [KILN, ...args], {
@@ -27,6 +46,18 @@ function kiln(args: string[]) {
 }
 
 const ssh = (cmd: string) => kiln(["ssh", "fleet-base", "--", cmd]);
+
+/** kiln ssh without blocking the event loop (the hostile server lives in this process). */
+function sshAsync(cmd: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [KILN, "ssh", "fleet-base", "--", cmd], { cwd: ROOT });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d: Buffer) => (stdout += d));
+    p.stderr.on("data", (d: Buffer) => (stderr += d));
+    p.on("close", (code) => resolve({ code, stdout, stderr }));
+  });
+}
 
 async function until<T>(
   what: string,
@@ -53,11 +84,21 @@ async function page(): Promise<string | undefined> {
 
 const raw = (dir: string, name: string) => join(OUT, "build", dir, name);
 
-function inventory(addons: string[]): void {
+/** Write the inventory and sign what it hands out (into `outDir`, default beside it). */
+function inventory(addons: string[], outDir?: string): void {
   writeFileSync(
     INVENTORY,
-    `profiles:\n  fleet:\n    addons:\n${addons.map((a) => `      - ${a}\n`).join("")}    kernel_args: ""\ngroups:\n  - { name: everyone, profile: fleet }\n`,
+    `profiles:\n  fleet:\n    addons:\n${addons.map((a) => `      - ${a}\n`).join("")}    kernel_args: ""\n  lab: {}\ngroups:\n  - { name: everyone, profile: fleet }\n`,
   );
+  const r = kiln([
+    "addons",
+    "sign",
+    INVENTORY,
+    "--key",
+    join(KEYS, "addons.key.pem"),
+    ...(outDir ? ["-o", outDir] : []),
+  ]);
+  expect(r.code, r.stderr).toBe(0);
 }
 
 const agentLog = () => ssh("journalctl -u kiln-agent -o cat --no-pager").stdout;
@@ -66,6 +107,7 @@ const count = (text: string, what: string) =>
 
 let serve: ChildProcess | undefined;
 let vm: ChildProcess | undefined;
+let hostile: Server | undefined;
 
 function startServe(): ChildProcess {
   return spawn(
@@ -86,7 +128,7 @@ function startServe(): ChildProcess {
       "--db",
       join(OUT, "machines.sqlite"),
       "--admin-listen",
-      `127.0.0.1:${PORT + 2}`,
+      `127.0.0.1:${ADMIN}`,
     ],
     { cwd: ROOT, stdio: ["ignore", "ignore", "pipe"] },
   );
@@ -102,16 +144,21 @@ async function stop(p: ChildProcess | undefined): Promise<void> {
 afterAll(async () => {
   await stop(vm);
   await stop(serve);
+  hostile?.closeAllConnections();
+  hostile?.close();
   rmSync(OUT, { recursive: true, force: true });
 });
 
 describe.sequential("kiln-agent with portable services and system extensions", () => {
   it("builds the base, two portable versions and a sysext holding only what it adds", () => {
     mkdirSync(SPECS, { recursive: true });
+    for (const dir of [KEYS, FOREIGN]) expect(kiln(["keys", "addons", dir]).code).toBe(0);
+    expect(statSync(join(KEYS, "addons.key.pem")).mode & 0o777).toBe(0o600);
     for (const f of ["base.yaml", "web.yaml", "web-2.yaml", "tools.yaml"]) {
       const text = readFileSync(join(ROOT, "examples/fleet", f), "utf8")
         .replace(":8080", `:${PORT}`)
-        .replace("-p 8081", `-p ${WEB}`);
+        .replace("-p 8081", `-p ${WEB}`)
+        .replace("../../keys/addons.pub.pem", join(KEYS, "addons.pub.pem"));
       writeFileSync(join(SPECS, f), text);
     }
     for (const [spec, dir] of [
@@ -123,6 +170,16 @@ describe.sequential("kiln-agent with portable services and system extensions", (
       const r = kiln(["build", join(SPECS, `${spec}.yaml`), "-o", join(OUT, "build", dir)]);
       expect(r.code, `${spec}: ${r.stderr}`).toBe(0);
     }
+    const manifest = JSON.parse(readFileSync(raw("base", "manifest.json"), "utf8")) as {
+      packages: { name: string; version: string }[];
+      sizes: { installed: number };
+    };
+    // The verifier comes with the agent (openssl); the figure goes into the report.
+    const openssl = manifest.packages.find((p) => p.name === "openssl");
+    expect(openssl).toBeDefined();
+    console.log(
+      `fleet-base installed ${manifest.sizes.installed} bytes, openssl ${openssl?.version}`,
+    );
     const list = (f: string) =>
       spawnSync("unsquashfs", ["-l", "-d", "", f], { encoding: "utf8" }).stdout;
     const web = list(raw("web", "web_1.0.0.raw"));
@@ -159,6 +216,10 @@ describe.sequential("kiln-agent with portable services and system extensions", (
       `{ kind: portable, path: ${raw("web", "web_1.0.0.raw")} }`,
       `{ kind: sysext, path: ${raw("tools", "tools_1.0.0.raw")} }`,
     ]);
+    // Kept for the hostile server: a valid list, older than the next.
+    mkdirSync(OLDER);
+    for (const f of ["addons.list", "addons.list.sig"])
+      copyFileSync(join(SPECS, f), join(OLDER, f));
     serve = startServe();
     await until(
       "kiln serve",
@@ -191,10 +252,13 @@ describe.sequential("kiln-agent with portable services and system extensions", (
         ssh("jq --version").code === 0 ? ssh("jq --version").stdout : undefined,
       ),
     ).toMatch(/^jq-1\.6/);
+    expect(ssh("cat /etc/kiln/agent.pub.pem").stdout).toBe(
+      readFileSync(join(KEYS, "addons.pub.pem"), "utf8"),
+    );
     // Reports are on the admin listener, for the token kiln serve made beside its database.
     const token = readFileSync(join(OUT, "machines.sqlite.admin-token"), "utf8").trim();
     const reports = (await (
-      await fetch(`http://127.0.0.1:${PORT + 2}/reports.json`, {
+      await fetch(`http://127.0.0.1:${ADMIN}/reports.json`, {
         headers: { Authorization: `Bearer ${token}` },
       })
     ).json()) as Record<string, { state: string }>;
@@ -218,19 +282,90 @@ describe.sequential("kiln-agent with portable services and system extensions", (
     expect(count(log, "merged sysext tools 1.0.0")).toBe(1);
   });
 
-  it("a download that does not match its pinned sha256 is refused; the running version keeps answering", async () => {
-    // web 3 is pinned to web 2's hash in the inventory, but the file served
-    // has one byte changed: damaged on the server or on the way.
+  it("a hostile add-on server gets nothing written, attached or removed, and every refusal says why", async () => {
+    const web2 = readFileSync(raw("web-2", "web_2.0.0.raw"));
+    const sha = createHash("sha256").update(web2).digest("hex");
+    const signed = (dir: string) => ({
+      text: readFileSync(join(dir, "addons.list"), "utf8"),
+      sig: readFileSync(join(dir, "addons.list.sig")),
+    });
+    const assignment = await (await fetch(`http://127.0.0.1:${PORT}/assignment`)).text();
+    const line = assignment.split("\n").find((l) => l.startsWith("portable web 2.0.0 "))!;
+    expect(line).toContain(sha);
+    const cases = hostileCases({
+      current: signed(SPECS),
+      older: signed(OLDER),
+      foreignKey: readFileSync(join(FOREIGN, "addons.key.pem"), "utf8"),
+      key: readFileSync(join(KEYS, "addons.key.pem"), "utf8"),
+      profile: "fleet",
+      other: "lab",
+      line,
+      sha,
+      evil: `http://10.0.2.2:${HOSTILE}/inject-K/evil`,
+    });
+    hostile = await startHostile(cases, HOSTILE);
+    const before = ssh(
+      "cat /var/lib/kiln-agent/serial; ls /var/lib/kiln-agent/current; portablectl list --no-legend; ls /var/lib/extensions",
+    ).stdout;
+    // One agent run per case, each pointed at its own prefix of the hostile
+    // server by a conf in /run (the image's conf, then another URL), all in
+    // one transient unit so that their words reach the journal.
+    const names = cases.map((c) => c.name).join(" ");
+    const batch = await sshAsync(`set -u
+systemctl stop kiln-agent
+touch /run/kiln-hostile.mark; sleep 1
+cat >/run/kiln-hostile.sh <<'EOS'
+for c in ${names}; do
+  echo "== $c"
+  printf '. /etc/kiln/agent.conf\\nURL=http://10.0.2.2:${HOSTILE}/%s\\n' "$c" >/run/kiln-hostile-$c.conf
+  KILN_AGENT_CONF=/run/kiln-hostile-$c.conf /usr/lib/kiln-agent/kiln-agent once
+done
+EOS
+systemd-run --wait --quiet -u kiln-hostile sh /run/kiln-hostile.sh || true
+journalctl --sync
+journalctl -u kiln-hostile -o cat --no-pager
+echo "== written"
+find / -xdev -newer /run/kiln-hostile.mark -not -type d -not -path '/var/lib/kiln-agent/*' -not -path '/var/log/*' -not -path '/var/lib/systemd/timesync/*' -not -path '/var/lib/systemd/timers/*' -not -path '/var/lib/logrotate/*'
+ls -d /kiln-pwned /etc/kiln-evil /etc/systemd/system/evil.service /run/systemd/system/evil.service /var/lib/kiln-agent/images/portable/web/2.0.0/evil 2>/dev/null
+echo "== end"
+systemctl start kiln-agent`);
+    expect(batch.code, batch.stderr).toBe(0);
+    const section = (name: string) =>
+      (`\n${batch.stdout}`.split(`\n== ${name}\n`)[1] ?? "").split(/^== /m)[0]!;
+    for (const c of cases) {
+      expect(section(c.name), c.name).toContain(c.expect);
+      expect(section(c.name), c.name).toContain("keeping what is attached");
+      expect(section(c.name), c.name).not.toMatch(/attached portable|detached|merged|removed/);
+    }
+    // Only the agent's own state, logs and timers' stamps may have changed on the root filesystem.
+    expect(section("written").trim()).toBe("");
+    expect(
+      ssh(
+        "cat /var/lib/kiln-agent/serial; ls /var/lib/kiln-agent/current; portablectl list --no-legend; ls /var/lib/extensions",
+      ).stdout,
+    ).toBe(before);
+    expect(await page()).toBe("web 2.0.0\n");
+  });
+
+  it("a signed list whose file does not match is refused; the running version keeps answering", async () => {
+    // web 3 is signed as the operator built it, then the file served has one
+    // byte changed: damaged or replaced on the server after signing.
     const good = raw("web-2", "web_2.0.0.raw");
-    const sha = createHash("sha256").update(readFileSync(good)).digest("hex");
     const bad = raw("web-2", "web_3.0.0.raw");
+    copyFileSync(good, bad);
+    const staging = join(OUT, "staging");
+    inventory(
+      [
+        `{ kind: portable, path: ${bad} }`,
+        `{ kind: sysext, path: ${raw("tools", "tools_1.0.0.raw")} }`,
+      ],
+      staging,
+    );
     const bytes = readFileSync(good);
     bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff;
     writeFileSync(bad, bytes);
-    inventory([
-      `{ kind: portable, path: ${bad}, sha256: ${sha} }`,
-      `{ kind: sysext, path: ${raw("tools", "tools_1.0.0.raw")} }`,
-    ]);
+    for (const f of ["addons.list.sig", "addons.list"])
+      copyFileSync(join(staging, f), join(SPECS, f));
     await until("the refusal", () =>
       agentLog().includes("refused portable web 3.0.0") ? true : undefined,
     );
