@@ -139,8 +139,9 @@ describe("kiln ssh's VM records", () => {
     const cache = mkdtempSync(join(tmpdir(), "kiln-unit-ssh-"));
     const saved = process.env.KILN_CACHE;
     process.env.KILN_CACHE = cache;
-    // The backgrounded `true` exits at once; its parent, now `sleep`, never reaps it.
-    const parent = spawn("sh", ["-c", "true & echo $!; exec sleep 30"], { stdio: "pipe" });
+    // The backgrounded sleep ends a second later, when its parent shell has
+    // become `sleep 30` (exec), which never reaps it: a zombie.
+    const parent = spawn("sh", ["-c", "sleep 1 & echo $!; exec sleep 30"], { stdio: "pipe" });
     try {
       const [chunk] = (await once(parent.stdout, "data")) as [Buffer];
       const zombie = Number(chunk.toString().trim());
@@ -168,6 +169,5 @@ describe("kiln ssh's VM records", () => {
 });
 
 async function until(ok: () => boolean): Promise<void> {
-  // Up to 10 s: a loaded CI machine may take a while to schedule the child.
-  for (let i = 0; i < 500 && !ok(); i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
 }
