@@ -106,7 +106,10 @@ async function client(o: {
 }): Promise<string> {
   const args = [
     "-machine",
-    "q35,accel=tcg",
+    "q35",
+    // Single-threaded TCG: QEMU 7.2's multi-threaded TCG loses timer interrupts now and then.
+    "-accel",
+    "tcg,thread=single",
     "-smp",
     "2",
     "-m",
