@@ -1,7 +1,8 @@
 import { spawnSync } from "node:child_process";
-import { appendFileSync } from "node:fs";
+import { appendFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { basename, join, resolve } from "node:path";
+import { inject } from "vitest";
 
 /** What every integration file shares: how to run kiln, how to wait, and the retry count. */
 export const ROOT = resolve(import.meta.dirname, "../..");
@@ -58,4 +59,17 @@ export async function until(
     if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, stepMs));
   }
+}
+
+/**
+ * The output directory of a spec built once for the whole run (files that
+ * only use an image, rather than test its build, share it). Treat it as
+ * read-only: copy before changing anything.
+ */
+export function sharedBuild(spec: string): string {
+  const out = join(inject("sharedBuilds"), basename(spec).replace(/\.ya?ml$/, ""));
+  if (existsSync(join(out, "manifest.json"))) return out;
+  const b = kiln(["build", spec, "-o", out]);
+  if (b.code !== 0) throw new Error(`kiln build ${spec} failed:\n${b.stderr}`);
+  return out;
 }

@@ -1,4 +1,3 @@
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   appendFileSync,
@@ -12,8 +11,9 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { kiln, sharedBuild } from "./helpers.js";
 
 // Issue 13, point 5: the netboot initrd boots only the root image its build
 // made. One build of examples/netboot.yaml; `kiln vm --netboot` serves each
@@ -21,25 +21,16 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 // The bundle as built boots to ready; a copy whose root.squashfs was altered
 // after the build, and one whose root.squashfs grew, stop in the initrd with
 // the console message, and kiln reports a boot failure at once.
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-netboot-integrity-"));
-const BUNDLE = join(OUT, "nb/netboot.netboot");
-
-function kiln(args: string[], timeout = 1_200_000) {
-  const r = spawnSync(process.execPath, [KILN, ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    timeout,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+// The bundle as built (shared with netboot.test.ts; never changed: copies are).
+let BUNDLE = "";
 
 /** `kiln vm --netboot DIR --until-ready --json`: its report and how long it took. */
 function bootNetboot(dir: string) {
   const started = performance.now();
-  const r = kiln(["vm", "--netboot", dir, "--until-ready", "--timeout", "300", "--json"], 600_000);
+  const r = kiln(["vm", "--netboot", dir, "--until-ready", "--timeout", "300", "--json"], {
+    timeout: 600_000,
+  });
   const seconds = Math.round((performance.now() - started) / 100) / 10;
   const report = JSON.parse(r.stdout || "{}") as {
     ready?: boolean;
@@ -62,8 +53,7 @@ const sha256 = (f: string) => createHash("sha256").update(readFileSync(f)).diges
 let built = { sha: "", bytes: 0 };
 
 beforeAll(() => {
-  const b = kiln(["build", "examples/netboot.yaml", "-o", join(OUT, "nb")]);
-  expect(b.code, b.stderr).toBe(0);
+  BUNDLE = join(sharedBuild("examples/netboot.yaml"), "netboot.netboot");
   const squashfs = join(BUNDLE, "root.squashfs");
   built = { sha: sha256(squashfs), bytes: statSync(squashfs).size };
 });

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ConsoleWatcher } from "../../src/runtime/console.js";
+import { sharedBuild } from "./helpers.js";
 
 // Network boot end to end, inside network namespaces this test creates:
 //   lan:  a bridge with one tap per QEMU client
@@ -16,6 +17,8 @@ const tag = `kt${process.pid % 10000}`;
 const NS = { lan: `${tag}-lan`, site: `${tag}-site`, kiln: `${tag}-kiln` };
 const DB = join(OUT, "machines.sqlite");
 const INV = join(OUT, "inventory.yaml");
+// The netboot example, built once for the run (netboot-integrity.test.ts uses it too).
+let NB = "";
 const procs: ChildProcess[] = [];
 let serveLog = "";
 
@@ -29,7 +32,7 @@ const inNs = (ns: string, cmd: string, ...a: string[]) =>
   sh("ip", ["netns", "exec", ns, cmd, ...a]);
 
 function inventory(extra = ""): string {
-  const bundle = join(OUT, "nb", "netboot.netboot");
+  const bundle = join(NB, "netboot.netboot");
   return `profiles:
   alpha: { artifact: ${bundle}, metadata: { hostname: alpha } }
   beta: { artifact: ${bundle}, metadata: { hostname: beta } }
@@ -167,12 +170,7 @@ function machines(): { id: string; group: string | null; facts: Record<string, s
 }
 
 beforeAll(async () => {
-  const b = spawnSync(
-    process.execPath,
-    [KILN, "build", "examples/netboot.yaml", "-o", join(OUT, "nb")],
-    { cwd: ROOT, encoding: "utf8" },
-  );
-  if (b.status !== 0) throw new Error(`build failed: ${b.stderr}`);
+  NB = sharedBuild("examples/netboot.yaml");
   setupNetwork();
   const leases = join(OUT, "site.leases");
   background(NS.site, "dnsmasq", [
