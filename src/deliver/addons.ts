@@ -13,6 +13,7 @@ import {
   normalizeFact,
   selectGroup,
 } from "./inventory.js";
+import { LogLimiter } from "./limits.js";
 
 /**
  * The side of `kiln serve` that kiln-agent talks to: which add-ons a machine
@@ -49,6 +50,8 @@ export class AddonService {
     private readonly inventory: () => Inventory,
     private readonly inventoryDir: string,
     private readonly publicUrl: string,
+    /** Per-ask lines are bounded, so a flood of asks cannot flood the journal. */
+    private readonly infos: LogLimiter = new LogLimiter(50, 10_000, Date.now, (m) => log.info(m)),
   ) {}
 
   private file(path: string): string {
@@ -159,7 +162,8 @@ export class AddonService {
         lines.push(`${a.kind} ${name} ${version} ${base}/${basename(file)} ${sha}`);
       }
     }
-    log.info(
+    this.infos.line(
+      "agent",
       `agent: ${who} → ${group ? `group ${group.name}` : "no group"}, ${lines.filter((l) => !/^(#|profile )/.test(l)).length} add-ons`,
     );
     send(res, 200, `${lines.join("\n")}\n`, { "Content-Type": "text/plain" });

@@ -62,7 +62,12 @@ export class BootServer {
   constructor(private readonly o: BootServerOptions) {
     this.inventory = loadInventory(o.inventoryFile);
     this.inventoryDir = resolve(o.inventoryFile, "..");
-    this.addons = new AddonService(() => this.inventory, this.inventoryDir, o.publicUrl);
+    this.addons = new AddonService(
+      () => this.inventory,
+      this.inventoryDir,
+      o.publicUrl,
+      this.infos,
+    );
     const l = { ...DEFAULT_LIMITS, ...o.limits };
     this.limits = l;
     this.reports = new ReportStore(l, this.logs);
