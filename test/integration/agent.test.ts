@@ -11,9 +11,10 @@ import {
 } from "node:fs";
 import type { Server } from "node:http";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { hostileCases, startHostile } from "./fixtures/hostile-addons.js";
+import { KILN, kiln, ROOT } from "./helpers.js";
 
 // Per-host composition for real: a base image with kiln-agent booted in QEMU
 // (TCG), kiln serve handing out a portable web service and a jq sysext from
@@ -22,8 +23,6 @@ import { hostileCases, startHostile } from "./fixtures/hostile-addons.js";
 // from the host through a forwarded port, and the guest inspected over kiln
 // ssh. A hostile add-on server (fixtures/hostile-addons.ts) is thrown at the
 // same running agent.
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-agent-"));
 const PORT = 21000 + Math.floor(Math.random() * 9000);
 const WEB = PORT + 1;
@@ -35,15 +34,6 @@ const HOSTILE = PORT + 2;
 // kiln serve's admin listener (reports).
 const ADMIN = PORT + 3;
 const OLDER = join(OUT, "older");
-
-function kiln(args: string[]) {
-  const r = spawnSync(process.execPath, [KILN, ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    timeout: 1_200_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 const ssh = (cmd: string) => kiln(["ssh", "fleet-base", "--", cmd]);
 

@@ -13,21 +13,12 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { Discovery } from "../../src/deliver/discovery.js";
 import { running } from "../../src/util/proc.js";
+import { KILN, until } from "./helpers.js";
 
 // bin/kiln.js as scripts and terminals meet it: no image is built or booted here.
-const ROOT = join(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const TMP = mkdtempSync(join(tmpdir(), "kiln-it-cli-"));
 
 afterAll(() => rmSync(TMP, { recursive: true, force: true }));
-
-async function until(what: string, ok: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe("kiln on a pipe", () => {
   it("writes a --json answer longer than a pipe holds whole before it exits", async () => {

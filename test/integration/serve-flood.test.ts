@@ -2,15 +2,14 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { Agent, request } from "node:http";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { KILN, ROOT } from "./helpers.js";
 
 // A real `kiln serve` process on loopback (HTTP only: --interface lo --dhcp off)
 // against hostile clients: a bounded flood of reports and boot requests from
 // distinct ids and source addresses (127.0.1.0/24), and a client claiming
 // another machine's identity. Loopback only; nothing here needs QEMU.
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-flood-"));
 const PORT = 22000 + Math.floor(Math.random() * 8000);
 const ADMIN = PORT + 1;
