@@ -158,7 +158,7 @@ export function inventoryJsonSchema(): Record<string, unknown> {
   >;
   return {
     ...schema,
-    $id: "https://kiln.dev/schema/inventory.json",
+    $id: "urn:kiln:schema:inventory",
     title: "kiln serve inventory",
   };
 }
