@@ -12,11 +12,15 @@ import type { Spec } from "../../spec/schema.js";
  *
  * Only a disk's root grows: network-boot and live systems run from RAM and
  * have no `root=` on their kernel command line, and containers have no disk.
+ * An image with cloud-init leaves it to cloud-init's growpart and resizefs
+ * (measured: with both, cloud-init's resizefs failed and first boot ended in
+ * "status: error" without running the seed's runcmd).
  */
 export function growFiles(spec: Spec): Record<string, string> {
   const onDisk =
-    "# kiln: only a system booted from a disk (root= on the kernel command line) grows it\n" +
-    "[Unit]\nConditionKernelCommandLine=root\n";
+    "# kiln: only a system booted from a disk (root= on the kernel command line) grows it,\n" +
+    "# and not one with cloud-init, whose growpart and resizefs grow it (two growers race)\n" +
+    "[Unit]\nConditionKernelCommandLine=root\nConditionPathExists=!/usr/bin/cloud-init\n";
   const files: Record<string, string> = {
     "etc/systemd/system/systemd-repart.service.d/kiln.conf": onDisk,
   };
@@ -51,6 +55,8 @@ Before=local-fs.target shutdown.target
 Conflicts=shutdown.target
 ConditionVirtualization=!container
 ConditionKernelCommandLine=root
+# cloud-init's resizefs grows the root where cloud-init is installed.
+ConditionPathExists=!/usr/bin/cloud-init
 
 [Service]
 Type=oneshot
