@@ -20,9 +20,8 @@ export function registerMachines(program: Command): void {
             ),
             "",
           ].join("\n");
-      // bin/kiln.js exits as soon as the command returns, which would cut a long
-      // listing short on a pipe: return once it is written.
-      await new Promise<void>((r) => process.stdout.write(text, () => r()));
+      // bin/kiln.js waits for stdout to drain before it exits, so a long listing arrives whole.
+      process.stdout.write(text);
     });
 }
 

@@ -1,8 +1,9 @@
-import { createHash, createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
-import { createReadStream, existsSync, readFileSync } from "node:fs";
+import { createPrivateKey, createPublicKey, sign, verify } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdir, rename, writeFile } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
 import { KilnError } from "../util/errors.js";
+import { sha256File } from "../util/hash.js";
 import { addonNameVersion } from "./addons.js";
 import { loadInventory } from "./inventory.js";
 
@@ -104,16 +105,6 @@ export function verifyList(text: string | Buffer, sig: Buffer, pubPem: string | 
   } catch {
     return false;
   }
-}
-
-function sha256File(file: string): Promise<string> {
-  return new Promise((res, rej) => {
-    const h = createHash("sha256");
-    createReadStream(file)
-      .on("data", (b) => h.update(b))
-      .on("end", () => res(h.digest("hex")))
-      .on("error", rej);
-  });
 }
 
 /** A serial from the clock (UTC, to the second), above `previous` if the clock is not. */

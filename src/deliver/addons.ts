@@ -1,8 +1,8 @@
-import { createHash } from "node:crypto";
-import { createReadStream, readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { basename, dirname, isAbsolute, join } from "node:path";
+import { sha256File } from "../util/hash.js";
 import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
 import { type AddonList, LIST_FILE, parseList, SIG_FILE } from "./addonlist.js";
@@ -34,13 +34,7 @@ function sha256Of(file: string): Promise<string> {
   const key = `${st.size}:${st.mtimeMs}`;
   const hit = hashes.get(file);
   if (hit?.key === key) return hit.sha256;
-  const sha256 = new Promise<string>((res, rej) => {
-    const h = createHash("sha256");
-    createReadStream(file)
-      .on("data", (b) => h.update(b))
-      .on("end", () => res(h.digest("hex")))
-      .on("error", rej);
-  });
+  const sha256 = sha256File(file);
   hashes.set(file, { key, sha256 });
   return sha256;
 }
