@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
+import type { Spec } from "../config/schema.js";
 import type { StepId } from "../plan/plan.js";
-import type { Spec } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
 
 /** One file a build wrote, as manifest.json records it. */

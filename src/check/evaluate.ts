@@ -1,5 +1,5 @@
+import type { Check } from "../config/schema.js";
 import { DONE_MARK, RESULT_RE } from "../render/checks.js";
-import type { Check } from "../spec/schema.js";
 
 export interface RawResult {
   index: number;

@@ -1,5 +1,6 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
+import type { Check } from "../config/schema.js";
 import { checkScript, DONE_MARK, testUnit } from "../render/checks.js";
 import type { Accel } from "../runtime/accel.js";
 import {
@@ -12,7 +13,6 @@ import {
 } from "../runtime/ephemeral.js";
 import { startContainer } from "../runtime/nspawn.js";
 import { emulatorFault, type Firmware, startVm } from "../runtime/qemu.js";
-import type { Check } from "../spec/schema.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
 

@@ -1,5 +1,5 @@
 import type { Command } from "commander";
-import { build, planFor } from "../build/build.js";
+import { build, planFor } from "../builder/build.js";
 import { mirrorArgs } from "../distro/mmdebstrap.js";
 import { requireTools } from "../util/doctor.js";
 import { log } from "../util/log.js";

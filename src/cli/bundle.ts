@@ -1,7 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { build } from "../build/build.js";
+import { build } from "../builder/build.js";
 import { makeBundle, rootfsOfBuild } from "../deliver/bundle.js";
 import { KilnError } from "../util/errors.js";
 import { step } from "../util/log.js";

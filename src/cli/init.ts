@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { Command } from "commander";
-import { specJsonSchema } from "../spec/jsonschema.js";
+import { specJsonSchema } from "../config/jsonschema.js";
 import { KilnError } from "../util/errors.js";
 
 /** Written beside the spec by `kiln init`: editors read the schema from a file kiln wrote, not a URL. */

@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Command } from "commander";
 import { readManifest } from "../artifact/manifest.js";
-import { inspectAddon } from "../build/steps/addons.js";
+import { inspectAddon } from "../builder/steps/addons.js";
 import { bundleInfo } from "../deliver/bundle.js";
 import { listPackages } from "../distro/packages.js";
 import { KilnError } from "../util/errors.js";

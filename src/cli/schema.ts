@@ -1,6 +1,6 @@
 import type { Command } from "commander";
+import { specJsonSchema } from "../config/jsonschema.js";
 import { inventoryJsonSchema } from "../deliver/inventory.js";
-import { specJsonSchema } from "../spec/jsonschema.js";
 import { printJson } from "./output.js";
 
 export function registerSchema(program: Command): void {

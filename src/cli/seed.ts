@@ -1,7 +1,7 @@
 import { join, resolve } from "node:path";
 import type { Command } from "commander";
+import { loadSpec } from "../config/load.js";
 import { SEED_FORMATS, type SeedFormat, writeSeed } from "../seed/write.js";
-import { loadSpec } from "../spec/load.js";
 import { KilnError } from "../util/errors.js";
 import { printJson } from "./output.js";
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { issuesToDiagnostics, parseYamlFile } from "../spec/yaml.js";
+import { issuesToDiagnostics, parseYamlFile } from "../config/yaml.js";
 import { SpecError } from "../util/errors.js";
 
 /**

@@ -1,5 +1,5 @@
+import { DISK_CONVERSIONS, type OutputFormat, type Spec } from "../config/schema.js";
 import type { RootfsRecipe } from "../distro/mmdebstrap.js";
-import { DISK_CONVERSIONS, type OutputFormat, type Spec } from "../spec/schema.js";
 import { cacheKey } from "../util/hash.js";
 import { rootfsRecipe } from "./recipe.js";
 

@@ -1,6 +1,6 @@
+import type { Spec } from "../config/schema.js";
 import { distroDriver } from "../distro/index.js";
 import { APT_OFFERS, MINIMAL_PATH_FILTERS, type RootfsRecipe } from "../distro/mmdebstrap.js";
-import type { Spec } from "../spec/schema.js";
 
 /**
  * The mmdebstrap call for a spec, as data: the plan prints it, unit tests

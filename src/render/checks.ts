@@ -1,4 +1,4 @@
-import type { Check } from "../spec/schema.js";
+import type { Check } from "../config/schema.js";
 import { readAsset } from "../util/assets.js";
 import { shellQuote } from "../util/shell.js";
 

@@ -1,4 +1,4 @@
-import type { Spec } from "../spec/schema.js";
+import type { Spec } from "../config/schema.js";
 
 /** systemd-networkd .network files for the spec's interfaces (DHCP by default). */
 export function networkdUnits(interfaces: Spec["network"]["interfaces"]): [string, string][] {

@@ -1,5 +1,5 @@
 import { stringify } from "yaml";
-import { parseSize, type Spec } from "../spec/schema.js";
+import { parseSize, type Spec } from "../config/schema.js";
 import { KilnError } from "../util/errors.js";
 import { cloudConfig } from "./nocloud.js";
 import { type Secrets, type SeedAccounts, seedHostname } from "./users.js";

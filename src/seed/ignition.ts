@@ -1,8 +1,8 @@
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { z } from "zod";
+import type { Spec } from "../config/schema.js";
 import { networkdUnits } from "../render/networkd.js";
-import type { Spec } from "../spec/schema.js";
 import { KilnError } from "../util/errors.js";
 import { shellQuote } from "../util/shell.js";
 import { type SeedAccounts, seedHostname } from "./users.js";

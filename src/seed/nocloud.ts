@@ -1,5 +1,5 @@
 import { stringify } from "yaml";
-import type { Spec } from "../spec/schema.js";
+import type { Spec } from "../config/schema.js";
 import { cacheKey } from "../util/hash.js";
 import { type SeedAccounts, seedHostname } from "./users.js";
 

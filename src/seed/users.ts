@@ -1,4 +1,4 @@
-import type { Spec, User } from "../spec/schema.js";
+import type { Spec, User } from "../config/schema.js";
 import { type Credential, generatePassword, hashPassword } from "../util/credentials.js";
 
 /** An account as a seed carries it: never a plaintext, only a crypt(3) hash. */

@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rename, writeFile } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
+import type { Spec } from "../config/schema.js";
 import { seedIso } from "../image/cidata.js";
-import type { Spec } from "../spec/schema.js";
 import { type Credential, writeCredentials } from "../util/credentials.js";
 import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";

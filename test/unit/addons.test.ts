@@ -14,6 +14,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadSpec } from "../../src/config/load.js";
 import {
   formatList,
   nextSerial,
@@ -25,7 +26,6 @@ import {
 import { BootServer } from "../../src/deliver/bootserver.js";
 import { Discovery } from "../../src/deliver/discovery.js";
 import { type AddonKeys, initAddonKeys } from "../../src/deliver/keys.js";
-import { loadSpec } from "../../src/spec/load.js";
 import { SpecError } from "../../src/util/errors.js";
 import { hostileCases, startHostile } from "../integration/fixtures/hostile-addons.js";
 

@@ -5,8 +5,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { evaluate, parseResults } from "../../src/check/evaluate.js";
 import { junitXml } from "../../src/check/junit.js";
+import { specSchema } from "../../src/config/schema.js";
 import { checkScript } from "../../src/render/checks.js";
-import { specSchema } from "../../src/spec/schema.js";
 
 const checks = specSchema.parse({
   name: "c",

@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { algoOf, findSum } from "../../src/cloud/checksums.js";
 import { nameFrom } from "../../src/cloud/import.js";
+import { loadSpec } from "../../src/config/load.js";
 import { planBuild } from "../../src/plan/plan.js";
-import { loadSpec } from "../../src/spec/load.js";
 import { SpecError } from "../../src/util/errors.js";
 
 const A = "a".repeat(128);

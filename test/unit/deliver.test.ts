@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { moduleLoadOrder, parseModulesDep } from "../../src/build/steps/netboot.js";
+import { moduleLoadOrder, parseModulesDep } from "../../src/builder/steps/netboot.js";
 import { BootServer } from "../../src/deliver/bootserver.js";
 import { Discovery } from "../../src/deliver/discovery.js";
 import { dnsmasqConfig } from "../../src/deliver/dnsmasq.js";

@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { isoGrubConfig } from "../../src/build/steps/iso.js";
+import { isoGrubConfig } from "../../src/builder/steps/iso.js";
+import { loadSpec } from "../../src/config/load.js";
 import { planBuild } from "../../src/plan/plan.js";
-import { loadSpec } from "../../src/spec/load.js";
 
 const TMP = mkdtempSync(join(tmpdir(), "kiln-unit-iso-"));
 afterAll(() => rmSync(TMP, { recursive: true, force: true }));

@@ -2,10 +2,10 @@ import { join } from "node:path";
 import { verify } from "unixcrypt";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
+import { loadSpec } from "../../src/config/load.js";
 import { validateIgnition } from "../../src/seed/ignition.js";
 import type { Secrets } from "../../src/seed/users.js";
 import { seedFiles } from "../../src/seed/write.js";
-import { loadSpec } from "../../src/spec/load.js";
 
 const fx = (f: string) => join(import.meta.dirname, "fixtures", f);
 const golden = (f: string) => join(import.meta.dirname, "golden", f);

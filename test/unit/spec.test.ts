@@ -3,10 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { SCHEMA_FILE, STARTER_SPEC } from "../../src/cli/init.js";
+import { specJsonSchema } from "../../src/config/jsonschema.js";
+import { loadSpec } from "../../src/config/load.js";
+import { mergeSpecs } from "../../src/config/merge.js";
 import { inventoryJsonSchema } from "../../src/deliver/inventory.js";
-import { specJsonSchema } from "../../src/spec/jsonschema.js";
-import { loadSpec } from "../../src/spec/load.js";
-import { mergeSpecs } from "../../src/spec/merge.js";
 import { SpecError } from "../../src/util/errors.js";
 
 const fx = (f: string) => join(import.meta.dirname, "fixtures", f);

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { rootRecord } from "../../src/build/steps/netboot.js";
+import { rootRecord } from "../../src/builder/steps/netboot.js";
 import { main } from "../../src/cli/main.js";
 import { VERSION_RE } from "../../src/deliver/bundle.js";
 import { ConsoleWatcher } from "../../src/runtime/console.js";

@@ -3,12 +3,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { compatibleOf, raucSystemConf } from "../../src/build/steps/updater.js";
+import { compatibleOf, raucSystemConf } from "../../src/builder/steps/updater.js";
+import { loadSpec } from "../../src/config/load.js";
+import { type Check, specSchema } from "../../src/config/schema.js";
 import { parseRelease } from "../../src/deliver/bundle.js";
 import { abGrubConfig } from "../../src/image/grubcfg.js";
 import { healthChecksScript } from "../../src/render/checks.js";
-import { loadSpec } from "../../src/spec/load.js";
-import { type Check, specSchema } from "../../src/spec/schema.js";
 import { SpecError } from "../../src/util/errors.js";
 
 const fx = (f: string) => join(import.meta.dirname, "fixtures", f);

@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { parseSize } from "../../config/schema.js";
 import { fatPut, mkfsExt4, mkfsVfat } from "../../image/fs.js";
 import {
   layoutDisk,
@@ -12,7 +13,6 @@ import {
 import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
 import { abGrubConfig, grubConfig, type Slot } from "../../image/grubcfg.js";
 import { formatGrubenv } from "../../image/grubenv.js";
-import { parseSize } from "../../spec/schema.js";
 import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";

@@ -1,9 +1,9 @@
 import type { ArtifactRecord, Manifest } from "../artifact/manifest.js";
 import type { DiskRecord } from "../cloud/store.js";
+import type { LoadedSpec } from "../config/load.js";
+import type { Spec } from "../config/schema.js";
 import type { PackageInfo } from "../distro/packages.js";
 import type { Plan } from "../plan/plan.js";
-import type { LoadedSpec } from "../spec/load.js";
-import type { Spec } from "../spec/schema.js";
 import type { Credential } from "../util/credentials.js";
 
 /** What steps find out and later steps (or the manifest) read. */

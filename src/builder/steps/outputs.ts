@@ -1,7 +1,7 @@
 import { rename } from "node:fs/promises";
 import { join } from "node:path";
-import type { DiskConversion } from "../../spec/schema.js";
-import { DISK_CONVERSIONS } from "../../spec/schema.js";
+import type { DiskConversion } from "../../config/schema.js";
+import { DISK_CONVERSIONS } from "../../config/schema.js";
 import { exec } from "../../util/exec.js";
 import { archiveTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";

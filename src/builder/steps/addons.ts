@@ -9,9 +9,9 @@ import {
 } from "node:fs";
 import { mkdir, mkdtemp, writeFile } from "node:fs/promises";
 import { basename, dirname, join, relative } from "node:path";
+import { loadSpec } from "../../config/load.js";
 import { cachedRootfs } from "../../distro/rootfs-cache.js";
 import { planBuild } from "../../plan/plan.js";
-import { loadSpec } from "../../spec/load.js";
 import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
 import { removeTree } from "../../util/fsx.js";

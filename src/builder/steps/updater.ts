@@ -1,9 +1,9 @@
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import type { Spec } from "../../config/schema.js";
 import { formatGrubenv } from "../../image/grubenv.js";
 import { healthChecksScript } from "../../render/checks.js";
-import type { Spec } from "../../spec/schema.js";
 import { readAsset } from "../../util/assets.js";
 import { KilnError } from "../../util/errors.js";
 import { log } from "../../util/log.js";

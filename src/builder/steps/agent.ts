@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { chmod, copyFile, mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Spec } from "../../spec/schema.js";
+import type { Spec } from "../../config/schema.js";
 import { readAsset } from "../../util/assets.js";
 import { KilnError } from "../../util/errors.js";
 import { log } from "../../util/log.js";

@@ -1,6 +1,6 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import type { Spec } from "../../spec/schema.js";
+import type { Spec } from "../../config/schema.js";
 
 /**
  * Growing to the disk at first boot, as Debian's cloud images do, with
