@@ -1,7 +1,7 @@
 import type { Command } from "commander";
-import { defaultDb } from "../deliver/discovery.js";
 import type { DhcpMode } from "../deliver/dnsmasq.js";
 import { startServe } from "../deliver/serve.js";
+import { defaultDb } from "../fleet/open.js";
 import { KilnError } from "../util/errors.js";
 
 export function registerServe(program: Command): void {
@@ -16,7 +16,13 @@ export function registerServe(program: Command): void {
       "--address <ip>",
       "address machines reach this server at (default: the interface's IPv4)",
     )
-    .option("--db <file>", "discovery database", defaultDb())
+    .option(
+      "--db <file|url>",
+      "fleet database: a SQLite file, or postgres://… shared by several replicas",
+      defaultDb(),
+    )
+    .option("--admin-token-file <file>", "the admin token (default: beside a SQLite --db)")
+    .option("--name <name>", "this replica's name in the fleet's records (default: address:port)")
     .option(
       "--admin-listen <host:port>",
       "admin listener (reports, machines; bearer token in DB.admin-token)",
@@ -41,6 +47,8 @@ export function registerServe(program: Command): void {
         db: string;
         adminListen: string;
         rateLimit: string;
+        adminTokenFile?: string;
+        name?: string;
       }) => {
         const rate = Number(o.rateLimit);
         if (!Number.isFinite(rate) || rate < 0)
@@ -62,6 +70,8 @@ export function registerServe(program: Command): void {
           db: o.db,
           adminListen: o.adminListen,
           rateLimit: rate,
+          ...(o.adminTokenFile ? { adminTokenFile: o.adminTokenFile } : {}),
+          ...(o.name ? { name: o.name } : {}),
         });
         // Serve until a signal; the cleanup handlers stop everything.
         await new Promise(() => {});

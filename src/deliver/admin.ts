@@ -2,18 +2,24 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, writeSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { dirname } from "node:path";
+import { dirname, resolve } from "node:path";
+import { isPostgres } from "../fleet/open.js";
+import type { FleetStore } from "../fleet/store.js";
 import { KilnError } from "../util/errors.js";
 import { send } from "../util/http-files.js";
-import type { Discovery } from "./discovery.js";
+import { cacheDir } from "../util/paths.js";
 import { LogLimiter } from "./limits.js";
-import type { ReportStore } from "./reports.js";
+import type { ReportReceiver } from "./reports.js";
 
 const TOKEN = /^[A-Za-z0-9_-]{43}$/;
 
-/** Where `kiln serve` keeps the admin token of the database `db`. */
+/**
+ * Where `kiln serve` keeps the admin token of the database `db`: beside a
+ * SQLite file; for PostgreSQL in kiln's cache (give every replica the same
+ * file with --admin-token-file to use one token for all).
+ */
 export function adminTokenFile(db: string): string {
-  return `${db}.admin-token`;
+  return isPostgres(db) ? cacheDir("postgres.admin-token") : `${resolve(db)}.admin-token`;
 }
 
 /**
@@ -65,8 +71,8 @@ export function tokenMatches(header: string | undefined, token: string): boolean
 
 export interface AdminServerOptions {
   token: string;
-  reports: ReportStore;
-  discovery: Discovery;
+  reports: ReportReceiver;
+  fleet: FleetStore;
   host: string;
   port: number;
 }
@@ -122,7 +128,7 @@ export class AdminServer {
     const path = (req.url ?? "/").split("?")[0];
     if (path === "/reports.json") return this.o.reports.writeJson(res);
     if (path === "/machines.json")
-      return void send(res, 200, `${JSON.stringify(this.o.discovery.list(), null, 2)}\n`, {
+      return void send(res, 200, `${JSON.stringify(await this.o.fleet.list(), null, 2)}\n`, {
         "Content-Type": "application/json",
       });
     send(res, 404, "not found (admin: /reports.json, /machines.json)\n");

@@ -1,13 +1,13 @@
-import { existsSync, readFileSync, watch } from "node:fs";
+import { existsSync, readFileSync, statSync, watch } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { isAbsolute, join, resolve } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
+import type { FleetStore } from "../fleet/store.js";
 import { SpecError } from "../util/errors.js";
 import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
 import { AddonService } from "./addons.js";
 import { BootTokens } from "./boots.js";
-import type { Discovery } from "./discovery.js";
 import {
   type Facts,
   type Inventory,
@@ -17,13 +17,15 @@ import {
   selectGroup,
 } from "./inventory.js";
 import { DEFAULT_LIMITS, LogLimiter, MACHINE_ID, RateLimiter, type ServeLimits } from "./limits.js";
-import { ReportStore } from "./reports.js";
+import { ReportReceiver } from "./reports.js";
 
 export interface BootServerOptions {
   inventoryFile: string;
   /** Base URL machines use to reach this server, e.g. http://10.0.0.2:8080 */
   publicUrl: string;
-  discovery: Discovery;
+  fleet: FleetStore;
+  /** This replica's name in boot and report records (default host:port). */
+  serverName?: string;
   host?: string;
   port?: number;
   limits?: Partial<ServeLimits>;
@@ -53,7 +55,7 @@ export class BootServer {
 
   private readonly addons: AddonService;
   readonly limits: ServeLimits;
-  readonly reports: ReportStore;
+  readonly reports: ReportReceiver;
   private readonly boots: BootTokens;
   private readonly rate: RateLimiter;
   private readonly logs = new LogLimiter();
@@ -70,7 +72,12 @@ export class BootServer {
     );
     const l = { ...DEFAULT_LIMITS, ...o.limits };
     this.limits = l;
-    this.reports = new ReportStore(l, this.logs);
+    this.reports = new ReportReceiver(
+      o.fleet,
+      l,
+      this.logs,
+      o.serverName ?? `${o.host ?? "0.0.0.0"}:${o.port ?? 8080}`,
+    );
     this.boots = new BootTokens(l.maxBootTokens, l.bootTokenTtlMs);
     this.rate = new RateLimiter(l.ratePerSecond, l.burst, l.maxAddresses);
   }
@@ -99,7 +106,6 @@ export class BootServer {
 
   async close(): Promise<void> {
     this.closeWatch?.();
-    await this.o.discovery.flush();
     const s = this.server;
     if (!s) return;
     s.closeAllConnections();
@@ -214,13 +220,17 @@ export class BootServer {
     if (!facts.mac && !facts.uuid) return void this.refuse(req, res, 400, "need mac or uuid");
     const group = selectGroup(this.inventory, facts);
     const id = facts.mac ?? facts.uuid!;
-    const recorded = await this.o.discovery.record(
-      id,
+    const profileName = group?.profile ?? null;
+    const artifact = profileName ? this.inventory.profiles[profileName]?.artifact : undefined;
+    // Answered only once the boot is committed: a server killed after this answer has it on record.
+    const recorded = await this.o.fleet.recordBoot({
+      machine: id,
       facts,
-      group?.name ?? null,
-      group?.profile ?? null,
-      this.limits.maxDiscoveryRows,
-    );
+      group: group?.name ?? null,
+      profile: profileName,
+      artifact: artifact ? this.artifactLabel(artifact) : null,
+      server: this.serverName,
+    });
     if (!recorded)
       this.logs.line(
         "discovery",
@@ -304,6 +314,34 @@ export class BootServer {
         .map(([k, v]) => `${k}: ${JSON.stringify(v)}`)
         .join("\n")}\n`,
     );
+  }
+
+  private get serverName(): string {
+    return this.o.serverName ?? `${this.o.host ?? "0.0.0.0"}:${this.o.port ?? 8080}`;
+  }
+
+  private labels = new Map<string, { key: string; label: string }>();
+
+  /** "NAME VERSION" of the build a netboot bundle came from (its manifest.json), else the directory's name. */
+  private artifactLabel(artifact: string): string {
+    const dir = this.artifactDir(artifact);
+    const mf = join(dirname(dir), "manifest.json");
+    let key = "none";
+    try {
+      const st = statSync(mf);
+      key = `${st.size}:${st.mtimeMs}`;
+    } catch {}
+    const hit = this.labels.get(dir);
+    if (hit?.key === key) return hit.label;
+    let label = dir.split("/").pop() ?? artifact;
+    try {
+      const m = JSON.parse(readFileSync(mf, "utf8")) as { name?: unknown; version?: unknown };
+      if (typeof m.name === "string" && typeof m.version === "string")
+        label = `${m.name} ${m.version}`;
+    } catch {}
+    if (this.labels.size > 1000) this.labels.clear();
+    this.labels.set(dir, { key, label });
+    return label;
   }
 
   private artifactDir(artifact: string): string {

@@ -88,6 +88,24 @@ export async function prepareTftpRoot(dir: string, ipxeDir = "/usr/lib/ipxe"): P
   await copyFile(join(dir, "undionly.kpxe"), join(dir, "undionly.0"));
 }
 
+/**
+ * dnsmasq tied to kiln's life. dnsmasq drops root, which clears a
+ * parent-death signal, so a killed `kiln serve` (SIGKILL, OOM) would leave it
+ * running with a dead server's configuration, and a restarted server would
+ * then find a second one on its port. This shell stays root between them: it
+ * reads kiln's end of a pipe (stdin), which the kernel closes however kiln
+ * ends, and then stops dnsmasq; SIGTERM from kiln stops it too.
+ */
+const TIED = `exec 3<&0
+dnsmasq "$@" </dev/null & d=$!
+trap 'kill "$d" 2>/dev/null' TERM INT HUP
+{ while read -r _; do :; done; kill "$d" 2>/dev/null; } <&3 &
+r=$!
+wait "$d"; rc=$?
+while kill -0 "$d" 2>/dev/null; do wait "$d"; rc=$?; done
+kill "$r" 2>/dev/null
+exit "$rc"`;
+
 /** Run dnsmasq in the foreground and start it again if it dies, with backoff. */
 export async function superviseDnsmasq(
   confFile: string,
@@ -101,8 +119,11 @@ export async function superviseDnsmasq(
   const launch = async (): Promise<void> => {
     const startedAt = Date.now();
     current = await start(
-      "dnsmasq",
+      "sh",
       [
+        "-c",
+        TIED,
+        "kiln-dnsmasq",
         "--keep-in-foreground",
         `--conf-file=${confFile}`,
         "--log-facility=-",

@@ -1,3 +1,4 @@
+import type { FleetLimits } from "../fleet/store.js";
 import { log } from "../util/log.js";
 
 /**
@@ -23,7 +24,7 @@ export interface ServeLimits {
   maxReportAgeMs: number;
   /** Report bodies being received at once; beyond, 503. */
   maxReportsInFlight: number;
-  /** Rows in the discovery database; new machines beyond are served but not recorded. */
+  /** Machines in the fleet database; new machines beyond are served but not recorded. */
   maxDiscoveryRows: number;
   /** Per-boot tokens (metadata/cloud-init of one boot) kept; the oldest go first. */
   maxBootTokens: number;
@@ -47,6 +48,16 @@ export const DEFAULT_LIMITS: ServeLimits = {
   bootTokenTtlMs: 24 * 3600_000,
   maxConnections: 1024,
 };
+
+/** The database's share of the bounds. */
+export function fleetLimits(l: Partial<ServeLimits>): Partial<FleetLimits> {
+  const f: Partial<FleetLimits> = {};
+  if (l.maxDiscoveryRows !== undefined) f.maxMachines = l.maxDiscoveryRows;
+  if (l.maxReports !== undefined) f.maxReports = l.maxReports;
+  if (l.maxReportTotalBytes !== undefined) f.maxReportTotalBytes = l.maxReportTotalBytes;
+  if (l.maxReportAgeMs !== undefined) f.maxReportAgeMs = l.maxReportAgeMs;
+  return f;
+}
 
 /**
  * A token bucket per client address. The table of addresses is itself

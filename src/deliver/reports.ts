@@ -1,107 +1,79 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import type { Attached, FleetStore } from "../fleet/store.js";
 import { send } from "../util/http-files.js";
 import { type LogLimiter, MACHINE_ID, type ServeLimits } from "./limits.js";
 
-export interface Report {
-  at: string;
-  from: string;
-  state: string;
+/** What an agent's report says, each field checked; anything else in it is ignored. */
+export interface ParsedReport {
+  macs: string[];
+  attached: Attached[];
+  failed: string[];
+  ok: boolean;
+}
+
+const WORD = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+const MAC = /^([0-9a-f]{2}:){5}[0-9a-f]{2}$/;
+const MAX_ATTACHED = 64;
+const MAX_FAILED = 8;
+const MAX_FAILURE = 200;
+
+/**
+ * kiln-agent's report body (assets/kiln-agent): `machine_id ID`, one
+ * `mac MAC` per interface, one `KIND NAME VERSION` per attached add-on, one
+ * `failed TEXT` per failure of its last round, and `status ok|failed`. Older
+ * agents send no status: then it is ok when nothing failed.
+ */
+export function parseReport(body: string): ParsedReport {
+  const macs: string[] = [];
+  const attached: Attached[] = [];
+  const failed: string[] = [];
+  let status: string | undefined;
+  for (const line of body.split("\n")) {
+    const w = line.trim().split(/\s+/);
+    if (w[0] === "mac" && w.length === 2 && MAC.test(w[1]!.toLowerCase())) {
+      if (macs.length < 16) macs.push(w[1]!.toLowerCase());
+    } else if (
+      (w[0] === "portable" || w[0] === "sysext") &&
+      w.length === 3 &&
+      WORD.test(w[1]!) &&
+      WORD.test(w[2]!)
+    ) {
+      if (attached.length < MAX_ATTACHED)
+        attached.push({ kind: w[0], name: w[1]!, version: w[2]! });
+    } else if (w[0] === "failed" && w.length > 1) {
+      // Shown on a page and in a terminal: printable ASCII only, bounded.
+      const text = line
+        .trim()
+        .slice(7)
+        .replace(/[^ -~]/g, "?")
+        .slice(0, MAX_FAILURE);
+      if (failed.length < MAX_FAILED) failed.push(text);
+    } else if (w[0] === "status" && (w[1] === "ok" || w[1] === "failed")) status = w[1];
+  }
+  return {
+    macs,
+    attached,
+    failed,
+    ok: status ? status === "ok" && !failed.length : !failed.length,
+  };
 }
 
 /**
- * The last report of each machine (what its kiln-agent has attached), held in
- * memory with every dimension bounded: machines, bytes per report, bytes in
- * all, age. The Map's insertion order is the order of the last report, so the
- * oldest is always first: a full table drops it (an agent that is still alive
- * reports again at its next round), and a report past its age goes the same way.
+ * POST /report?machine_id=ID from kiln-agent, into the fleet database. The
+ * body is checked against the bounds before it is read (Content-Length) and
+ * while it is read (chunked bodies); refused bodies are not read at all; the
+ * 204 goes out only once the report is committed.
  */
-export class ReportStore {
-  // Bodies are kept as Buffers: outside the JS heap, so a flood's churn does not
-  // grow the heap (strings of 60 KiB would be promoted and collected late).
-  private readonly byId = new Map<string, { at: string; from: string; body: Buffer; ms: number }>();
-  private bytes = 0;
+export class ReportReceiver {
   private inFlight = 0;
 
   constructor(
-    private readonly limits: Pick<
-      ServeLimits,
-      | "maxReports"
-      | "maxReportBytes"
-      | "maxReportTotalBytes"
-      | "maxReportAgeMs"
-      | "maxReportsInFlight"
-    >,
+    private readonly store: FleetStore,
+    private readonly limits: Pick<ServeLimits, "maxReportBytes" | "maxReportsInFlight">,
     private readonly logs: LogLimiter,
-    private readonly now: () => number = Date.now,
+    private readonly server: string,
   ) {}
 
-  get size(): number {
-    return this.byId.size;
-  }
-
-  get totalBytes(): number {
-    return this.bytes;
-  }
-
-  get(id: string): Report | undefined {
-    this.expire();
-    const r = this.byId.get(id);
-    return r && { at: r.at, from: r.from, state: r.body.toString("utf8") };
-  }
-
-  /** Keep `state` as machine `id`'s last report; returns what was dropped to make room. */
-  put(id: string, from: string, state: string | Buffer): number {
-    const body = typeof state === "string" ? Buffer.from(state) : state;
-    const t = this.now();
-    const old = this.byId.get(id);
-    if (old) {
-      this.byId.delete(id);
-      this.bytes -= old.body.length;
-    }
-    const size = body.length;
-    this.expire();
-    let dropped = 0;
-    while (
-      this.byId.size > 0 &&
-      (this.byId.size >= this.limits.maxReports ||
-        this.bytes + size > this.limits.maxReportTotalBytes)
-    ) {
-      const [first, r] = this.byId.entries().next().value!;
-      this.byId.delete(first);
-      this.bytes -= r.body.length;
-      dropped++;
-    }
-    if (dropped)
-      this.logs.line(
-        "reports",
-        `reports: full (${this.limits.maxReports} machines, ${this.limits.maxReportTotalBytes} bytes): dropped the ${dropped} oldest`,
-      );
-    this.byId.set(id, { at: new Date(t).toISOString(), from, body, ms: t });
-    this.bytes += size;
-    return dropped;
-  }
-
-  /** All kept reports, oldest first. */
-  *entries(): IterableIterator<[string, Report]> {
-    this.expire();
-    for (const [id, r] of this.byId)
-      yield [id, { at: r.at, from: r.from, state: r.body.toString("utf8") }];
-  }
-
-  private expire(): void {
-    const cutoff = this.now() - this.limits.maxReportAgeMs;
-    for (const [id, r] of this.byId) {
-      if (r.ms >= cutoff) break;
-      this.byId.delete(id);
-      this.bytes -= r.body.length;
-    }
-  }
-
-  /**
-   * POST /report?machine_id=ID from kiln-agent. The body is checked against
-   * the bounds before it is read (Content-Length) and while it is read
-   * (chunked bodies); refused bodies are not read at all.
-   */
   async receive(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const ids = url.searchParams.getAll("machine_id");
     const id = ids[0] ?? "";
@@ -127,16 +99,27 @@ export class ReportStore {
           return void refuse(res, 413, `report larger than ${this.limits.maxReportBytes} bytes`);
         chunks.push(chunk);
       }
-      // concat copies, so a kept report holds no slice of a larger socket buffer.
-      this.put(id, req.socket.remoteAddress ?? "", Buffer.concat(chunks, size));
+      const body = Buffer.concat(chunks, size).toString("utf8");
+      const r = parseReport(body);
+      await this.store.recordReport({
+        agent: id,
+        machine: await this.store.findMachine(r.macs),
+        from: req.socket.remoteAddress ?? "",
+        body,
+        attached: r.attached,
+        failed: r.failed,
+        ok: r.ok,
+        server: this.server,
+      });
       send(res, 204, "");
     } finally {
       this.inFlight--;
     }
   }
 
-  /** The admin listener's /reports.json, written one machine at a time (no whole-table string). */
+  /** The admin listener's /reports.json, written one agent at a time. */
   async writeJson(res: ServerResponse): Promise<void> {
+    const rows = await this.store.reports();
     res.statusCode = 200;
     res.setHeader("Content-Type", "application/json");
     // A client that goes away mid-way ends the wait as a drain would.
@@ -154,7 +137,7 @@ export class ReportStore {
           });
     await write("{");
     let first = true;
-    for (const [id, r] of [...this.entries()]) {
+    for (const [id, r] of rows) {
       if (res.destroyed) return;
       await write(`${first ? "" : ","}\n  ${JSON.stringify(id)}: ${JSON.stringify(r)}`);
       first = false;

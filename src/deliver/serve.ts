@@ -1,13 +1,14 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { networkInterfaces, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { openFleet } from "../fleet/open.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
 import { AdminServer, adminTokenFile, loadOrCreateAdminToken } from "./admin.js";
 import { BootServer } from "./bootserver.js";
-import { Discovery } from "./discovery.js";
 import { type DhcpMode, dnsmasqConfig, prepareTftpRoot, superviseDnsmasq } from "./dnsmasq.js";
+import { fleetLimits } from "./limits.js";
 
 export interface ServeOptions {
   inventory: string;
@@ -22,6 +23,10 @@ export interface ServeOptions {
   adminListen: string;
   /** Requests per second per client address on the small endpoints (0: off). */
   rateLimit?: number;
+  /** The admin token's file (default: adminTokenFile(db)). */
+  adminTokenFile?: string;
+  /** This replica's name in the fleet's records (default: address:port). */
+  name?: string;
 }
 
 /** HOST:PORT (IPv4 or a name; [v6]:PORT) → parts, or a usage error. */
@@ -50,24 +55,28 @@ export async function startServe(o: ServeOptions): Promise<void> {
       hint: "give --admin-listen another address or port (default 127.0.0.1:8079)",
     });
   const publicUrl = `http://${o.address ?? addr.address}:${o.httpPort}`;
-  const discovery = await Discovery.open(resolve(o.db));
+  const limits = o.rateLimit !== undefined ? { ratePerSecond: o.rateLimit } : {};
+  const fleet = await openFleet(o.db, fleetLimits(limits));
+  onCleanup(`fleet database ${fleet.where}`, () => fleet.close());
+  log.info(`fleet: ${fleet.kind} ${fleet.where}`);
   const http = new BootServer({
     inventoryFile: resolve(o.inventory),
     publicUrl,
-    discovery,
+    fleet,
+    serverName: o.name ?? `${o.address ?? addr.address}:${o.httpPort}`,
     host: addr.address,
     port: o.httpPort,
-    ...(o.rateLimit !== undefined ? { limits: { ratePerSecond: o.rateLimit } } : {}),
+    limits,
   });
   await http.listen();
   onCleanup("HTTP server", () => http.close());
   log.info(`http: serving ${publicUrl}/boot.ipxe on ${o.iface}`);
 
-  const tokenFile = adminTokenFile(resolve(o.db));
+  const tokenFile = o.adminTokenFile ? resolve(o.adminTokenFile) : adminTokenFile(o.db);
   const adminServer = new AdminServer({
     token: loadOrCreateAdminToken(tokenFile),
     reports: http.reports,
-    discovery,
+    fleet,
     host: admin.host,
     port: admin.port,
   });

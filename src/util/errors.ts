@@ -152,6 +152,10 @@ export const ERROR_CODES = {
     meaning: "the admin listener would share the boot listener's address and port",
   },
   SERVE_DNSMASQ: { exit: 1, meaning: "dnsmasq would not start" },
+  FLEET_DB_BAD: { exit: 1, meaning: "the fleet database file is not one kiln can open" },
+  FLEET_DB_NEWER: { exit: 1, meaning: "the fleet database was made by a newer kiln" },
+  FLEET_DB_CONNECT: { exit: 1, meaning: "the PostgreSQL fleet database cannot be reached" },
+  MACHINE_UNKNOWN: { exit: 1, meaning: "kiln machines: no machine with that id" },
 } as const satisfies Record<string, { exit: number; meaning: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

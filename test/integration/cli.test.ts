@@ -11,7 +11,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { Discovery } from "../../src/deliver/discovery.js";
+import { openFleet } from "../../src/fleet/open.js";
 import { running } from "../../src/util/proc.js";
 import { KILN, until } from "./helpers.js";
 
@@ -23,12 +23,19 @@ afterAll(() => rmSync(TMP, { recursive: true, force: true }));
 describe("kiln on a pipe", () => {
   it("writes a --json answer longer than a pipe holds whole before it exits", async () => {
     const db = join(TMP, "machines.sqlite");
-    const d = await Discovery.open(db);
+    const d = await openFleet(db);
     for (let i = 0; i < 300; i++) {
       const mac = `52:54:00:00:${(i >> 8).toString(16).padStart(2, "0")}:${(i & 255).toString(16).padStart(2, "0")}`;
-      await d.record(mac, { mac, serial: `SERIAL-${i}` }, "web", "base");
+      await d.recordBoot({
+        machine: mac,
+        facts: { mac, serial: `SERIAL-${i}` },
+        group: "web",
+        profile: "base",
+        artifact: null,
+        server: "test",
+      });
     }
-    await d.flush();
+    await d.close();
     // A shell pipe (64 KiB), as `| jq` gets; spawnSync's own stdout is a socket pair, which holds more.
     const r = spawnSync(
       "bash",

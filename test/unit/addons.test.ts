@@ -24,8 +24,8 @@ import {
   verifyList,
 } from "../../src/deliver/addonlist.js";
 import { BootServer } from "../../src/deliver/bootserver.js";
-import { Discovery } from "../../src/deliver/discovery.js";
 import { type AddonKeys, initAddonKeys } from "../../src/deliver/keys.js";
+import { openFleet } from "../../src/fleet/open.js";
 import { SpecError } from "../../src/util/errors.js";
 import { hostileCases, startHostile } from "../integration/fixtures/hostile-addons.js";
 
@@ -146,7 +146,7 @@ describe("kiln serve with a signed list", () => {
     server = new BootServer({
       inventoryFile: join(inv, "inventory.yaml"),
       publicUrl: "http://srv:1",
-      discovery: await Discovery.open(join(dir, "serve.sqlite")),
+      fleet: await openFleet(join(dir, "serve.sqlite")),
       host: "127.0.0.1",
       port: 0,
     });

@@ -4,12 +4,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { moduleLoadOrder, parseModulesDep } from "../../src/builder/steps/netboot.js";
 import { BootServer } from "../../src/deliver/bootserver.js";
-import { Discovery } from "../../src/deliver/discovery.js";
 import { dnsmasqConfig } from "../../src/deliver/dnsmasq.js";
+import { openFleet } from "../../src/fleet/open.js";
+import type { FleetStore } from "../../src/fleet/store.js";
 import { safeJoin } from "../../src/util/http-files.js";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-unit-"));
 let server: BootServer;
+let fleet: FleetStore;
 let base = "";
 
 beforeAll(async () => {
@@ -21,11 +23,11 @@ beforeAll(async () => {
     join(dir, "inventory.yaml"),
     `profiles:\n  web: { artifact: ./bundle, metadata: { hostname: web1, role: web }, cloud_init: { user_data: "#cloud-config\\nruncmd: [touch /x]\\n" } }\ngroups:\n  - { name: g, profile: web, selector: { mac: "52:54:00:00:00:01" } }\n`,
   );
-  const discovery = await Discovery.open(join(dir, "db.sqlite"));
+  fleet = await openFleet(join(dir, "db.sqlite"));
   server = new BootServer({
     inventoryFile: join(dir, "inventory.yaml"),
     publicUrl: "http://srv:1",
-    discovery,
+    fleet,
     host: "127.0.0.1",
     port: 0,
   });
@@ -33,6 +35,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await server.close();
+  await fleet.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -110,12 +113,13 @@ describe("boot server", () => {
   it("an unmatched machine gets a script that says so, and is recorded", async () => {
     const t = await (await fetch(`${base}/ipxe?mac=52:54:00:00:00:09`)).text();
     expect(t).toContain("no profile for this machine");
-    await new Promise((r) => setTimeout(r, 800));
-    const db = await Discovery.open(join(dir, "db.sqlite"));
-    expect(db.list().find((m) => m.id === "52:54:00:00:00:09")).toMatchObject({
+    // Committed before the answer: another connection reads it at once.
+    const db = await openFleet(join(dir, "db.sqlite"));
+    expect((await db.list()).find((m) => m.id === "52:54:00:00:00:09")).toMatchObject({
       group: null,
       profile: null,
     });
+    await db.close();
   });
 
   it("safeJoin stays inside the root", () => {

@@ -22,7 +22,8 @@ const MAY_IMPORT: Record<string, string[]> = {
   cloud: ["config", "image", "runtime", "distro", "util"],
   containers: ["config", "plan", "image", "runtime", "distro", "check", "util"],
   builder: ["plan", "artifact", "config", "distro", "image", "render", "seed", "cloud", "util"],
-  deliver: ["artifact", "config", "image", "runtime", "util"],
+  fleet: ["util"],
+  deliver: ["fleet", "artifact", "config", "image", "runtime", "util"],
   cli: [
     "builder",
     "artifact",
@@ -30,6 +31,7 @@ const MAY_IMPORT: Record<string, string[]> = {
     "cloud",
     "containers",
     "deliver",
+    "fleet",
     "distro",
     "image",
     "plan",

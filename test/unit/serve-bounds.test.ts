@@ -19,9 +19,9 @@ import {
 } from "../../src/deliver/admin.js";
 import { BootTokens } from "../../src/deliver/boots.js";
 import { BootServer } from "../../src/deliver/bootserver.js";
-import { Discovery } from "../../src/deliver/discovery.js";
-import { LogLimiter, RateLimiter } from "../../src/deliver/limits.js";
-import { ReportStore } from "../../src/deliver/reports.js";
+import { fleetLimits, LogLimiter, RateLimiter } from "../../src/deliver/limits.js";
+import { openFleet } from "../../src/fleet/open.js";
+import type { FleetStore } from "../../src/fleet/store.js";
 
 const dir = mkdtempSync(join(tmpdir(), "kiln-unit-bounds-"));
 const MID = "0123456789abcdef0123456789abcdef";
@@ -74,48 +74,6 @@ describe("log limiter", () => {
     c.t += 1000;
     l.line("flood", "after");
     expect(out.slice(4)).toEqual(["flood: 97 more lines like this left out in 1 s", "after"]);
-  });
-});
-
-describe("report store", () => {
-  const quiet = new LogLimiter(0);
-  const limits = {
-    maxReports: 3,
-    maxReportBytes: 100,
-    maxReportTotalBytes: 250,
-    maxReportAgeMs: 10_000,
-    maxReportsInFlight: 2,
-  };
-  it("keeps at most maxReports machines, dropping the oldest report", () => {
-    const s = new ReportStore(limits, quiet);
-    for (const id of ["a", "b", "c", "d"]) s.put(id, "x", "s");
-    expect([...s.entries()].map(([id]) => id)).toEqual(["b", "c", "d"]);
-    s.put("b", "x", "again"); // a new report moves a machine to the back
-    s.put("e", "x", "s");
-    expect([...s.entries()].map(([id]) => id)).toEqual(["d", "b", "e"]);
-  });
-  it("keeps at most maxReportTotalBytes in all, counted in UTF-8 bytes", () => {
-    const s = new ReportStore(limits, quiet);
-    s.put("a", "x", "x".repeat(100));
-    s.put("b", "x", "x".repeat(100));
-    expect(s.totalBytes).toBe(200);
-    s.put("c", "x", "é".repeat(50)); // 100 bytes, 50 characters
-    expect(s.totalBytes).toBe(200);
-    expect(s.get("a")).toBeUndefined();
-    s.put("b", "x", "y");
-    expect(s.totalBytes).toBe(101);
-  });
-  it("drops reports past their age", () => {
-    const c = clock();
-    const s = new ReportStore(limits, quiet, c.now);
-    s.put("a", "x", "old");
-    c.t += 6000;
-    s.put("b", "x", "new");
-    c.t += 5000;
-    expect(s.get("a")).toBeUndefined();
-    expect(s.get("b")?.state).toBe("new");
-    expect(s.size).toBe(1);
-    expect(s.totalBytes).toBe(3);
   });
 });
 
@@ -200,7 +158,7 @@ describe("boot server bounds", () => {
   let port = 0;
   let adminPort = 0;
   const token = "b".repeat(43);
-  let discovery: Discovery;
+  let fleet: FleetStore;
 
   beforeAll(async () => {
     mkdirSync(join(dir, "bundle"));
@@ -220,20 +178,21 @@ groups:
   - { name: g, profile: web }
 `,
     );
-    discovery = await Discovery.open(join(dir, "bounds.sqlite"));
+    const limits = { ratePerSecond: 5, burst: 20, maxDiscoveryRows: 3, maxReportBytes: 1000 };
+    fleet = await openFleet(join(dir, "bounds.sqlite"), fleetLimits(limits));
     server = new BootServer({
       inventoryFile: join(dir, "inventory.yaml"),
       publicUrl: "http://srv:1",
-      discovery,
+      fleet,
       host: "127.0.0.1",
       port: 0,
-      limits: { ratePerSecond: 5, burst: 20, maxDiscoveryRows: 3, maxReportBytes: 1000 },
+      limits,
     });
     port = await server.listen();
     admin = new AdminServer({
       token,
       reports: server.reports,
-      discovery,
+      fleet,
       host: "127.0.0.1",
       port: 0,
     });
@@ -242,6 +201,7 @@ groups:
   afterAll(async () => {
     await admin.close();
     await server.close();
+    await fleet.close();
   });
 
   it("refuses symlinks that lead out of an artifact directory", async () => {
@@ -337,9 +297,9 @@ groups:
       const r = await raw(port, `/ipxe?mac=52:54:00:00:01:0${i}`, { local: "127.0.3.1" });
       expect(r.body).toContain("kernel http://srv:1/artifacts/web/vmlinuz");
     }
-    expect(discovery.list().length).toBe(3);
+    expect((await fleet.list()).length).toBe(3);
     // A known machine is still updated.
     await raw(port, "/ipxe?mac=52:54:00:00:01:00&serial=S9", { local: "127.0.3.1" });
-    expect(discovery.get("52:54:00:00:01:00")?.facts.serial).toBe("S9");
+    expect((await fleet.get("52:54:00:00:01:00"))?.facts.serial).toBe("S9");
   });
 });

@@ -1,0 +1,328 @@
+import type { Driver, Param } from "./driver.js";
+import {
+  type Attached,
+  type BootEvent,
+  DEFAULT_FLEET_LIMITS,
+  type FleetLimits,
+  type FleetStore,
+  type LastBoot,
+  type LastReport,
+  type MachineDetail,
+  type MachineFilter,
+  type MachineSummary,
+  machineState,
+  type ReportEvent,
+  type StoredReport,
+} from "./store.js";
+
+interface MachineRow {
+  id: string;
+  facts: string;
+  first_seen: string;
+  last_seen: string;
+  grp: string | null;
+  profile: string | null;
+  requests: number | string;
+}
+interface BootRow {
+  machine: string;
+  at: string;
+  grp: string | null;
+  profile: string | null;
+  artifact: string | null;
+  server: string;
+}
+interface ReportRow {
+  agent: string;
+  machine: string | null;
+  at: string;
+  from_addr: string;
+  attached: string;
+  failed: string;
+  ok: number | string;
+}
+
+const MACHINE_COLUMNS = "id, facts, first_seen, last_seen, grp, profile, requests";
+
+/**
+ * The fleet store over either backend: the same statements for SQLite and
+ * PostgreSQL (`?` placeholders, ISO-8601 UTC text for times, which sort as
+ * they compare, JSON as text). Each write is one transaction that also bumps
+ * the change counter, so a dashboard on any replica sees it.
+ */
+export class SqlFleetStore implements FleetStore {
+  readonly kind: "sqlite" | "postgres";
+  private readonly limits: FleetLimits;
+  private expiredAt = 0;
+
+  constructor(
+    private readonly db: Driver,
+    readonly where: string,
+    limits: Partial<FleetLimits> = {},
+    private readonly now: () => number = Date.now,
+  ) {
+    this.kind = db.dialect;
+    this.limits = { ...DEFAULT_FLEET_LIMITS, ...limits };
+  }
+
+  private iso(): string {
+    return new Date(this.now()).toISOString();
+  }
+
+  private bump(t: Driver): Promise<unknown> {
+    return t.dialect === "sqlite"
+      ? t.run(
+          "UPDATE kiln_meta SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT) WHERE key = 'seq'",
+        )
+      : t.all("SELECT nextval('kiln_seq')");
+  }
+
+  async recordBoot(e: BootEvent): Promise<boolean> {
+    const at = this.iso();
+    const facts = JSON.stringify(e.facts);
+    return this.db.tx(async (t) => {
+      const updated = await t.run(
+        `UPDATE machines SET facts = ?, last_seen = ?, grp = ?, profile = ?, requests = requests + 1
+         WHERE id = ?`,
+        [facts, at, e.group, e.profile, e.machine],
+      );
+      if (!updated) {
+        const n = await count(t, "SELECT COUNT(*) AS n FROM machines");
+        if (n >= this.limits.maxMachines) return false;
+        // Another replica may insert the same machine at the same moment: then it is an update.
+        await t.run(
+          `INSERT INTO machines (${MACHINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1)
+           ON CONFLICT (id) DO UPDATE SET facts = excluded.facts, last_seen = excluded.last_seen,
+             grp = excluded.grp, profile = excluded.profile, requests = machines.requests + 1`,
+          [e.machine, facts, at, at, e.group, e.profile],
+        );
+      }
+      await t.run(
+        "INSERT INTO boots (machine, at, grp, profile, artifact, server) VALUES (?, ?, ?, ?, ?, ?)",
+        [e.machine, at, e.group, e.profile, e.artifact, e.server],
+      );
+      await trim(t, "boots", "machine", e.machine, this.limits.bootHistory);
+      await this.bump(t);
+      return true;
+    });
+  }
+
+  async recordReport(e: ReportEvent): Promise<void> {
+    const at = this.iso();
+    const attached = JSON.stringify(e.attached);
+    const failed = JSON.stringify(e.failed);
+    const ok = e.ok ? 1 : 0;
+    const bytes = Buffer.byteLength(e.body);
+    await this.db.tx(async (t) => {
+      await this.expire(t);
+      const known = await t.all("SELECT 1 AS x FROM agent_reports WHERE agent = ?", [e.agent]);
+      if (!known.length) {
+        // Full: the agents that reported longest ago go (a live one reports again soon).
+        const n = await count(t, "SELECT COUNT(*) AS n FROM agent_reports");
+        const over = n - this.limits.maxReports + 1;
+        if (over > 0)
+          await t.run(
+            `DELETE FROM agent_reports WHERE agent IN
+              (SELECT agent FROM agent_reports ORDER BY at, agent LIMIT ?)`,
+            [over],
+          );
+      }
+      await t.run(
+        `INSERT INTO agent_reports (agent, machine, at, from_addr, body, body_bytes, attached, failed, ok, server)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (agent) DO UPDATE SET machine = excluded.machine, at = excluded.at,
+           from_addr = excluded.from_addr, body = excluded.body, body_bytes = excluded.body_bytes,
+           attached = excluded.attached, failed = excluded.failed, ok = excluded.ok,
+           server = excluded.server`,
+        [e.agent, e.machine, at, e.from, e.body, bytes, attached, failed, ok, e.server],
+      );
+      await t.run(
+        `INSERT INTO report_log (agent, machine, at, from_addr, attached, failed, ok, server)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        [e.agent, e.machine, at, e.from, attached, failed, ok, e.server],
+      );
+      await trim(t, "report_log", "agent", e.agent, this.limits.reportHistory);
+      await this.boundBodies(t);
+      await this.bump(t);
+    });
+  }
+
+  /** Bodies beyond the byte bound are dropped, oldest first (the parsed report stays). */
+  private async boundBodies(t: Driver): Promise<void> {
+    let total = await count(t, "SELECT COALESCE(SUM(body_bytes), 0) AS n FROM agent_reports");
+    while (total > this.limits.maxReportTotalBytes) {
+      const oldest = await t.all<{ agent: string; body_bytes: number | string }>(
+        "SELECT agent, body_bytes FROM agent_reports WHERE body_bytes > 0 ORDER BY at, agent LIMIT 64",
+      );
+      if (!oldest.length) return;
+      for (const o of oldest) {
+        if (total <= this.limits.maxReportTotalBytes) return;
+        await t.run("UPDATE agent_reports SET body = NULL, body_bytes = 0 WHERE agent = ?", [
+          o.agent,
+        ]);
+        total -= Number(o.body_bytes);
+      }
+    }
+  }
+
+  /** Reports past their age go, at most once a minute (it scans an index). */
+  private async expire(t: Driver): Promise<void> {
+    const now = this.now();
+    if (now - this.expiredAt < 60_000) return;
+    this.expiredAt = now;
+    const cutoff = new Date(now - this.limits.maxReportAgeMs).toISOString();
+    await t.run("DELETE FROM agent_reports WHERE at < ?", [cutoff]);
+    await t.run("DELETE FROM report_log WHERE at < ?", [cutoff]);
+  }
+
+  async findMachine(ids: string[]): Promise<string | null> {
+    const some = ids.slice(0, 16);
+    if (!some.length) return null;
+    const rows = await this.db.all<{ id: string }>(
+      `SELECT id FROM machines WHERE id IN (${some.map(() => "?").join(", ")}) ORDER BY id`,
+      some,
+    );
+    // The first listed that is known, so the answer does not depend on the database's order.
+    return some.find((id) => rows.some((r) => r.id === id)) ?? null;
+  }
+
+  async list(f: MachineFilter = {}): Promise<MachineSummary[]> {
+    const where: string[] = [];
+    const params: Param[] = [];
+    if (f.group !== undefined) {
+      where.push("grp = ?");
+      params.push(f.group);
+    }
+    if (f.profile !== undefined) {
+      where.push("profile = ?");
+      params.push(f.profile);
+    }
+    if (f.seenWithinMs !== undefined) {
+      where.push("last_seen >= ?");
+      params.push(new Date(this.now() - f.seenWithinMs).toISOString());
+    }
+    const machines = await this.db.all<MachineRow>(
+      `SELECT ${MACHINE_COLUMNS} FROM machines ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+       ORDER BY last_seen DESC, id`,
+      params,
+    );
+    const boots = new Map<string, LastBoot>();
+    for (const b of await this.db.all<BootRow>(
+      `SELECT b.machine, b.at, b.grp, b.profile, b.artifact, b.server FROM boots b
+       JOIN (SELECT machine, MAX(id) AS id FROM boots GROUP BY machine) l ON b.id = l.id`,
+    ))
+      boots.set(b.machine, lastBoot(b));
+    const reports = new Map<string, LastReport>();
+    for (const r of await this.db.all<ReportRow>(
+      `SELECT agent, machine, at, from_addr, attached, failed, ok FROM agent_reports
+       WHERE machine IS NOT NULL ORDER BY at, agent`,
+    ))
+      reports.set(r.machine!, lastReport(r));
+    const out = machines.map((m) => summary(m, boots.get(m.id) ?? null, reports.get(m.id) ?? null));
+    return f.state ? out.filter((m) => machineState(m) === f.state) : out;
+  }
+
+  async get(id: string): Promise<MachineDetail | undefined> {
+    const m = (
+      await this.db.all<MachineRow>(`SELECT ${MACHINE_COLUMNS} FROM machines WHERE id = ?`, [id])
+    )[0];
+    if (!m) return undefined;
+    const boots = (
+      await this.db.all<BootRow>(
+        "SELECT machine, at, grp, profile, artifact, server FROM boots WHERE machine = ? ORDER BY id DESC LIMIT ?",
+        [id, this.limits.bootHistory],
+      )
+    ).map(lastBoot);
+    const reports = (
+      await this.db.all<ReportRow>(
+        `SELECT agent, machine, at, from_addr, attached, failed, ok FROM report_log
+         WHERE machine = ? ORDER BY id DESC LIMIT ?`,
+        [id, this.limits.reportHistory],
+      )
+    ).map(lastReport);
+    const latest = (
+      await this.db.all<ReportRow>(
+        `SELECT agent, machine, at, from_addr, attached, failed, ok FROM agent_reports
+         WHERE machine = ? ORDER BY at DESC LIMIT 1`,
+        [id],
+      )
+    )[0];
+    return {
+      ...summary(m, boots[0] ?? null, latest ? lastReport(latest) : null),
+      boots,
+      reports,
+    };
+  }
+
+  async forget(id: string): Promise<boolean> {
+    return this.db.tx(async (t) => {
+      const n = await t.run("DELETE FROM machines WHERE id = ?", [id]);
+      await t.run("DELETE FROM boots WHERE machine = ?", [id]);
+      await t.run("DELETE FROM report_log WHERE machine = ?", [id]);
+      await t.run("DELETE FROM agent_reports WHERE machine = ?", [id]);
+      await this.bump(t);
+      return n > 0;
+    });
+  }
+
+  async reports(): Promise<[string, StoredReport][]> {
+    const rows = await this.db.all<{ agent: string; at: string; from_addr: string; body: string }>(
+      "SELECT agent, at, from_addr, body FROM agent_reports ORDER BY at, agent",
+    );
+    return rows.map((r) => [r.agent, { at: r.at, from: r.from_addr, state: r.body ?? "" }]);
+  }
+
+  async version(): Promise<string> {
+    const rows =
+      this.db.dialect === "sqlite"
+        ? await this.db.all<{ v: string }>("SELECT value AS v FROM kiln_meta WHERE key = 'seq'")
+        : await this.db.all<{ v: string }>("SELECT last_value AS v FROM kiln_seq");
+    return String(rows[0]?.v ?? "0");
+  }
+
+  close(): Promise<void> {
+    return this.db.close();
+  }
+}
+
+async function count(t: Driver, sql: string): Promise<number> {
+  return Number((await t.all<{ n: number | string }>(sql))[0]?.n ?? 0);
+}
+
+/** Keep the newest `keep` rows of `table` whose `col` is `value`. */
+async function trim(t: Driver, table: string, col: string, value: string, keep: number) {
+  await t.run(
+    `DELETE FROM ${table} WHERE ${col} = ? AND id <=
+      (SELECT id FROM ${table} WHERE ${col} = ? ORDER BY id DESC LIMIT 1 OFFSET ?)`,
+    [value, value, keep],
+  );
+}
+
+function summary(m: MachineRow, lastBoot: LastBoot | null, report: LastReport | null) {
+  return {
+    id: m.id,
+    facts: JSON.parse(m.facts) as Record<string, string>,
+    firstSeen: m.first_seen,
+    lastSeen: m.last_seen,
+    group: m.grp,
+    profile: m.profile,
+    requests: Number(m.requests),
+    lastBoot,
+    report,
+  };
+}
+
+function lastBoot(b: BootRow): LastBoot {
+  return { at: b.at, group: b.grp, profile: b.profile, artifact: b.artifact, server: b.server };
+}
+
+function lastReport(r: ReportRow): LastReport {
+  return {
+    agent: r.agent,
+    at: r.at,
+    from: r.from_addr,
+    attached: JSON.parse(r.attached) as Attached[],
+    failed: JSON.parse(r.failed) as string[],
+    ok: Number(r.ok) === 1,
+  };
+}

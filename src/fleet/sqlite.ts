@@ -1,0 +1,76 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
+import { KilnError } from "../util/errors.js";
+import { type Driver, Mutex, type Param } from "./driver.js";
+
+/**
+ * SQLite on disk through the runtime's own binding (node:sqlite). WAL: a
+ * commit is in the log file before the call returns, so a process killed at
+ * any moment loses no committed write (synchronous=NORMAL gives up only what
+ * a power cut takes from the OS's cache), and `kiln machines` reads while
+ * `kiln serve` writes. One connection: transactions take turns.
+ */
+export function openSqlite(file: string): Driver {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(file);
+    db.exec("PRAGMA busy_timeout = 5000");
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec("PRAGMA synchronous = NORMAL");
+  } catch (err) {
+    throw new KilnError(
+      "FLEET_DB_BAD",
+      `${file} is not a database kiln can open: ${(err as Error).message}`,
+      {
+        hint: "point --db at another file, or move this one away (kiln makes a new one)",
+      },
+    );
+  }
+  const cache = new Map<string, StatementSync>();
+  const prepare = (sql: string) => {
+    let s = cache.get(sql);
+    if (!s) {
+      s = db.prepare(sql);
+      cache.set(sql, s);
+    }
+    return s;
+  };
+  const mutex = new Mutex();
+  let inTx = false;
+  const base = {
+    dialect: "sqlite" as const,
+    all: async <T>(sql: string, params: Param[] = []) => prepare(sql).all(...params) as T[],
+    run: async (sql: string, params: Param[] = []) => Number(prepare(sql).run(...params).changes),
+  };
+  const driver: Driver = {
+    ...base,
+    tx: <T>(fn: (d: Driver) => Promise<T>) =>
+      mutex.run(async () => {
+        if (inTx) throw new Error("nested fleet transaction");
+        inTx = true;
+        db.exec("BEGIN IMMEDIATE");
+        try {
+          const out = await fn({
+            ...base,
+            tx: () => Promise.reject(new Error("nested")),
+            close: async () => {},
+          });
+          db.exec("COMMIT");
+          return out;
+        } catch (err) {
+          if (db.isTransaction) db.exec("ROLLBACK");
+          throw err;
+        } finally {
+          inTx = false;
+        }
+      }),
+    close: async () => {
+      await mutex.run(async () => {
+        if (db.isOpen) db.close();
+      });
+    },
+  };
+  return driver;
+}
