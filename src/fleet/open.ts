@@ -17,6 +17,7 @@ export const isPostgres = (db: string) => /^postgres(ql)?:\/\//.test(db);
 export async function openFleet(
   db: string,
   limits: Partial<FleetLimits> = {},
+  now: () => number = Date.now,
 ): Promise<FleetStore> {
   const pgUrl = isPostgres(db);
   const where = pgUrl ? redactUrl(db) : resolve(db);
@@ -27,5 +28,5 @@ export async function openFleet(
     await driver.close();
     throw err;
   }
-  return new SqlFleetStore(driver, where, limits);
+  return new SqlFleetStore(driver, where, limits, now);
 }

@@ -11,6 +11,8 @@ import { type Driver, Mutex, type Param } from "./driver.js";
  * a power cut takes from the OS's cache), and `kiln machines` reads while
  * `kiln serve` writes. One connection: transactions take turns.
  */
+const FILE_LOCKS = new Map<string, Mutex>();
+
 export function openSqlite(file: string): Driver {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   let db: DatabaseSync;
@@ -37,7 +39,15 @@ export function openSqlite(file: string): Driver {
     }
     return s;
   };
-  const mutex = new Mutex();
+  // Per file, not per connection: two stores of one process on one file (tests,
+  // replicas in one process) would otherwise wait on each other's lock while
+  // holding the thread the other needs to finish (the busy wait is synchronous).
+  let mutex = FILE_LOCKS.get(file);
+  if (!mutex) {
+    mutex = new Mutex();
+    FILE_LOCKS.set(file, mutex);
+  }
+  const lock = mutex;
   let inTx = false;
   const base = {
     dialect: "sqlite" as const,
@@ -47,7 +57,7 @@ export function openSqlite(file: string): Driver {
   const driver: Driver = {
     ...base,
     tx: <T>(fn: (d: Driver) => Promise<T>) =>
-      mutex.run(async () => {
+      lock.run(async () => {
         if (inTx) throw new Error("nested fleet transaction");
         inTx = true;
         db.exec("BEGIN IMMEDIATE");
@@ -67,7 +77,7 @@ export function openSqlite(file: string): Driver {
         }
       }),
     close: async () => {
-      await mutex.run(async () => {
+      await lock.run(async () => {
         if (db.isOpen) db.close();
       });
     },
