@@ -1,43 +1,106 @@
 #!/usr/bin/env node
-// Boot scripts per second from kiln's boot server on loopback (bench/boot-server.js),
-// measured with wrk (2 threads, 32 connections, 10 s). Part of `npm run bench`;
+// Boot scripts (and agent reports) per second from kiln's boot server on
+// loopback (bench/boot-server.js), measured with wrk (2 threads, 32
+// connections, 10 s; each request a different machine of 5,000, every one
+// committed to the fleet database). Part of `npm run bench`;
 // `node bench/boot-rate.js` runs it alone (after `npm run build`).
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const PORT = 18099;
 
-/** The rate in requests/s, or undefined (with a note) when wrk is not installed. */
+export const hasWrk = () => spawnSync("sh", ["-c", "command -v wrk"]).status === 0;
+
+// wrk's Lua: each thread numbers its requests; machines cycle through 5,000 MACs.
+const LUA = {
+  boots: `local id, n = 0, 0
+function setup(thread) thread:set("id", math.random(0, 255)) end
+function init() id = tonumber(wrk.thread:get("id")) or 0 end
+function request()
+  n = (n + 1) % 5000
+  local mac = string.format("52:54:%02x:00:%02x:%02x", id, math.floor(n / 256), n % 256)
+  return wrk.format("GET", "/ipxe?mac=" .. mac .. "&serial=S" .. n)
+end`,
+  reports: `local id, n = 0, 0
+function setup(thread) thread:set("id", math.random(0, 255)) end
+function init() id = tonumber(wrk.thread:get("id")) or 0 end
+function request()
+  n = (n + 1) % 5000
+  local agent = string.format("%02x%030d", id, n)
+  local mac = string.format("52:54:%02x:00:%02x:%02x", id, math.floor(n / 256), n % 256)
+  local body = "machine_id " .. agent .. "\\nmac " .. mac .. "\\nportable web 1.0." .. n .. "\\nstatus ok\\n"
+  return wrk.format("POST", "/report?machine_id=" .. agent, nil, body)
+end`,
+};
+
+/** A boot server on PORT with fleet database DB; resolves once it is ready. */
+export async function bootServer(port = PORT, db = undefined, name = undefined) {
+  const srv = spawn(
+    process.execPath,
+    [
+      join(import.meta.dirname, "boot-server.js"),
+      String(port),
+      ...(db ? [db] : []),
+      ...(name ? [name] : []),
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  await ready(srv);
+  return {
+    port,
+    stop: async () => {
+      srv.kill("SIGTERM");
+      await once(srv, "close");
+    },
+  };
+}
+
+/** requests/s of `what` (boots or reports) against each port at once, summed. */
+export async function wrkRate(ports, what = "boots", seconds = 10) {
+  const dir = mkdtempSync(join(tmpdir(), "kiln-wrk-"));
+  try {
+    const lua = join(dir, `${what}.lua`);
+    writeFileSync(lua, LUA[what]);
+    const runs = ports.map(async (port) => {
+      const w = spawn(
+        "wrk",
+        ["-t2", "-c32", `-d${seconds}s`, "-s", lua, `http://127.0.0.1:${port}/`],
+        {
+          stdio: ["ignore", "pipe", "inherit"],
+        },
+      );
+      let text = "";
+      w.stdout.on("data", (d) => {
+        text += d;
+      });
+      const [code] = await once(w, "close");
+      const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
+      if (code !== 0 || !rps) throw new Error(`wrk failed (exit ${code}):\n${text}`);
+      // Non-2xx answers would be a fast error path, not boot scripts or stored reports.
+      if (/Non-2xx or 3xx responses/.test(text))
+        throw new Error(`the boot server answered errors:\n${text}`);
+      return Number(rps[1]);
+    });
+    return (await Promise.all(runs)).reduce((a, b) => a + b, 0);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The boot-script rate on SQLite in requests/s, or undefined (with a note) when wrk is not installed. */
 export async function bootScriptRate() {
-  if (spawnSync("sh", ["-c", "command -v wrk"]).status !== 0) {
+  if (!hasWrk()) {
     console.error("bench: wrk not installed (apt-get install wrk); skipping boot-script rate");
     return undefined;
   }
-  const srv = spawn(process.execPath, [join(import.meta.dirname, "boot-server.js"), String(PORT)], {
-    stdio: ["ignore", "pipe", "inherit"],
-  });
+  const s = await bootServer(PORT);
   try {
-    await ready(srv);
-    const w = spawn(
-      "wrk",
-      ["-t2", "-c32", "-d10s", `http://127.0.0.1:${PORT}/ipxe?mac=52:54:00:00:00:01&serial=S1`],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    let text = "";
-    w.stdout.on("data", (d) => {
-      text += d;
-    });
-    const [code] = await once(w, "close");
-    const rps = /Requests\/sec:\s+([\d.]+)/.exec(text);
-    if (code !== 0 || !rps) throw new Error(`wrk failed (exit ${code}):\n${text}`);
-    // Non-2xx answers would be a fast error path, not boot scripts.
-    if (/Non-2xx or 3xx responses/.test(text))
-      throw new Error(`the boot server answered errors:\n${text}`);
-    return Number(rps[1]);
+    return await wrkRate([PORT], "boots");
   } finally {
-    srv.kill("SIGTERM");
-    await once(srv, "close");
+    await s.stop();
   }
 }
 

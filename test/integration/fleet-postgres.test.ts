@@ -1,7 +1,7 @@
 import { afterAll } from "vitest";
 import { openFleet } from "../../src/fleet/open.js";
 import { fleetSuite } from "../shared/fleet-suite.js";
-import { startPostgres } from "./postgres.js";
+import { startPostgres } from "../support/postgres.js";
 
 // The fleet store's shared suite on a real PostgreSQL server (the unit tests run it on SQLite).
 const pg = startPostgres();

@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { openFleet } from "../../src/fleet/open.js";
+import { startPostgres, type TempPostgres } from "../support/postgres.js";
 import { KILN, until } from "./helpers.js";
 import { Lan } from "./lan.js";
-import { startPostgres, type TempPostgres } from "./postgres.js";
 
 // Fleet state that survives its servers: kiln serve on SQLite killed with
 // SIGKILL mid-stream loses nothing it acknowledged (and leaves no dnsmasq);

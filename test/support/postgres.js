@@ -1,23 +1,13 @@
+// A throwaway PostgreSQL server from Debian's package, for the fleet tests and
+// benchmarks: initdb and pg_ctl in a temporary directory, listening only on a
+// Unix socket there (which network namespaces share, as they share the
+// filesystem); run as the `postgres` user, since PostgreSQL refuses root.
 import { spawnSync } from "node:child_process";
 import { chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir, userInfo } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/**
- * A throwaway PostgreSQL server from Debian's package: initdb and pg_ctl in
- * a temporary directory, listening only on a Unix socket there (which
- * network namespaces share, as they share the filesystem). Run as the
- * `postgres` user, since PostgreSQL refuses to run as root.
- */
-export interface TempPostgres {
-  /** postgres:// URL of the database `kiln`, through the socket. */
-  url: string;
-  /** A new empty database on the same server, and its URL. */
-  create(name: string): string;
-  stop(): void;
-}
-
-function pgBin(): string {
+function pgBin() {
   const base = "/usr/lib/postgresql";
   const v = existsSync(base)
     ? readdirSync(base)
@@ -29,24 +19,24 @@ function pgBin(): string {
   return join(base, v, "bin");
 }
 
-export function startPostgres(): TempPostgres {
+/** @returns {{ url: string, create(name: string): string, stop(): void }} */
+export function startPostgres() {
   const bin = pgBin();
   const dir = mkdtempSync(join(tmpdir(), "kiln-pg-"));
   chmodSync(dir, 0o755);
-  const pw =
-    userInfo().uid === 0 ? spawnSync("id", ["-u", "postgres"], { encoding: "utf8" }) : undefined;
-  const asPg = (cmd: string, args: string[]) => {
-    const r =
-      userInfo().uid === 0
-        ? spawnSync("runuser", ["-u", "postgres", "--", cmd, ...args], { encoding: "utf8" })
-        : spawnSync(cmd, args, { encoding: "utf8" });
+  const root = process.getuid?.() === 0;
+  if (root) {
+    const uid = Number(spawnSync("id", ["-u", "postgres"], { encoding: "utf8" }).stdout.trim());
+    const gid = Number(spawnSync("id", ["-g", "postgres"], { encoding: "utf8" }).stdout.trim());
+    chownSync(dir, uid, gid);
+  }
+  const asPg = (cmd, args) => {
+    const r = root
+      ? spawnSync("runuser", ["-u", "postgres", "--", cmd, ...args], { encoding: "utf8" })
+      : spawnSync(cmd, args, { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.stderr}${r.stdout}`);
     return r.stdout;
   };
-  if (pw) {
-    const uid = Number(pw.stdout.trim());
-    chownSync(dir, uid, uid);
-  }
   const data = join(dir, "data");
   asPg(join(bin, "initdb"), ["-D", data, "-A", "trust", "-U", "kiln", "--no-sync", "-E", "UTF8"]);
   asPg(join(bin, "pg_ctl"), [
@@ -56,10 +46,10 @@ export function startPostgres(): TempPostgres {
     join(dir, "log"),
     "-w",
     "-o",
-    `-c listen_addresses='' -c unix_socket_directories='${dir}' -c fsync=off -c max_connections=64`,
+    `-c listen_addresses='' -c unix_socket_directories='${dir}' -c max_connections=64`,
     "start",
   ]);
-  const create = (name: string) => {
+  const create = (name) => {
     asPg(join(bin, "createdb"), ["-h", dir, "-U", "kiln", name]);
     return `postgres://kiln@/${name}?host=${encodeURIComponent(dir)}`;
   };
