@@ -38,6 +38,37 @@ export const inventorySchema = z.strictObject({
         )
         .default([])
         .describe("what kiln-agent on these machines attaches"),
+      install: z
+        .strictObject({
+          image: z
+            .string()
+            .describe(
+              "a kiln build output directory with a disk output (its manifest.json gives the image, size and sha256)",
+            ),
+          target: z
+            .union([
+              z.literal("auto"),
+              z
+                .string()
+                .regex(
+                  /^\/dev\/(disk\/by-(path|id)\/[A-Za-z0-9:._+-]+|[a-z][a-z0-9]{1,15})$/,
+                  "auto, or a device path such as /dev/disk/by-path/… or /dev/sda",
+                ),
+            ])
+            .default("auto")
+            .describe(
+              "auto: the first disk with no partition table or signature (never the boot medium)",
+            ),
+          overwrite: z
+            .boolean()
+            .default(false)
+            .describe("write over a disk that holds a partition table or filesystem"),
+          after: z.enum(["reboot", "poweroff"]).default("reboot"),
+        })
+        .optional()
+        .describe(
+          "install to the machine's disk instead of running from RAM: artifact is then the installer (a netboot bundle)",
+        ),
       kernel_args: z.string().default(""),
       metadata: z.record(z.string(), z.string()).default({}),
       cloud_init: z

@@ -29,10 +29,14 @@ const STEPS: { version: number; sql: (d: Dialect) => string[] }[] = [
         `CREATE TABLE boots (${id}, machine TEXT NOT NULL, at TEXT NOT NULL,
           grp TEXT, profile TEXT, artifact TEXT, server TEXT NOT NULL)`,
         "CREATE INDEX boots_machine ON boots (machine, id)",
+        // The body last: SQLite reads a row's columns in order, and a long body's
+        // overflow pages would be walked to reach any column after it.
         `CREATE TABLE agent_reports (agent TEXT PRIMARY KEY, machine TEXT, at TEXT NOT NULL,
-          from_addr TEXT NOT NULL, body TEXT, body_bytes INTEGER NOT NULL, attached TEXT NOT NULL,
-          failed TEXT NOT NULL, ok INTEGER NOT NULL, server TEXT NOT NULL)`,
+          from_addr TEXT NOT NULL, body_bytes INTEGER NOT NULL, attached TEXT NOT NULL,
+          failed TEXT NOT NULL, ok INTEGER NOT NULL, server TEXT NOT NULL, body TEXT)`,
         "CREATE INDEX agent_reports_at ON agent_reports (at)",
+        // SUM(body_bytes) for the byte bound, from the index alone.
+        "CREATE INDEX agent_reports_bytes ON agent_reports (body_bytes)",
         "CREATE INDEX agent_reports_machine ON agent_reports (machine)",
         `CREATE TABLE report_log (${id}, agent TEXT NOT NULL, machine TEXT, at TEXT NOT NULL,
           from_addr TEXT NOT NULL, attached TEXT NOT NULL, failed TEXT NOT NULL, ok INTEGER NOT NULL,
@@ -44,6 +48,22 @@ const STEPS: { version: number; sql: (d: Dialect) => string[] }[] = [
         d === "sqlite"
           ? "INSERT INTO kiln_meta (key, value) VALUES ('seq', '0')"
           : "CREATE SEQUENCE kiln_seq",
+      ];
+    },
+  },
+  {
+    version: 3,
+    sql: (d) => {
+      const id = d === "sqlite" ? "id INTEGER PRIMARY KEY" : "id BIGSERIAL PRIMARY KEY";
+      return [
+        // A machine's install to its own disk: the current one, and how each ended.
+        `CREATE TABLE installs (machine TEXT PRIMARY KEY, state TEXT NOT NULL, image TEXT,
+          started_at TEXT NOT NULL, updated_at TEXT NOT NULL, finished_at TEXT,
+          bytes BIGINT NOT NULL DEFAULT 0, total BIGINT NOT NULL DEFAULT 0,
+          rate BIGINT NOT NULL DEFAULT 0, reason TEXT, server TEXT NOT NULL)`,
+        `CREATE TABLE install_log (${id}, machine TEXT NOT NULL, at TEXT NOT NULL,
+          state TEXT NOT NULL, image TEXT, seconds INTEGER, reason TEXT, server TEXT NOT NULL)`,
+        "CREATE INDEX install_log_machine ON install_log (machine, id)",
       ];
     },
   },

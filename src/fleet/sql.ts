@@ -5,6 +5,10 @@ import {
   DEFAULT_FLEET_LIMITS,
   type FleetLimits,
   type FleetStore,
+  type InstallEvent,
+  type InstallRecord,
+  type InstallState,
+  type InstallUpdate,
   type LastBoot,
   type LastReport,
   type MachineDetail,
@@ -42,7 +46,23 @@ interface ReportRow {
   ok: number | string;
 }
 
+interface InstallRow {
+  machine: string;
+  state: string;
+  image: string | null;
+  started_at: string;
+  updated_at: string;
+  finished_at: string | null;
+  bytes: number | string;
+  total: number | string;
+  rate: number | string;
+  reason: string | null;
+  server: string;
+}
+
 const MACHINE_COLUMNS = "id, facts, first_seen, last_seen, grp, profile, requests";
+const INSTALL_COLUMNS =
+  "machine, state, image, started_at, updated_at, finished_at, bytes, total, rate, reason, server";
 
 /**
  * The fleet store over either backend: the same statements for SQLite and
@@ -218,7 +238,12 @@ export class SqlFleetStore implements FleetStore {
        WHERE machine IS NOT NULL ORDER BY at, agent`,
     ))
       reports.set(r.machine!, lastReport(r));
-    const out = machines.map((m) => summary(m, boots.get(m.id) ?? null, reports.get(m.id) ?? null));
+    const installs = new Map<string, InstallRecord>();
+    for (const i of await this.db.all<InstallRow>(`SELECT ${INSTALL_COLUMNS} FROM installs`))
+      installs.set(i.machine, installRecord(i));
+    const out = machines.map((m) =>
+      summary(m, boots.get(m.id) ?? null, reports.get(m.id) ?? null, installs.get(m.id) ?? null),
+    );
     return f.state ? out.filter((m) => machineState(m) === f.state) : out;
   }
 
@@ -247,11 +272,113 @@ export class SqlFleetStore implements FleetStore {
         [id],
       )
     )[0];
+    const current = await this.install(id);
+    const installs = (
+      await this.db.all<InstallEvent & { state: InstallState }>(
+        `SELECT at, state, image, seconds, reason, server FROM install_log
+         WHERE machine = ? ORDER BY id DESC LIMIT ?`,
+        [id, this.limits.bootHistory],
+      )
+    ).map((e) => ({ ...e, seconds: e.seconds === null ? null : Number(e.seconds) }));
     return {
-      ...summary(m, boots[0] ?? null, latest ? lastReport(latest) : null),
+      ...summary(m, boots[0] ?? null, latest ? lastReport(latest) : null, current ?? null),
       boots,
       reports,
+      installs,
     };
+  }
+
+  async recordInstall(u: InstallUpdate): Promise<void> {
+    const at = this.iso();
+    await this.db.tx(async (t) => {
+      const cur = (
+        await t.all<InstallRow>(`SELECT ${INSTALL_COLUMNS} FROM installs WHERE machine = ?`, [
+          u.machine,
+        ])
+      )[0];
+      const fresh = !cur || u.start === true;
+      // A late progress line from an install that has ended changes nothing.
+      if (!fresh && cur && cur.state !== "installing") return;
+      const ended = u.state !== "installing";
+      if (fresh) {
+        await t.run(
+          `INSERT INTO installs (${INSTALL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+           ON CONFLICT (machine) DO UPDATE SET state = excluded.state, image = excluded.image,
+             started_at = excluded.started_at, updated_at = excluded.updated_at,
+             finished_at = excluded.finished_at, bytes = excluded.bytes, total = excluded.total,
+             rate = excluded.rate, reason = excluded.reason, server = excluded.server`,
+          [
+            u.machine,
+            u.state,
+            u.image ?? null,
+            at,
+            at,
+            ended ? at : null,
+            u.bytes ?? 0,
+            u.total ?? 0,
+            u.rate ?? 0,
+            u.reason ?? null,
+            u.server,
+          ],
+        );
+      } else {
+        await t.run(
+          `UPDATE installs SET state = ?, updated_at = ?, finished_at = ?, bytes = ?, total = ?,
+             rate = ?, reason = ?, server = ? WHERE machine = ?`,
+          [
+            u.state,
+            at,
+            ended ? at : null,
+            u.bytes ?? Number(cur!.bytes),
+            u.total ?? Number(cur!.total),
+            u.rate ?? Number(cur!.rate),
+            u.reason ?? null,
+            u.server,
+            u.machine,
+          ],
+        );
+      }
+      if (fresh || ended) {
+        const started = fresh ? at : cur!.started_at;
+        const seconds = ended ? Math.round((Date.parse(at) - Date.parse(started)) / 1000) : null;
+        await t.run(
+          "INSERT INTO install_log (machine, at, state, image, seconds, reason, server) VALUES (?, ?, ?, ?, ?, ?, ?)",
+          [
+            u.machine,
+            at,
+            u.state,
+            u.image ?? cur?.image ?? null,
+            seconds,
+            u.reason ?? null,
+            u.server,
+          ],
+        );
+        await trim(t, "install_log", "machine", u.machine, this.limits.bootHistory);
+      }
+      await this.bump(t);
+    });
+  }
+
+  async install(machine: string): Promise<InstallRecord | undefined> {
+    const r = (
+      await this.db.all<InstallRow>(`SELECT ${INSTALL_COLUMNS} FROM installs WHERE machine = ?`, [
+        machine,
+      ])
+    )[0];
+    return r && installRecord(r);
+  }
+
+  async resetInstall(machine: string, server: string): Promise<boolean> {
+    return this.db.tx(async (t) => {
+      const n = await t.run("DELETE FROM installs WHERE machine = ?", [machine]);
+      if (!n) return false;
+      await t.run(
+        "INSERT INTO install_log (machine, at, state, image, seconds, reason, server) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [machine, this.iso(), "failed", null, null, "reinstall asked for", server],
+      );
+      await this.bump(t);
+      return true;
+    });
   }
 
   async forget(id: string): Promise<boolean> {
@@ -260,6 +387,8 @@ export class SqlFleetStore implements FleetStore {
       await t.run("DELETE FROM boots WHERE machine = ?", [id]);
       await t.run("DELETE FROM report_log WHERE machine = ?", [id]);
       await t.run("DELETE FROM agent_reports WHERE machine = ?", [id]);
+      await t.run("DELETE FROM installs WHERE machine = ?", [id]);
+      await t.run("DELETE FROM install_log WHERE machine = ?", [id]);
       await this.bump(t);
       return n > 0;
     });
@@ -298,7 +427,12 @@ async function trim(t: Driver, table: string, col: string, value: string, keep: 
   );
 }
 
-function summary(m: MachineRow, lastBoot: LastBoot | null, report: LastReport | null) {
+function summary(
+  m: MachineRow,
+  lastBoot: LastBoot | null,
+  report: LastReport | null,
+  install: InstallRecord | null,
+): MachineSummary {
   return {
     id: m.id,
     facts: JSON.parse(m.facts) as Record<string, string>,
@@ -309,6 +443,22 @@ function summary(m: MachineRow, lastBoot: LastBoot | null, report: LastReport | 
     requests: Number(m.requests),
     lastBoot,
     report,
+    install,
+  };
+}
+
+function installRecord(r: InstallRow): InstallRecord {
+  return {
+    state: r.state as InstallState,
+    image: r.image,
+    startedAt: r.started_at,
+    updatedAt: r.updated_at,
+    finishedAt: r.finished_at,
+    bytes: Number(r.bytes),
+    total: Number(r.total),
+    rate: Number(r.rate),
+    reason: r.reason,
+    server: r.server,
   };
 }
 

@@ -64,6 +64,47 @@ export interface LastReport {
   ok: boolean;
 }
 
+/** installing: the installer is writing; installed: it wrote and verified; failed: it said why. */
+export type InstallState = "installing" | "installed" | "failed";
+
+export interface InstallRecord {
+  state: InstallState;
+  /** "NAME VERSION" of the image. */
+  image: string | null;
+  startedAt: string;
+  updatedAt: string;
+  finishedAt: string | null;
+  bytes: number;
+  total: number;
+  /** Bytes per second, as the installer last measured. */
+  rate: number;
+  reason: string | null;
+  server: string;
+}
+
+/** One ended (or begun) install, for a machine's history. */
+export interface InstallEvent {
+  at: string;
+  state: InstallState;
+  image: string | null;
+  seconds: number | null;
+  reason: string | null;
+  server: string;
+}
+
+export interface InstallUpdate {
+  machine: string;
+  /** A new install begins (the installer asked for its plan): earlier progress is dropped. */
+  start?: boolean;
+  state: InstallState;
+  image?: string | null;
+  bytes?: number;
+  total?: number;
+  rate?: number;
+  reason?: string | null;
+  server: string;
+}
+
 export interface MachineSummary {
   id: string;
   facts: Facts;
@@ -75,6 +116,7 @@ export interface MachineSummary {
   requests: number;
   lastBoot: LastBoot | null;
   report: LastReport | null;
+  install: InstallRecord | null;
 }
 
 export interface MachineDetail extends MachineSummary {
@@ -82,6 +124,8 @@ export interface MachineDetail extends MachineSummary {
   boots: LastBoot[];
   /** Newest first, at most FleetLimits.reportHistory. */
   reports: LastReport[];
+  /** Newest first, at most FleetLimits.bootHistory. */
+  installs: InstallEvent[];
 }
 
 export interface StoredReport {
@@ -123,21 +167,38 @@ export interface MachineFilter {
 }
 
 /**
- * unmatched: no group; failing: its agent's last report names failures;
- * reporting: its agent reports, all well; booted: booted, no report yet.
+ * unmatched: no group; install-failed: its last install to disk failed;
+ * installing: an install is running; failing: its agent's last report names
+ * failures; reporting: its agent reports, all well; installed: installed to
+ * its disk, no report (yet); booted: booted, no report yet.
  */
-export type MachineState = "unmatched" | "failing" | "reporting" | "booted";
+export type MachineState =
+  | "unmatched"
+  | "install-failed"
+  | "installing"
+  | "failing"
+  | "reporting"
+  | "installed"
+  | "booted";
 export const MACHINE_STATES: readonly MachineState[] = [
   "unmatched",
+  "install-failed",
+  "installing",
   "failing",
   "reporting",
+  "installed",
   "booted",
 ];
 
-export function machineState(m: Pick<MachineSummary, "group" | "report">): MachineState {
+export function machineState(
+  m: Pick<MachineSummary, "group" | "report"> & { install?: InstallRecord | null },
+): MachineState {
   if (!m.group) return "unmatched";
+  if (m.install?.state === "failed") return "install-failed";
+  if (m.install?.state === "installing") return "installing";
   if (m.report && !m.report.ok) return "failing";
   if (m.report) return "reporting";
+  if (m.install?.state === "installed") return "installed";
   return "booted";
 }
 
@@ -153,6 +214,12 @@ export interface FleetStore {
   findMachine(ids: string[]): Promise<string | null>;
   list(filter?: MachineFilter): Promise<MachineSummary[]>;
   get(id: string): Promise<MachineDetail | undefined>;
+  /** Start, advance or end a machine's install (progress updates are ignored once it ended). */
+  recordInstall(u: InstallUpdate): Promise<void>;
+  /** The machine's current install, if any. */
+  install(machine: string): Promise<InstallRecord | undefined>;
+  /** Forget the current install so the next network boot installs again; false if none. */
+  resetInstall(machine: string, server: string): Promise<boolean>;
   /** Delete a machine with its boots and reports; false if it was not there. */
   forget(id: string): Promise<boolean>;
   /** Agents' last reports, oldest first (the admin listener's /reports.json). */

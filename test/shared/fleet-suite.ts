@@ -138,6 +138,32 @@ export function fleetSuite(
       expect((await s.get(mac(3)))!.requests).toBe(1);
     });
 
+    it("an install: begun, advanced, ended; late progress ignored; reinstall forgets it", async () => {
+      const m = mac(5);
+      const u = { machine: m, server: "a:8080", image: "web 1.0" };
+      await s.recordInstall({ ...u, state: "installing", start: true, total: 1000 });
+      await s.recordInstall({ ...u, state: "installing", bytes: 400, rate: 200 });
+      expect(await s.install(m)).toMatchObject({ state: "installing", bytes: 400, total: 1000 });
+      expect(machineState((await s.get(m))!)).toBe("installing");
+      await s.recordInstall({ ...u, state: "failed", reason: "sha256 mismatch" });
+      await s.recordInstall({ ...u, state: "installing", bytes: 900 });
+      expect(await s.install(m)).toMatchObject({ state: "failed", reason: "sha256 mismatch" });
+      expect(machineState((await s.get(m))!)).toBe("install-failed");
+      // The next network boot begins again, and this time it ends well.
+      await s.recordInstall({ ...u, state: "installing", start: true, total: 1000 });
+      expect((await s.install(m))?.bytes).toBe(0);
+      await s.recordInstall({ ...u, state: "installed", bytes: 1000 });
+      const d = (await s.get(m))!;
+      expect(d.install).toMatchObject({ state: "installed", bytes: 1000, reason: null });
+      // History is bounded like boots (3 in this store).
+      expect(d.installs.map((e) => e.state)).toEqual(["installed", "installing", "failed"]);
+      expect(d.installs[0]!.seconds).toBeGreaterThanOrEqual(0);
+      expect(machineState(d)).toBe("installed");
+      expect(await s.resetInstall(m, "cli")).toBe(true);
+      expect(await s.resetInstall(m, "cli")).toBe(false);
+      expect(await s.install(m)).toBeUndefined();
+    });
+
     it("the change counter grows with every write", async () => {
       const v0 = await s.version();
       await s.recordBoot(boot(mac(4)));
