@@ -60,7 +60,7 @@ export function registerMachines(program: Command): void {
   const machines = program
     .command("machines")
     .description(
-      "the fleet kiln serve knows: machines, their group, boots and agent reports (ls, show, forget)",
+      "the fleet kiln serve knows: machines, their group, boots, installs and agent reports (ls, show, reinstall, forget)",
     );
 
   machines
@@ -143,6 +143,33 @@ export function registerMachines(program: Command): void {
           ),
         ];
         process.stdout.write(`${lines.join("\n")}\n`);
+      } finally {
+        await fleet.close();
+      }
+    });
+
+  machines
+    .command("reinstall <id>")
+    .description(
+      "install the machine's disk again at its next network boot (its profile must say install:)",
+    )
+    .option("--db <file|url>", DB_HELP, defaultDb())
+    .option("--json", "machine-readable output")
+    .action(async (id: string, o: { db: string; json?: boolean }) => {
+      const fleet = await openFleet(o.db);
+      try {
+        const m = id.toLowerCase();
+        if (!(await fleet.get(m)))
+          throw new KilnError("MACHINE_UNKNOWN", `no machine ${id} in ${fleet.where}`, {
+            hint: "kiln machines ls lists them",
+          });
+        const had = await fleet.resetInstall(m, "kiln machines reinstall");
+        const text = had
+          ? `${id} installs again at its next network boot`
+          : `${id} has no install on record; it installs at its next network boot if its profile says install:`;
+        process.stdout.write(
+          o.json ? `${JSON.stringify({ machine: m, reinstall: true, had })}\n` : `${text}\n`,
+        );
       } finally {
         await fleet.close();
       }

@@ -8,6 +8,7 @@ import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
 import { AddonService } from "./addons.js";
 import { BootTokens } from "./boots.js";
+import { InstallService } from "./install.js";
 import {
   type Facts,
   type Inventory,
@@ -35,7 +36,8 @@ const MAX_URL = 2048;
 const LABEL = /^[a-z][a-z0-9_-]{0,63}$/;
 
 /** Endpoints a client can hit cheaply and often; artifacts (large, resumed) are not limited. */
-const LIMITED = /^\/(ipxe|boot\.ipxe|assignment|report|metadata\/.*|cloud-init\/.*)$/;
+const LIMITED =
+  /^\/(ipxe|boot\.ipxe|assignment|report|metadata\/.*|cloud-init\/.*|install\/[^/]+\/(plan|progress|result))$/;
 
 /**
  * The boot-network side of `kiln serve`: iPXE scripts per machine from the
@@ -54,6 +56,7 @@ export class BootServer {
   private closeWatch: (() => void) | undefined;
 
   private readonly addons: AddonService;
+  private readonly installs: InstallService;
   readonly limits: ServeLimits;
   readonly reports: ReportReceiver;
   private readonly boots: BootTokens;
@@ -69,6 +72,12 @@ export class BootServer {
       this.inventoryDir,
       o.publicUrl,
       this.infos,
+    );
+    this.installs = new InstallService(
+      o.fleet,
+      this.inventoryDir,
+      o.publicUrl,
+      () => this.serverName,
     );
     const l = { ...DEFAULT_LIMITS, ...o.limits };
     this.limits = l;
@@ -162,8 +171,10 @@ export class BootServer {
     // machine_id is echoed (assignment) and keyed on (reports): nothing but 32 hex digits.
     if (url.searchParams.getAll("machine_id").some((v) => !MACHINE_ID.test(v)))
       return void this.refuse(req, res, 400, "machine_id is 32 hex digits");
-    // The one write: kiln-agent reporting what it attached.
+    // The writes: kiln-agent reporting what it attached, an installer its progress.
     if (req.method === "POST" && path === "/report") return this.reports.receive(req, res, url);
+    const inst = /^\/install\/([^/]+)\/(plan|image\.gz|progress|result)$/.exec(path);
+    if (inst) return this.install(req, res, url, inst[1]!, inst[2]!);
     if (req.method !== "GET" && req.method !== "HEAD") {
       return void this.refuse(req, res, 405, "read-only server", { Allow: "GET, HEAD" });
     }
@@ -245,6 +256,11 @@ export class BootServer {
       );
     }
     const profile = this.inventory.profiles[group.profile]!;
+    // Installed to its disk: it boots from there until a reinstall is asked for.
+    if (profile.install && (await this.o.fleet.install(id))?.state === "installed") {
+      this.infos.line("boot", `boot: ${id} → group ${group.name}, installed: its own disk`);
+      return void send(res, 200, InstallService.localBootScript(id));
+    }
     if (!profile.artifact)
       return void send(
         res,
@@ -262,6 +278,7 @@ export class BootServer {
       `kiln.root=${base}/root.squashfs`,
       `kiln.metadata=${this.o.publicUrl}/metadata/${token}.json`,
       ...(profile.cloud_init ? [`ds=nocloud;s=${this.o.publicUrl}/cloud-init/${token}/`] : []),
+      ...(profile.install ? [`kiln.install=${this.o.publicUrl}/install/${token}`] : []),
       ...(hostname ? [`systemd.hostname=${hostname}`] : []),
       bundleArgs,
       profile.kernel_args,
@@ -272,6 +289,29 @@ export class BootServer {
       200,
       `#!ipxe\nkernel ${base}/vmlinuz ${args.join(" ")}\ninitrd --name initrd.img ${base}/initrd.img\nboot\n`,
     );
+  }
+
+  private async install(
+    req: IncomingMessage,
+    res: ServerResponse,
+    url: URL,
+    token: string,
+    what: string,
+  ): Promise<void> {
+    const b = this.boot(token);
+    const profile = b ? this.inventory.profiles[b.profile] : undefined;
+    if (!b || !profile?.install)
+      return void this.refuse(req, res, 404, "no install for this boot (unknown or expired token)");
+    const post = what === "progress" || what === "result";
+    if (req.method !== (post ? "POST" : "GET") && !(req.method === "HEAD" && !post))
+      return void this.refuse(req, res, 405, "wrong method", {
+        Allow: post ? "POST" : "GET, HEAD",
+      });
+    if (what === "plan") return this.installs.plan(res, token, b, profile);
+    if (what === "image.gz") return this.installs.stream(req, res, profile);
+    // Everything is in the query; a body is not read (the connection closes after the answer).
+    if (Number(req.headers["content-length"] ?? "0") > 0) res.setHeader("Connection", "close");
+    return this.installs.update(res, url, b, profile, what as "progress" | "result");
   }
 
   /** The boot a token names, if its group and profile still exist in the inventory. */
