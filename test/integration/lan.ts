@@ -88,6 +88,8 @@ export class Lan {
     mac: string;
     serial?: string;
     firmware?: "bios" | "uefi";
+    /** Raw disk image files, attached as virtio disks in this order. */
+    disks?: string[];
     done: (console: string) => boolean | Promise<boolean>;
     timeoutMs?: number;
   }): Promise<string> {
@@ -113,7 +115,11 @@ export class Lan {
       `virtio-net-pci,netdev=n0,mac=${o.mac}`,
       "-smbios",
       `type=1,serial=${o.serial ?? "KILN-TEST"}`,
+      "-device",
+      "virtio-rng-pci",
     ];
+    for (const [i, d] of (o.disks ?? []).entries())
+      args.push("-drive", `file=${d},format=raw,if=virtio,index=${i}`);
     if (o.firmware === "uefi") {
       const vars = join(this.out, `vars-${tap}.fd`);
       copyFileSync("/usr/share/OVMF/OVMF_VARS_4M.fd", vars);

@@ -9,7 +9,19 @@ import type { BuildContext } from "../context.js";
 import { kernelCmdline } from "./disk.js";
 
 /** Modules the netboot initrd loads (with their dependencies): NIC, loop, squashfs, overlay. */
-export const NETBOOT_MODULES = ["virtio_pci", "virtio_net", "loop", "squashfs", "overlay"];
+export const NETBOOT_MODULES = [
+  "virtio_pci",
+  "virtio_net",
+  "loop",
+  "squashfs",
+  "overlay",
+  // Install mode writes the machine's disk: the disk controllers of VMs and servers.
+  "virtio_blk",
+  "virtio_scsi",
+  "sd_mod",
+  "nvme",
+  "ahci",
+];
 
 /**
  * A netboot bundle: the kernel, a small busybox initrd that fetches the root
@@ -35,6 +47,7 @@ export async function netbootStep(ctx: BuildContext): Promise<string> {
     files: [
       { asset: "netboot/init", to: "init" },
       { asset: "netboot/udhcpc.script", to: "etc/udhcpc.script" },
+      { asset: "netboot/netinstall", to: "bin/kiln-netinstall" },
       {
         text: rootRecord(await sha256File(squashfs), (await stat(squashfs)).size),
         to: "etc/kiln-root",
