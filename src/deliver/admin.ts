@@ -258,7 +258,8 @@ const HTML = {
   "Content-Security-Policy": CSP,
   "X-Content-Type-Options": "nosniff",
   "X-Frame-Options": "DENY",
-  "Referrer-Policy": "no-referrer",
+  // Not no-referrer: with it, browsers send "Origin: null" on the login form, refused below.
+  "Referrer-Policy": "same-origin",
 };
 
 /**
@@ -415,7 +416,11 @@ export class AdminServer {
   private async loginOrOut(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     // Another site's page cannot post here (SameSite=Strict covers the cookie; this, the form).
     const origin = req.headers.origin;
-    if (origin !== undefined && origin !== `http://${req.headers.host}`)
+    const site = req.headers["sec-fetch-site"];
+    if (
+      (origin !== undefined && origin !== `http://${req.headers.host}`) ||
+      (site !== undefined && site !== "same-origin" && site !== "none")
+    )
       return void send(res, 403, "cross-origin form\n", { Connection: "close" });
     if (path === "/logout")
       return void send(res, 303, "", {

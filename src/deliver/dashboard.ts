@@ -317,7 +317,7 @@ main{padding:1em 1.2em}h2{font-size:1em;margin:1.2em 0 .4em}.note{color:var(--mu
 .counts{display:flex;gap:1em;flex-wrap:wrap}.count-box{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:.5em 1em}
 .count-box h2{margin:.2em 0}.count-box ul{list-style:none;margin:0;padding:0;display:flex;gap:1.2em;flex-wrap:wrap}
 table{border-collapse:collapse;width:100%;background:var(--card);margin-top:1em}th,td{text-align:left;vertical-align:top;padding:.35em .6em;border-bottom:1px solid var(--line)}
-th{font-weight:600;color:var(--muted)}.id{font-family:ui-monospace,monospace}ul.addons,ul.failed{margin:0;padding:0;list-style:none}
+th{font-weight:600;color:var(--muted)}.machines td:nth-child(-n+5){white-space:nowrap}.id{font-family:ui-monospace,monospace}ul.addons,ul.failed{margin:0;padding:0;list-style:none}
 .state{display:inline-block;padding:0 .5em;border-radius:1em;font-size:.85em;border:1px solid currentColor}
 .state-unmatched{color:var(--warn)}.state-failing{color:var(--bad)}.state-reporting{color:var(--ok)}.state-booted{color:var(--muted)}
 .ok{color:var(--ok)}.bad,ul.failed{color:var(--bad)}.drift{color:var(--warn);font-weight:600}.extra{color:var(--muted)}

@@ -295,8 +295,12 @@ describe("dashboard auth and live updates", () => {
     expect(sessionMatches(undefined, token)).toBe(false);
     const big = await login(`token=${token}&pad=${"x".repeat(MAX_FORM_BYTES)}`);
     expect(big.status).toBe(413);
-    const cross = await login(`token=${token}`, { Origin: "http://evil.example" });
-    expect(cross.status).toBe(403);
+    for (const h of [
+      { Origin: "http://evil.example" },
+      { Origin: "null" },
+      { "Sec-Fetch-Site": "cross-site" },
+    ])
+      expect((await login(`token=${token}`, h)).status, JSON.stringify(h)).toBe(403);
     const out = await fetch(`${base}/logout`, { method: "POST", redirect: "manual" });
     expect(out.status).toBe(303);
     expect(out.headers.get("set-cookie")).toContain("Max-Age=0");
