@@ -2,6 +2,7 @@ import { readFileSync, statSync } from "node:fs";
 import { realpath } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { basename, dirname, isAbsolute, join } from "node:path";
+import type { Attached } from "../fleet/store.js";
 import { sha256File } from "../util/hash.js";
 import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
@@ -89,6 +90,24 @@ export class AddonService {
   }
   private cache?: { key: string; text?: string; sig?: Buffer; list?: AddonList };
   private warnedUnsigned = false;
+
+  /**
+   * What a profile is assigned, as the agent would be told: the signed
+   * list's entries for it when there is a list (none when the list leaves
+   * the profile out), else the inventory's add-on files by NAME_VERSION.raw.
+   * For the dashboard; reads no add-on file.
+   */
+  assigned(profile: string): Attached[] {
+    const signed = this.signed();
+    if (signed)
+      return signed.list.entries
+        .filter((e) => e.profile === profile)
+        .map((e) => ({ kind: e.kind, name: e.name, version: e.version }));
+    return (this.inventory().profiles[profile]?.addons ?? []).map((a) => ({
+      kind: a.kind,
+      ...addonNameVersion(a.path),
+    }));
+  }
 
   /** GET /addons.list and /addons.list.sig: the operator's signed list, byte for byte. */
   signedFile(res: ServerResponse, which: "list" | "sig"): void {

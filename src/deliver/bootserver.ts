@@ -2,7 +2,7 @@ import { existsSync, readFileSync, statSync, watch } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import type { FleetStore } from "../fleet/store.js";
+import type { Attached, FleetStore } from "../fleet/store.js";
 import { SpecError } from "../util/errors.js";
 import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
@@ -119,6 +119,11 @@ export class BootServer {
     if (!s) return;
     s.closeAllConnections();
     await new Promise<void>((r) => s.close(() => r()));
+  }
+
+  /** The add-ons the inventory assigns a profile now (signed list or inventory paths): for the dashboard. */
+  assigned(profile: string): Attached[] {
+    return this.addons.assigned(profile);
   }
 
   /** Load the inventory again; on error keep the current one. Returns whether it changed. */

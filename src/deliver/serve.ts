@@ -77,13 +77,16 @@ export async function startServe(o: ServeOptions): Promise<void> {
     token: loadOrCreateAdminToken(tokenFile),
     reports: http.reports,
     fleet,
+    assigned: (profile) => http.assigned(profile),
     host: admin.host,
     port: admin.port,
   });
   const adminPort = await adminServer.listen();
   onCleanup("admin server", () => adminServer.close());
   const shown = admin.host.includes(":") ? `[${admin.host}]` : admin.host;
-  log.info(`admin: http://${shown}:${adminPort}/reports.json, token in ${tokenFile}`);
+  log.info(
+    `admin: dashboard http://${shown}:${adminPort}/ (also /reports.json, /machines.json), token in ${tokenFile}`,
+  );
 
   const dir = await mkdtemp(join(tmpdir(), "kiln-serve-"));
   onCleanup(`serve scratch ${dir}`, () => rm(dir, { recursive: true, force: true }));
