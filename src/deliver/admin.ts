@@ -357,6 +357,8 @@ export class AdminServer {
         "WWW-Authenticate": 'Bearer realm="kiln"',
       });
     }
+    const re = /^\/machines\/([^/]{1,512})\/reinstall$/.exec(path);
+    if (req.method === "POST" && re) return this.reinstall(req, res, re[1]!);
     if (!get) return void send(res, 405, "read-only\n", { Allow: "GET, HEAD" });
     if (path === "/reports.json") return this.o.reports.writeJson(res);
     if (path === "/machines.json")
@@ -412,15 +414,41 @@ export class AdminServer {
     send(res, 404, "not found (admin: /, /machines/ID, /events, /reports.json, /machines.json)\n");
   }
 
-  /** POST /login (the form's token → session cookie) and POST /logout. */
-  private async loginOrOut(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
-    // Another site's page cannot post here (SameSite=Strict covers the cookie; this, the form).
+  /** A form another site's page posted (SameSite=Strict covers the cookie; this, the form). */
+  private crossOrigin(req: IncomingMessage): boolean {
     const origin = req.headers.origin;
     const site = req.headers["sec-fetch-site"];
-    if (
+    return (
       (origin !== undefined && origin !== `http://${req.headers.host}`) ||
       (site !== undefined && site !== "same-origin" && site !== "none")
-    )
+    );
+  }
+
+  /** POST /machines/ID/reinstall (the machine page's button): install again at the next boot. */
+  private async reinstall(req: IncomingMessage, res: ServerResponse, raw: string): Promise<void> {
+    if (this.crossOrigin(req))
+      return void send(res, 403, "cross-origin form\n", { Connection: "close" });
+    let id: string;
+    try {
+      id = decodeURIComponent(raw);
+    } catch {
+      return void send(res, 400, "malformed percent-escape\n");
+    }
+    if (!(await this.o.fleet.get(id)))
+      return void send(
+        res,
+        404,
+        renderMessagePage("not found", `No machine ${id} in the fleet.`),
+        HTML,
+      );
+    await this.o.fleet.resetInstall(id, "dashboard");
+    // Nothing of the request body is needed; the connection closes after the answer.
+    send(res, 303, "", { Location: `/machines/${encodeURIComponent(id)}`, Connection: "close" });
+  }
+
+  /** POST /login (the form's token → session cookie) and POST /logout. */
+  private async loginOrOut(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    if (this.crossOrigin(req))
       return void send(res, 403, "cross-origin form\n", { Connection: "close" });
     if (path === "/logout")
       return void send(res, 303, "", {

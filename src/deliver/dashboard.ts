@@ -1,5 +1,6 @@
 import {
   type Attached,
+  type InstallRecord,
   type LastBoot,
   type LastReport,
   MACHINE_STATES,
@@ -137,6 +138,18 @@ function bootCell(b: LastBoot | null): string {
   return `${time(b.at)}<br>${dash(b.artifact)} <span class="via">via ${esc(b.server)}</span>`;
 }
 
+/** An install to disk: its state, how far (percentage, rate) or why it failed. */
+function installCell(i: InstallRecord | null): string {
+  if (!i) return `<span class="none">-</span>`;
+  const pct = i.total ? Math.min(100, Math.floor((i.bytes / i.total) * 100)) : 0;
+  const mib = (n: number) => (n / 1048576).toFixed(1);
+  if (i.state === "installing")
+    return `<span class="install installing">installing ${pct}%</span> <span class="via">${mib(i.bytes)} of ${mib(i.total)} MiB, ${mib(i.rate)} MiB/s</span>`;
+  if (i.state === "failed")
+    return `<span class="install bad">failed</span> <span class="via">${esc(i.reason)}</span>`;
+  return `<span class="install ok">installed</span> <span class="via">${dash(i.image)} ${time(i.finishedAt)}</span>`;
+}
+
 function stateBadge(s: MachineState): string {
   return `<span class="state state-${s}">${s}</span>`;
 }
@@ -179,13 +192,13 @@ export function renderFleetFragment(
     const want = m.profile ? assigned(m.profile) : [];
     return `<tr class="machine state-row-${s}" data-machine="${esc(m.id)}" data-state="${s}">
 <td class="id">${machineLink(m.id)}</td><td>${dash(m.group)}</td><td>${dash(m.profile)}</td>
-<td>${stateBadge(s)}</td><td>${bootCell(m.lastBoot)}</td><td>${addonCell(m.report, want)}</td>
+<td>${stateBadge(s)}</td><td>${bootCell(m.lastBoot)}</td><td>${installCell(m.install)}</td><td>${addonCell(m.report, want)}</td>
 <td>${failures(m.report)}</td></tr>`;
   });
   return `${counts(machines)}
 <table class="machines">
-<thead><tr><th>Machine</th><th>Group</th><th>Profile</th><th>State</th><th>Last boot</th><th>Add-ons (attached → assigned)</th><th>Agent failures</th></tr></thead>
-<tbody>${rows.length ? rows.join("\n") : `<tr><td colspan="7" class="none">No machine has asked yet.</td></tr>`}</tbody>
+<thead><tr><th>Machine</th><th>Group</th><th>Profile</th><th>State</th><th>Last boot</th><th>Install</th><th>Add-ons (attached → assigned)</th><th>Agent failures</th></tr></thead>
+<tbody>${rows.length ? rows.join("\n") : `<tr><td colspan="8" class="none">No machine has asked yet.</td></tr>`}</tbody>
 </table>`;
 }
 
@@ -204,6 +217,11 @@ export function renderMachineFragment(m: MachineDetail, assigned: AssignedAddons
 <dt>Boot requests</dt><dd>${esc(m.requests)}</dd>
 <dt>Add-ons</dt><dd>${addonCell(m.report, want)}</dd>
 <dt>Agent failures</dt><dd>${failures(m.report) || `<span class="none">none</span>`}</dd>
+<dt>Install</dt><dd>${installCell(m.install)}${
+    m.install
+      ? ` <form class="reinstall" method="post" action="/machines/${encodeURIComponent(m.id)}/reinstall"><button type="submit">Reinstall at next boot</button></form>`
+      : ""
+  }</dd>
 </dl>
 </section>
 <h2>Facts</h2>
@@ -222,6 +240,17 @@ export function renderMachineFragment(m: MachineDetail, assigned: AssignedAddons
           )
           .join("")
       : `<tr><td colspan="5" class="none">none</td></tr>`
+  }</tbody></table>
+<h2>Installs <span class="note">(newest first)</span></h2>
+<table class="installs"><thead><tr><th>At</th><th>State</th><th>Image</th><th>Seconds</th><th>Reason</th><th>Replica</th></tr></thead><tbody>${
+    m.installs.length
+      ? m.installs
+          .map(
+            (e) =>
+              `<tr class="install-event"><td>${time(e.at)}</td><td>${esc(e.state)}</td><td>${dash(e.image)}</td><td>${dash(e.seconds === null ? null : String(e.seconds))}</td><td>${dash(e.reason)}</td><td>${esc(e.server)}</td></tr>`,
+          )
+          .join("")
+      : `<tr><td colspan="6" class="none">none</td></tr>`
   }</tbody></table>
 <h2>Agent reports <span class="note">(newest first)</span></h2>
 <table class="reports"><thead><tr><th>At</th><th>Agent</th><th>From</th><th>Status</th><th>Attached</th><th>Failures</th></tr></thead><tbody>${

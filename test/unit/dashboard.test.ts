@@ -308,6 +308,46 @@ describe("dashboard auth and live updates", () => {
     expect(out.headers.get("set-cookie")).toContain("Max-Age=0");
   });
 
+  it("shows an install's progress and reinstalls from the machine page's button, same-origin only", async () => {
+    const mac = "52:54:00:00:00:01";
+    const auth = { Authorization: `Bearer ${token}` };
+    await fleet.recordInstall({
+      machine: mac,
+      start: true,
+      state: "installing",
+      total: 4 << 20,
+      image: "web 1.2.0",
+      server: "t",
+    });
+    await fleet.recordInstall({
+      machine: mac,
+      state: "installing",
+      bytes: 1 << 20,
+      rate: 1 << 20,
+      server: "t",
+    });
+    const table = await (await fetch(`${base}/?fragment=1`, { headers: auth })).text();
+    expect(table).toContain("installing 25%");
+    expect(table).toContain("1.0 of 4.0 MiB, 1.0 MiB/s");
+    await fleet.recordInstall({ machine: mac, state: "installed", bytes: 4 << 20, server: "t" });
+    const page = await (await fetch(`${base}/machines/${mac}`, { headers: auth })).text();
+    expect(page).toContain(`action="/machines/${encodeURIComponent(mac)}/reinstall"`);
+    const post = (headers: Record<string, string>) =>
+      fetch(`${base}/machines/${encodeURIComponent(mac)}/reinstall`, {
+        method: "POST",
+        redirect: "manual",
+        headers,
+      });
+    expect((await post({})).status).toBe(401);
+    expect((await post({ ...auth, Origin: "http://evil.example" })).status).toBe(403);
+    expect((await fleet.install(mac))?.state).toBe("installed");
+    const ok = await post(auth);
+    expect(ok.status).toBe(303);
+    expect(ok.headers.get("location")).toBe(`/machines/${encodeURIComponent(mac)}`);
+    expect(await fleet.install(mac)).toBeUndefined();
+    expect((await post({ ...auth, Origin: base })).status).toBe(303);
+  });
+
   it("streams the fleet's version to a bounded set of clients from one poller", async () => {
     const auth = { Authorization: `Bearer ${token}` };
     const open = async () => {
