@@ -295,11 +295,12 @@ describe("dashboard auth and live updates", () => {
     expect(sessionMatches(undefined, token)).toBe(false);
     const big = await login(`token=${token}&pad=${"x".repeat(MAX_FORM_BYTES)}`);
     expect(big.status).toBe(413);
-    for (const h of [
+    const foreign: Record<string, string>[] = [
       { Origin: "http://evil.example" },
       { Origin: "null" },
       { "Sec-Fetch-Site": "cross-site" },
-    ])
+    ];
+    for (const h of foreign)
       expect((await login(`token=${token}`, h)).status, JSON.stringify(h)).toBe(403);
     const out = await fetch(`${base}/logout`, { method: "POST", redirect: "manual" });
     expect(out.status).toBe(303);
