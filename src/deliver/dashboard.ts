@@ -392,6 +392,9 @@ export const DASHBOARD_JS = `"use strict";
     if (e.data !== root.dataset.version) refresh();
   });
   es.onopen = () => { if (live) { live.textContent = "live"; live.className = "live on"; } };
-  es.onerror = () => { if (live) { live.textContent = "reconnecting…"; live.className = "live"; } };
+  es.onerror = () => {
+    // CLOSED: refused (e.g. 503, too many pages open); the browser does not try again.
+    if (live) { live.textContent = es.readyState === EventSource.CLOSED ? "not live: reload" : "reconnecting…"; live.className = "live"; }
+  };
 })();
 `;

@@ -1,7 +1,9 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { formatList } from "../../src/deliver/addonlist.js";
+import { AddonService } from "../../src/deliver/addons.js";
 import {
   AdminServer,
   MAX_FORM_BYTES,
@@ -18,6 +20,7 @@ import {
   renderLoginPage,
   renderMachinePage,
 } from "../../src/deliver/dashboard.js";
+import { loadInventory } from "../../src/deliver/inventory.js";
 import { DEFAULT_LIMITS, LogLimiter } from "../../src/deliver/limits.js";
 import { ReportReceiver } from "../../src/deliver/reports.js";
 import { openFleet } from "../../src/fleet/open.js";
@@ -172,6 +175,49 @@ describe("dashboard rendering", () => {
   });
 });
 
+describe("what the inventory assigns", () => {
+  it("is the signed list's entries when there is one, else the inventory's NAME_VERSION.raw", () => {
+    const inv = join(dir, "assign");
+    const file = join(inv, "inventory.yaml");
+    mkdirSync(inv);
+    writeFileSync(
+      file,
+      `profiles:
+  web: { addons: [{ kind: portable, path: ./web_1.0.0.raw }, { kind: sysext, path: ./x/tools_3.raw }] }
+  bare: {}
+groups: []
+`,
+    );
+    const a = new AddonService(() => loadInventory(file), inv, "http://srv:1");
+    expect(a.assigned("web")).toEqual([
+      { kind: "portable", name: "web", version: "1.0.0" },
+      { kind: "sysext", name: "tools", version: "3" },
+    ]);
+    expect(a.assigned("bare")).toEqual([]);
+    expect(a.assigned("nope")).toEqual([]);
+    writeFileSync(
+      join(inv, "addons.list"),
+      formatList({
+        serial: "1",
+        profiles: ["web"],
+        entries: [
+          {
+            profile: "web",
+            kind: "portable",
+            name: "web",
+            version: "2.0.0",
+            sha256: "a".repeat(64),
+          },
+        ],
+      }),
+    );
+    writeFileSync(join(inv, "addons.list.sig"), "sig");
+    expect(a.assigned("web")).toEqual([{ kind: "portable", name: "web", version: "2.0.0" }]);
+    // Left out of the signed list: agents are told nothing, so nothing is assigned.
+    expect(a.assigned("bare")).toEqual([]);
+  });
+});
+
 describe("dashboard auth and live updates", () => {
   const token = "t".repeat(43);
   let fleet: FleetStore;
@@ -297,11 +343,12 @@ describe("dashboard auth and live updates", () => {
     expect(sessionMatches(undefined, token)).toBe(false);
     const big = await login(`token=${token}&pad=${"x".repeat(MAX_FORM_BYTES)}`);
     expect(big.status).toBe(413);
-    for (const h of [
+    const foreign: Record<string, string>[] = [
       { Origin: "http://evil.example" },
       { Origin: "null" },
       { "Sec-Fetch-Site": "cross-site" },
-    ] as Record<string, string>[])
+    ];
+    for (const h of foreign)
       expect((await login(`token=${token}`, h)).status, JSON.stringify(h)).toBe(403);
     const out = await fetch(`${base}/logout`, { method: "POST", redirect: "manual" });
     expect(out.status).toBe(303);
