@@ -85,6 +85,12 @@ export async function diskCopy(image: string, inject: Injected[] = []): Promise<
       else await exec("cp", ["--sparse=always", image, copy]);
       if (!inject.length) return;
       const offset = await rootPartitionOffset(copy);
+      const fs = `${copy}?offset=${offset}`;
+      // A disk from a machine that was switched off has a journal to replay; debugfs
+      // writes around it and the kernel's replay at boot would undo what was injected.
+      const features = await exec("debugfs", ["-R", "features", fs]);
+      if (/\bneeds_recovery\b/.test(features.stdout))
+        await exec("e2fsck", ["-E", "journal_only", "-y", fs], { okCodes: [0, 1] });
       const cmds: string[] = [];
       for (const [i, f] of inject.entries()) {
         for (const d of parents(f.path)) cmds.push(`mkdir ${d}`);
@@ -100,7 +106,7 @@ export async function diskCopy(image: string, inject: Injected[] = []): Promise<
         }
       }
       await writeFile(join(base, "debugfs.cmds"), `${cmds.join("\n")}\n`);
-      await exec("debugfs", ["-w", "-f", join(base, "debugfs.cmds"), `${copy}?offset=${offset}`]);
+      await exec("debugfs", ["-w", "-f", join(base, "debugfs.cmds"), fs]);
     },
   );
   return { path: copy, dispose };

@@ -107,19 +107,23 @@ export class Lan {
       "-nographic",
       "-serial",
       "stdio",
-      "-boot",
-      "n",
       "-netdev",
       `tap,id=n0,ifname=${tap},script=no,downscript=no`,
+      // The network first, as a PXE-installed rack is set up; the disks after (what iPXE's exit falls back to).
       "-device",
-      `virtio-net-pci,netdev=n0,mac=${o.mac}`,
+      `virtio-net-pci,netdev=n0,mac=${o.mac},bootindex=1`,
       "-smbios",
       `type=1,serial=${o.serial ?? "KILN-TEST"}`,
       "-device",
       "virtio-rng-pci",
     ];
     for (const [i, d] of (o.disks ?? []).entries())
-      args.push("-drive", `file=${d},format=raw,if=virtio,index=${i}`);
+      args.push(
+        "-drive",
+        `file=${d},format=raw,if=none,id=disk${i}`,
+        "-device",
+        `virtio-blk-pci,drive=disk${i},bootindex=${i + 2}`,
+      );
     if (o.firmware === "uefi") {
       const vars = join(this.out, `vars-${tap}.fd`);
       copyFileSync("/usr/share/OVMF/OVMF_VARS_4M.fd", vars);
@@ -128,6 +132,12 @@ export class Lan {
         "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
         "-drive",
         `if=pflash,format=raw,unit=1,file=${vars}`,
+        // OVMF's own PXE would follow iPXE in the boot order, each with its DHCP timeouts,
+        // before the disk; a rack set up for iPXE then disk has them off.
+        "-fw_cfg",
+        "name=opt/org.tianocore/IPv4PXESupport,string=n",
+        "-fw_cfg",
+        "name=opt/org.tianocore/IPv6PXESupport,string=n",
       );
     }
     const w = new ConsoleWatcher();
