@@ -99,7 +99,8 @@ describe.concurrent("kiln serve: install to disk over the network", () => {
       mac,
       serial: "BLANK-BIOS",
       disks: [disk],
-      done: (c) => /kiln: .* is installed; booting from its disk[\s\S]*GRUB[\s\S]*login: ?$/m.test(c),
+      done: (c) =>
+        /kiln: .* is installed; booting from its disk[\s\S]*GRUB[\s\S]*login: ?$/m.test(c),
       timeoutMs: 900_000,
     });
     expect(con).toMatch(/kiln-install: writing minimal version \S+ \(\d+ MiB\) to \/dev\/vda/);
@@ -165,7 +166,9 @@ describe("kiln serve: install to disk, the server killed mid-write", () => {
           }
           return false;
         }
-        return restarted && /is installed; booting from its disk[\s\S]*GRUB[\s\S]*login: ?$/m.test(c);
+        return (
+          restarted && /is installed; booting from its disk[\s\S]*GRUB[\s\S]*login: ?$/m.test(c)
+        );
       },
       timeoutMs: 1_200_000,
     });
