@@ -1,9 +1,16 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeBundle } from "../../src/deliver/bundle.js";
 import { sshArgs } from "../../src/runtime/ssh.js";
 
 // A/B updates end to end on one QEMU machine (BIOS, TCG) whose disk persists
@@ -182,6 +189,37 @@ let server: ChildProcess;
 let base = "";
 const bundles: Record<string, string> = {};
 
+/**
+ * Host-side work done while the device boots and installs: the bundles, made
+ * one after another at the lowest CPU priority by a process of their own (this
+ * one blocks in spawnSync while ssh runs), each awaited by the first test that
+ * uses it. Every step leaves NAME.log and then NAME.ok or NAME.failed in BG.
+ */
+const BG = join(OUT, "background");
+const RUNNER = `const { spawnSync } = require("node:child_process"), fs = require("node:fs"), path = require("node:path");
+for (const s of JSON.parse(process.argv[2])) {
+  const log = path.join(process.argv[1], s.name + ".log");
+  const fd = fs.openSync(log, "w");
+  const r = spawnSync(s.argv[0], s.argv.slice(1), { stdio: ["ignore", fd, fd] });
+  fs.closeSync(fd);
+  fs.writeFileSync(path.join(process.argv[1], s.name + (r.status === 0 ? ".ok" : ".failed")), String(r.status ?? r.signal));
+}`;
+let background: ChildProcess | undefined;
+
+/** Wait for background steps; a failed one fails the test with its output. */
+async function ready(...names: string[]): Promise<void> {
+  const end = Date.now() + 1_200_000;
+  for (const name of names)
+    for (;;) {
+      if (existsSync(join(BG, `${name}.ok`))) break;
+      if (existsSync(join(BG, `${name}.failed`)))
+        throw new Error(`${name} failed:\n${readFileSync(join(BG, `${name}.log`), "utf8")}`);
+      if (background?.exitCode !== null || background.signalCode !== null || Date.now() > end)
+        throw new Error(`background step ${name} never finished`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+}
+
 beforeAll(async () => {
   ok("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", SSH_KEY]);
   kiln("keys", "init", join(OUT, "keys"));
@@ -200,15 +238,64 @@ beforeAll(async () => {
     sick: spec("sick", { version: "3.0", health: '{ name: always fails, run: "false" }' }),
     panic: spec("panic", { version: "3.1", cmdline: "init=/no-such-init" }),
   };
-  for (const [name, file] of Object.entries(versions)) {
+  const keyring = ["--keyring", join(OUT, "keys/ca.cert.pem")];
+  const kilnBg = (name: string, ...a: string[]) => ({ name, argv: [process.execPath, KILN, ...a] });
+  const bundle = (name: keyof typeof versions) => {
     bundles[name] = join(OUT, `${name}.raucb`);
-    const keyring = ["--keyring", join(OUT, "keys/ca.cert.pem")];
-    kiln("build", file, "-o", join(OUT, name));
-    kiln("bundle", join(OUT, name), ...key, ...keyring, "-o", bundles[name]!);
-  }
+    return [
+      kilnBg(`${name}-build`, "build", versions[name], "-o", join(OUT, name)),
+      kilnBg(name, "bundle", join(OUT, name), ...key, ...keyring, "-o", bundles[name]!),
+    ];
+  };
+  /** kiln's makeBundle, as dist/ has it (the global setup built dist/ from the sources). */
+  const make = (name: string, o: Record<string, string>) => ({
+    name,
+    argv: [
+      process.execPath,
+      "--input-type=module",
+      "-e",
+      `const { makeBundle } = await import(${JSON.stringify(join(ROOT, "dist/deliver/bundle.js"))});
+       await makeBundle(JSON.parse(process.argv[1]));`,
+      JSON.stringify(o),
+    ],
+  });
   // An older version, properly signed: v2's root filesystem bundled as 0.9 (its slot would say 0.9).
   bundles.old = join(OUT, "old.raucb");
-  kiln("bundle", join(OUT, "v2"), ...key, "--version", "0.9", "-o", bundles.old);
+  // In the order the tests need them.
+  const steps = [
+    ...bundle("v2"),
+    // v2's bundle re-signed by another CA; v2's root filesystem for another compatible.
+    {
+      name: "foreign",
+      argv: [
+        "rauc",
+        "resign",
+        `--keyring=${join(OUT, "keys/ca.cert.pem")}`,
+        `--signing-keyring=${join(OUT, "other-keys/ca.cert.pem")}`,
+        `--cert=${join(OUT, "other-keys/signing.cert.pem")}`,
+        `--key=${join(OUT, "other-keys/signing.key.pem")}`,
+        bundles.v2!,
+        join(OUT, "foreign.raucb"),
+      ],
+    },
+    make("othercompat", {
+      rootfs: join(OUT, "v2/v2.rootfs"),
+      out: join(OUT, "othercompat.raucb"),
+      key: join(OUT, "keys/signing.key.pem"),
+      cert: join(OUT, "keys/signing.cert.pem"),
+      compatible: "someone-elses-board",
+    }),
+    kilnBg("old", "bundle", join(OUT, "v2"), ...key, "--version", "0.9", "-o", bundles.old),
+    ...bundle("sick"),
+    ...bundle("panic"),
+  ];
+  mkdirSync(BG);
+  // A process group of its own, so that afterAll can end it with whatever it runs.
+  background = spawn(
+    "nice",
+    ["-n", "19", process.execPath, "-e", RUNNER, BG, JSON.stringify(steps)],
+    { cwd: ROOT, stdio: "ignore", detached: true },
+  );
   // A web server in a process of its own: this one blocks in spawnSync while the guest downloads.
   server = spawn(
     process.execPath,
@@ -236,6 +323,11 @@ beforeAll(async () => {
 }, 1_800_000);
 
 afterAll(async () => {
+  if (background && background.exitCode === null && background.signalCode === null) {
+    const gone = new Promise((r) => background!.on("close", r));
+    process.kill(-background.pid!, "SIGKILL");
+    await gone;
+  }
   await m.kill().catch(() => {});
   server?.kill();
   rmSync(OUT, { recursive: true, force: true });
@@ -252,6 +344,7 @@ describe.sequential("A/B updates (QEMU, BIOS, TCG)", () => {
   });
 
   it("installs v2 over HTTP into slot B; v2 boots on trial and is marked good", async () => {
+    await ready("v2");
     const r = m.ssh(`rauc install ${base}/v2.raucb`);
     expect(r.code, r.stdout + r.stderr).toBe(0);
     m.ssh("sync");
@@ -265,26 +358,15 @@ describe.sequential("A/B updates (QEMU, BIOS, TCG)", () => {
   });
 
   it("refuses unsigned, foreign-signed, altered and incompatible bundles, changing nothing", async () => {
-    // Made from v2's signed bundle: signature stripped; re-signed by another CA; one byte flipped.
+    // Made from v2's signed bundle: signature stripped; one byte flipped. The one
+    // re-signed by another CA and the one for another compatible come from beforeAll.
+    await ready("v2", "foreign", "othercompat");
     const v2 = readFileSync(bundles.v2!);
     const sigSize = Number(v2.readBigUInt64BE(v2.length - 8));
     writeFileSync(join(OUT, "unsigned.raucb"), v2.subarray(0, v2.length - 8 - sigSize));
     const flipped = Buffer.from(v2);
     flipped[Math.floor((v2.length - 8 - sigSize) / 2)]! ^= 0xff;
     writeFileSync(join(OUT, "flipped.raucb"), flipped);
-    await makeBundle({
-      rootfs: join(OUT, "v2/v2.rootfs"),
-      out: join(OUT, "foreign.raucb"),
-      key: join(OUT, "other-keys/signing.key.pem"),
-      cert: join(OUT, "other-keys/signing.cert.pem"),
-    });
-    await makeBundle({
-      rootfs: join(OUT, "v2/v2.rootfs"),
-      out: join(OUT, "othercompat.raucb"),
-      key: join(OUT, "keys/signing.key.pem"),
-      cert: join(OUT, "keys/signing.cert.pem"),
-      compatible: "someone-elses-board",
-    });
     const before = grubenv();
     // The slot an install would write: v2 runs from B, so A.
     const inactive = () => m.ssh("blkid -o value -s UUID /dev/disk/by-partlabel/root-a").stdout;
@@ -310,6 +392,7 @@ describe.sequential("A/B updates (QEMU, BIOS, TCG)", () => {
   });
 
   it("refuses an older signed bundle, changing nothing; the operator's allowance lets it in once", async () => {
+    await ready("old");
     const before = grubenv();
     const slotA = () => m.ssh("blkid -o value -s UUID /dev/disk/by-partlabel/root-a").stdout;
     const uuidA = slotA();
@@ -344,6 +427,7 @@ describe.sequential("A/B updates (QEMU, BIOS, TCG)", () => {
   });
 
   it("a power cut while the inactive slot is written leaves the old version booting; a retried install succeeds", async () => {
+    await ready("sick");
     // Stream rauc's progress and cut the power once it writes the slot.
     const ssh = spawn("ssh", m.sshArgv(`rauc install --progress ${base}/sick.raucb`));
     let progress = "";
@@ -384,6 +468,7 @@ describe.sequential("A/B updates (QEMU, BIOS, TCG)", () => {
   });
 
   it("a version whose kernel cannot boot (installed from a file) falls back the same way", async () => {
+    await ready("panic");
     const copy = m.ssh("cat > /var/lib/kiln/data/panic.raucb", readFileSync(bundles.panic!));
     expect(copy.code, copy.stderr).toBe(0);
     const r = m.ssh("rauc install /var/lib/kiln/data/panic.raucb");
