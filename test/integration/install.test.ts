@@ -121,6 +121,23 @@ describe.concurrent("kiln serve: install to disk over the network", () => {
     const t = kiln(["test", dir, "--on", "bios", "--json"], { timeout: 900_000 });
     expect(t.code, `${t.stdout}\n${t.stderr}`).toBe(0);
     expect(JSON.parse(t.stdout).ok).toBe(true);
+    // An operator's reinstall puts it back in the install path.
+    const re = kiln(["machines", "reinstall", mac, "--db", DB]);
+    expect(re.code, re.stderr).toBe(0);
+    expect(show(mac)!.install).toBeNull();
+    const again = spawnSync(
+      "ip",
+      [
+        "netns",
+        "exec",
+        kilnNs,
+        "curl",
+        "-s",
+        `http://10.79.0.2:8080/ipxe?mac=${mac}&serial=BLANK-BIOS`,
+      ],
+      { encoding: "utf8" },
+    ).stdout;
+    expect(again).toMatch(/kiln\.install=http:\/\/10\.79\.0\.2:8080\/install\/[0-9a-f]{32}/);
   }, 1_800_000);
 
   it("a disk that holds a partition table and data is refused, untouched, with the reason on record", async () => {
