@@ -60,10 +60,16 @@ groups:
 
 const agent = new Agent({ keepAlive: true, maxSockets: 4 });
 
-/** One request from a chosen loopback source address; status and body. */
+/**
+ * One request from a chosen loopback source address; status and body. A kept-alive
+ * socket the server closed as idle just as it was reused (ECONNRESET on a reused
+ * socket, the race every keep-alive client has) is retried once on a fresh one, as
+ * HTTP clients do; any other error, or a second one, is status -1.
+ */
 function req(
   path: string,
   o: { port?: number; method?: string; body?: Buffer | string; from?: string; auth?: string } = {},
+  retried = false,
 ): Promise<{ status: number; body: string }> {
   return new Promise((res) => {
     const r = request(
@@ -85,7 +91,11 @@ function req(
         resp.on("error", () => res({ status: -1, body: "" }));
       },
     );
-    r.on("error", () => res({ status: -1, body: "" }));
+    r.on("error", (err: NodeJS.ErrnoException) => {
+      if (!retried && r.reusedSocket && err.code === "ECONNRESET")
+        return void req(path, o, true).then(res);
+      res({ status: -1, body: "" });
+    });
     r.end(o.body);
   });
 }
