@@ -2,7 +2,7 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { loopPartition, rootPartition, rootPartitionOffset } from "../image/partitions.js";
+import { loopPartition, rootPartition } from "../image/partitions.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
@@ -84,13 +84,20 @@ export async function diskCopy(image: string, inject: Injected[] = []): Promise<
       if (image.endsWith(".qcow2")) await exec("qemu-img", ["convert", "-O", "raw", image, copy]);
       else await exec("cp", ["--sparse=always", image, copy]);
       if (!inject.length) return;
-      const offset = await rootPartitionOffset(copy);
-      const fs = `${copy}?offset=${offset}`;
+      const root = await rootPartition(copy);
+      const fs = `${copy}?offset=${root.offset}`;
       // A disk from a machine that was switched off has a journal to replay; debugfs
       // writes around it and the kernel's replay at boot would undo what was injected.
+      // (e2fsck replays it only on a device: it reopens by name, which loses ?offset=.)
       const features = await exec("debugfs", ["-R", "features", fs]);
-      if (/\bneeds_recovery\b/.test(features.stdout))
-        await exec("e2fsck", ["-E", "journal_only", "-y", fs], { okCodes: [0, 1] });
+      if (/\bneeds_recovery\b/.test(features.stdout)) {
+        const dev = await loopPartition(copy, root);
+        try {
+          await exec("e2fsck", ["-E", "journal_only", "-y", dev], { okCodes: [0, 1] });
+        } finally {
+          await detachLoop(dev);
+        }
+      }
       const cmds: string[] = [];
       for (const [i, f] of inject.entries()) {
         for (const d of parents(f.path)) cmds.push(`mkdir ${d}`);
