@@ -81,12 +81,7 @@ export class BootServer {
     );
     const l = { ...DEFAULT_LIMITS, ...o.limits };
     this.limits = l;
-    this.reports = new ReportReceiver(
-      o.fleet,
-      l,
-      this.logs,
-      o.serverName ?? `${o.host ?? "0.0.0.0"}:${o.port ?? 8080}`,
-    );
+    this.reports = new ReportReceiver(o.fleet, l, this.logs, this.serverName);
     this.boots = new BootTokens(l.maxBootTokens, l.bootTokenTtlMs);
     this.rate = new RateLimiter(l.ratePerSecond, l.burst, l.maxAddresses);
   }

@@ -1,4 +1,4 @@
-import type { FleetLimits } from "../fleet/store.js";
+import { DEFAULT_FLEET_LIMITS, type FleetLimits } from "../fleet/store.js";
 import { log } from "../util/log.js";
 
 /**
@@ -38,12 +38,12 @@ export const DEFAULT_LIMITS: ServeLimits = {
   ratePerSecond: 10,
   burst: 50,
   maxAddresses: 16_384,
-  maxReports: 10_000,
+  maxReports: DEFAULT_FLEET_LIMITS.maxReports,
   maxReportBytes: 16_384,
-  maxReportTotalBytes: 16 * 1024 * 1024,
-  maxReportAgeMs: 7 * 24 * 3600_000,
+  maxReportTotalBytes: DEFAULT_FLEET_LIMITS.maxReportTotalBytes,
+  maxReportAgeMs: DEFAULT_FLEET_LIMITS.maxReportAgeMs,
   maxReportsInFlight: 64,
-  maxDiscoveryRows: 10_000,
+  maxDiscoveryRows: DEFAULT_FLEET_LIMITS.maxMachines,
   maxBootTokens: 20_000,
   bootTokenTtlMs: 24 * 3600_000,
   maxConnections: 1024,

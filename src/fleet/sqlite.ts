@@ -48,7 +48,6 @@ export function openSqlite(file: string): Driver {
     FILE_LOCKS.set(file, mutex);
   }
   const lock = mutex;
-  let inTx = false;
   const base = {
     dialect: "sqlite" as const,
     all: async <T>(sql: string, params: Param[] = []) => prepare(sql).all(...params) as T[],
@@ -58,8 +57,6 @@ export function openSqlite(file: string): Driver {
     ...base,
     tx: <T>(fn: (d: Driver) => Promise<T>) =>
       lock.run(async () => {
-        if (inTx) throw new Error("nested fleet transaction");
-        inTx = true;
         db.exec("BEGIN IMMEDIATE");
         try {
           const out = await fn({
@@ -72,8 +69,6 @@ export function openSqlite(file: string): Driver {
         } catch (err) {
           if (db.isTransaction) db.exec("ROLLBACK");
           throw err;
-        } finally {
-          inTx = false;
         }
       }),
     close: async () => {
