@@ -296,6 +296,10 @@ export class SqlFleetStore implements FleetStore {
           u.machine,
         ])
       )[0];
+      // Installs are kept only for recorded machines, so their number is bounded by the
+      // machines cap (a flood of new MACs past it gets boot tokens, not rows here).
+      if (!cur && !(await t.all("SELECT 1 AS x FROM machines WHERE id = ?", [u.machine])).length)
+        return;
       const fresh = !cur || u.start === true;
       // A late progress line from an install that has ended changes nothing.
       if (!fresh && cur && cur.state !== "installing") return;

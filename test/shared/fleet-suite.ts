@@ -162,6 +162,14 @@ export function fleetSuite(
       expect(await s.resetInstall(m, "cli")).toBe(true);
       expect(await s.resetInstall(m, "cli")).toBe(false);
       expect(await s.install(m)).toBeUndefined();
+      // A machine the fleet did not record (past the cap) gets no install row either.
+      await s.recordInstall({
+        ...u,
+        machine: "52:54:00:ff:ff:ff",
+        state: "installing",
+        start: true,
+      });
+      expect(await s.install("52:54:00:ff:ff:ff")).toBeUndefined();
     });
 
     it("the change counter grows with every write", async () => {
