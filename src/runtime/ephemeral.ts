@@ -7,6 +7,7 @@ import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
 import { detachLoop, unmount } from "../util/fsx.js";
+import { scratchDir } from "../util/paths.js";
 import { extractTree } from "../util/tar.js";
 
 /** A file to place into a throw-away boot (never into the artifact). */
@@ -75,7 +76,7 @@ export async function overlayDir(
  */
 export async function diskCopy(image: string, inject: Injected[] = []): Promise<Ephemeral> {
   if (!existsSync(image)) throw new KilnError("VM_NO_IMAGE", `${image} does not exist`);
-  const base = await mkdtemp(join(existsSync("/var/tmp") ? "/var/tmp" : tmpdir(), "kiln-disk-"));
+  const base = await mkdtemp(join(scratchDir(), "kiln-disk-"));
   const copy = join(base, "disk.raw");
   const { dispose } = await acquire(
     `disk copy ${base}`,

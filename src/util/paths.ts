@@ -1,4 +1,5 @@
-import { homedir } from "node:os";
+import { existsSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 
 /** Where kiln keeps what survives between runs: apt downloads, root filesystems, probes. */
@@ -20,4 +21,12 @@ export function storeDir(...parts: string[]): string {
       ? "/var/lib/kiln"
       : join(process.env.XDG_DATA_HOME ?? join(homedir(), ".local/share"), "kiln"));
   return join(base, ...parts);
+}
+
+/**
+ * Where throw-away disk copies go: KILN_SCRATCH, else /var/tmp, which is on
+ * disk where /tmp may be a RAM-backed tmpfs too small for a disk image.
+ */
+export function scratchDir(): string {
+  return process.env.KILN_SCRATCH ?? (existsSync("/var/tmp") ? "/var/tmp" : tmpdir());
 }

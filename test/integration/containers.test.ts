@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { KILN, kiln as run, until as waitUntil } from "./helpers.js";
+import { KILN, ours, kiln as run, until as waitUntil } from "./helpers.js";
 
 // Containers for real: a debian:bookworm image bootstrapped into a store of
 // the test's own, run under systemd-nspawn.
@@ -254,7 +254,7 @@ describe.sequential("kiln pull, images, run, ps, logs, stop, rm, rmi", () => {
     await until(() => ps(false).some((c) => c.name === "booted"));
     expect(kiln(["rm", "-f", "booted", "bg", "lines"]).code).toBe(0);
     expect(ps(true).map((c) => c.name)).toEqual([]);
-    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
+    expect(ours("systemd-nspawn", { exact: true })).toEqual([]);
     expect(mounted("containers")).toBe(false);
   });
 
@@ -273,7 +273,7 @@ describe.sequential("kiln pull, images, run, ps, logs, stop, rm, rmi", () => {
     await until(() => out.includes("got-INT"));
     await new Promise((r) => setTimeout(r, 2500));
     // Two seconds on, the command still runs: one Ctrl-C only interrupted it.
-    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(0);
+    expect(ours("systemd-nspawn", { exact: true })).not.toEqual([]);
     child.stdin.write("\x03");
     await new Promise((r) => setTimeout(r, 300));
     child.stdin.write("\x03");
@@ -283,7 +283,7 @@ describe.sequential("kiln pull, images, run, ps, logs, stop, rm, rmi", () => {
     ]);
     expect(code).not.toBe("hung");
     expect(out).toContain("second Ctrl-C, ending the container");
-    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
+    expect(ours("systemd-nspawn", { exact: true })).toEqual([]);
     expect(ps(true)).toEqual([]);
   });
 
@@ -366,7 +366,7 @@ describe.sequential("kiln pull, images, run, ps, logs, stop, rm, rmi", () => {
 
   it("--rm leaves no overlay, relay, process or store entry behind; rmi removes the image", () => {
     expect(leftovers()).toEqual([]);
-    expect(spawnSync("pgrep", ["-x", "systemd-nspawn"]).status).toBe(1);
+    expect(ours("systemd-nspawn", { exact: true })).toEqual([]);
     expect(readdirSync(join(STORE, "images"))).toEqual(["debian"]);
     expect(readdirSync(join(STORE, "tmp"))).toEqual([]);
     expect(readdirSync(join(STORE, "containers"))).toEqual([]);

@@ -1,5 +1,5 @@
 import { spawnSync } from "node:child_process";
-import { appendFileSync, existsSync } from "node:fs";
+import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { inject } from "vitest";
@@ -47,6 +47,28 @@ export function noteRetries(what: string, stderr: string): void {
   }
 }
 
+/**
+ * The pids of processes matching `pgrep -f pattern` (or `-x name` with
+ * exact) that this test file started: they carry its KILN_IT_FILE marker
+ * (set by isolate.ts) in their environment, so a file never counts the
+ * processes of the file running beside it.
+ */
+export function ours(pattern: string, o: { exact?: boolean } = {}): number[] {
+  const marker = `KILN_IT_FILE=${process.env.KILN_IT_FILE}`;
+  const r = spawnSync("pgrep", [o.exact ? "-x" : "-f", pattern], { encoding: "utf8" });
+  return r.stdout
+    .split("\n")
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, "latin1").split("\0").includes(marker);
+      } catch {
+        return false; // gone already
+      }
+    });
+}
+
 /** Poll until `ok` holds, or fail naming what was awaited. */
 export async function until(
   what: string,
@@ -69,7 +91,23 @@ export async function until(
 export function sharedBuild(spec: string): string {
   const out = join(inject("sharedBuilds"), basename(spec).replace(/\.ya?ml$/, ""));
   if (existsSync(join(out, "manifest.json"))) return out;
-  const b = kiln(["build", spec, "-o", out]);
-  if (b.code !== 0) throw new Error(`kiln build ${spec} failed:\n${b.stderr}`);
+  // Two files may ask at once: the first builds under the lock, the second waits and reuses it.
+  const b = spawnSync(
+    "flock",
+    [
+      `${out}.lock`,
+      "sh",
+      "-c",
+      'test -e "$1/manifest.json" || exec "$2" "$3" build "$4" -o "$1"',
+      "sh",
+      out,
+      process.execPath,
+      KILN,
+      spec,
+    ],
+    { cwd: ROOT, encoding: "utf8", timeout: 1_800_000, maxBuffer: 256 * 1024 * 1024 },
+  );
+  noteRetries(`kiln build ${spec}`, b.stderr ?? "");
+  if (b.status !== 0) throw new Error(`kiln build ${spec} failed:\n${b.stderr}`);
   return out;
 }

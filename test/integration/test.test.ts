@@ -1,23 +1,13 @@
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { KILN, kiln, ours, ROOT } from "./helpers.js";
 
 // `kiln test` for real: a spec with passing checks of every kind and a
 // deliberately failing one, booted on nspawn, UEFI and BIOS (TCG).
-const ROOT = resolve(import.meta.dirname, "../..");
-const KILN = join(ROOT, "bin/kiln.js");
 const OUT = mkdtempSync(join(tmpdir(), "kiln-it-test-"));
-
-function kiln(args: string[]) {
-  const r = spawnSync(process.execPath, [KILN, ...args], {
-    cwd: ROOT,
-    encoding: "utf8",
-    timeout: 1_200_000,
-  });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 afterAll(() => rmSync(OUT, { recursive: true, force: true }));
 
@@ -100,7 +90,9 @@ describe("kiln test", () => {
         (f) => f.startsWith("kiln-overlay-") || f.startsWith("kiln-vm-"),
       ),
     ).toEqual([]);
-    expect(readdirSync("/var/tmp").filter((f) => f.startsWith("kiln-disk-"))).toEqual([]);
+    expect(
+      readdirSync(process.env.KILN_SCRATCH!).filter((f) => f.startsWith("kiln-disk-")),
+    ).toEqual([]);
   });
 
   it("an image that never becomes ready fails fast (exit 2) with the console tail", () => {
@@ -163,8 +155,8 @@ describe("kiln test", () => {
       vm.kill("SIGTERM");
       await exited;
     }
-    const qemu = spawnSync("pgrep", ["-f", `qemu-system-x86_64.*${image}`]);
-    expect(qemu.status).toBe(1);
+    const qemu = ours(`qemu-system-x86_64.*${image}`);
+    expect(qemu).toEqual([]);
     expect(kiln(["ssh", "checks", "--", "true"]).stderr).toContain("no running VM named checks");
   });
 
@@ -184,14 +176,15 @@ describe("kiln test", () => {
       stdio: "ignore",
     });
     const exited = new Promise<number | null>((res) => t.on("close", (code) => res(code)));
-    const qemuRunning = () =>
-      spawnSync("pgrep", ["-f", "qemu-system-x86_64.*kiln-disk-"]).status === 0;
+    const qemuRunning = () => ours("qemu-system-x86_64.*kiln-disk-").length > 0;
     for (let i = 0; i < 100 && !qemuRunning(); i++) await new Promise((r) => setTimeout(r, 200));
     expect(qemuRunning()).toBe(true);
     t.kill("SIGINT");
     expect(await exited).toBe(130);
     expect(qemuRunning()).toBe(false);
-    expect(readdirSync("/var/tmp").filter((f) => f.startsWith("kiln-disk-"))).toEqual([]);
+    expect(
+      readdirSync(process.env.KILN_SCRATCH!).filter((f) => f.startsWith("kiln-disk-")),
+    ).toEqual([]);
   });
 
   it("a QEMU crash during a test boot is not the image's fault: booted again once, and said so", async () => {
@@ -206,10 +199,7 @@ describe("kiln test", () => {
     t.stdout.on("data", (b: Buffer) => (stdout += b));
     t.stderr.on("data", (b: Buffer) => (stderr += b));
     const exited = new Promise<number | null>((res) => t.on("close", (code) => res(code)));
-    const qemuPid = () =>
-      spawnSync("pgrep", ["-f", "qemu-system-x86_64.*kiln-disk-"], { encoding: "utf8" })
-        .stdout.trim()
-        .split("\n")[0];
+    const qemuPid = () => String(ours("qemu-system-x86_64.*kiln-disk-")[0] ?? "");
     for (let i = 0; i < 100 && !qemuPid(); i++) await new Promise((r) => setTimeout(r, 200));
     // What QEMU 7.2's TCG does now and then by itself, here on purpose.
     process.kill(Number(qemuPid()), "SIGSEGV");
@@ -218,7 +208,9 @@ describe("kiln test", () => {
     const r = (JSON.parse(stdout) as { targets: (Report & { retried?: string })[] }).targets[0]!;
     expect(r.ready).toBe(true);
     expect(r.retried).toMatch(/SIGSEGV/);
-    expect(readdirSync("/var/tmp").filter((f) => f.startsWith("kiln-disk-"))).toEqual([]);
+    expect(
+      readdirSync(process.env.KILN_SCRATCH!).filter((f) => f.startsWith("kiln-disk-")),
+    ).toEqual([]);
   });
 
   it("Ctrl-C during a build leaves no work directory and no process", async () => {
@@ -230,13 +222,13 @@ describe("kiln test", () => {
     );
     const exited = new Promise<number | null>((res) => b.on("close", (code) => res(code)));
     // --refresh makes mmdebstrap run, so the signal lands in the middle of the bootstrap.
-    for (let i = 0; i < 100 && spawnSync("pgrep", ["-x", "mmdebstrap"]).status !== 0; i++)
+    for (let i = 0; i < 100 && ours("mmdebstrap", { exact: true }).length === 0; i++)
       await new Promise((r) => setTimeout(r, 200));
     await new Promise((r) => setTimeout(r, 3000));
     b.kill("SIGINT");
     expect(await exited).toBe(130);
     await new Promise((r) => setTimeout(r, 1000));
-    expect(spawnSync("pgrep", ["-x", "mmdebstrap"]).status).toBe(1);
+    expect(ours("mmdebstrap", { exact: true })).toEqual([]);
     expect(readdirSync(OUT).filter((f) => f.includes("interrupted"))).toEqual([]);
   });
 });
