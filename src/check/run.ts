@@ -16,7 +16,33 @@ import { emulatorFault, type Firmware, startVm } from "../runtime/qemu.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
 
-export type Target = "nspawn" | Firmware;
+export type Target = "nspawn" | Firmware | "netboot" | "iso";
+
+/** Every target, and the artifact each boots. */
+export const TARGETS: { target: Target; boots: string }[] = [
+  { target: "nspawn", boots: "a directory, tar or disk in systemd-nspawn" },
+  { target: "uefi", boots: "the disk (or qcow2) in QEMU with OVMF" },
+  { target: "bios", boots: "the disk (or qcow2) in QEMU with SeaBIOS" },
+  { target: "netboot", boots: "the netboot bundle, served over HTTP as kiln vm --netboot does" },
+  { target: "iso", boots: "the installer ISO's live system, the ISO as its CD" },
+];
+
+/** The artifacts of a build that kiln test can boot. */
+export interface Artifacts {
+  rootfs?: string;
+  disk?: string;
+  netboot?: string;
+  iso?: string;
+}
+
+/** The targets these artifacts allow, in TARGETS order. */
+export function targetsFor(a: Artifacts): Target[] {
+  return TARGETS.map((t) => t.target).filter((t) => {
+    if (t === "nspawn") return Boolean(a.rootfs);
+    if (t === "netboot" || t === "iso") return Boolean(a[t]);
+    return Boolean(a.disk);
+  });
+}
 
 export interface TestOptions {
   bootTimeoutMs: number;
@@ -50,7 +76,7 @@ type Report = TargetReport & { accel?: Accel; emulatorFault?: string; retried?: 
  */
 export async function runTarget(
   target: Target,
-  artifact: { rootfs?: string; disk?: string },
+  artifact: Artifacts,
   checks: Check[],
   o: TestOptions,
 ): Promise<Report> {
@@ -63,7 +89,7 @@ export async function runTarget(
 
 async function bootOnce(
   target: Target,
-  artifact: { rootfs?: string; disk?: string },
+  artifact: Artifacts,
   checks: Check[],
   o: TestOptions,
 ): Promise<Report> {
@@ -94,6 +120,22 @@ async function bootOnce(
         extraArgs: ["--private-network"],
         onConsole: (t) => o.onConsole?.(target, t),
       });
+    } else if (target === "netboot" || target === "iso") {
+      // Nothing to copy: the bundle and the ISO are only read; the checks go in through the initrd.
+      const from = artifact[target];
+      if (!from)
+        throw new Error(`${target} needs a ${target} artifact (add \`${target}\` to outputs)`);
+      const vm = await startVm({
+        image: "",
+        firmware: "bios",
+        accel: o.accel,
+        ...(target === "netboot" ? { netboot: from } : { iso: from }),
+        inject,
+        ...(o.seed ? { seed: o.seed } : {}),
+        onConsole: (t) => o.onConsole?.(target, t),
+      });
+      accel = vm.accel;
+      guest = vm;
     } else {
       if (!artifact.disk)
         throw new Error(`${target} needs a disk artifact (add \`disk\` or \`qcow2\` to outputs)`);
@@ -153,7 +195,7 @@ async function bootOnce(
 export function artifactsOf(
   dir: string,
   manifest: { name: string; artifacts: { format: string; path: string }[] },
-) {
+): Artifacts {
   const pick = (...formats: string[]) => {
     for (const f of formats) {
       const a = manifest.artifacts.find((x) => x.format === f);
@@ -161,7 +203,14 @@ export function artifactsOf(
     }
     return undefined;
   };
+  const found: Artifacts = {};
   const rootfs = pick("directory", "tar");
   const disk = pick("disk", "qcow2");
-  return { ...(rootfs ? { rootfs } : {}), ...(disk ? { disk } : {}) };
+  const netboot = pick("netboot");
+  const iso = pick("iso");
+  if (rootfs) found.rootfs = rootfs;
+  if (disk) found.disk = disk;
+  if (netboot) found.netboot = netboot;
+  if (iso) found.iso = iso;
+  return found;
 }

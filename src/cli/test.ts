@@ -5,13 +5,13 @@ import type { Command } from "commander";
 import { type Manifest, manifestPath, readManifest } from "../artifact/manifest.js";
 import { build, planFor } from "../builder/build.js";
 import { junitXml } from "../check/junit.js";
-import { artifactsOf, runTarget, type Target } from "../check/run.js";
+import { artifactsOf, runTarget, TARGETS, type Target, targetsFor } from "../check/run.js";
 import type { Check } from "../config/schema.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
 import { printJson } from "./output.js";
 
-const TARGETS: Target[] = ["nspawn", "uefi", "bios"];
+const NAMES = TARGETS.map((t) => t.target);
 
 export function registerTest(program: Command): void {
   program
@@ -22,7 +22,7 @@ export function registerTest(program: Command): void {
     )
     .option(
       "--on <targets>",
-      "comma-separated: nspawn, uefi, bios (default: every target the artifacts allow)",
+      `comma-separated: ${NAMES.join(", ")} (default: every target the artifacts allow)`,
     )
     .option("-o, --output <dir>", "build directory for a spec (default: out/NAME)")
     .option("--junit <file>", "write JUnit XML")
@@ -56,21 +56,43 @@ export function registerTest(program: Command): void {
         if (/\.(raw|img|qcow2)$/.test(arg) && statSync(arg).isFile()) {
           artifacts.disk = resolve(arg);
           delete artifacts.rootfs;
+          delete artifacts.netboot;
+          delete artifacts.iso;
         }
-        const wanted = o.on
-          ? o.on.split(",").map((s) => s.trim())
-          : TARGETS.filter((t) => (t === "nspawn" ? artifacts.rootfs : artifacts.disk));
+        const wanted = o.on ? o.on.split(",").map((s) => s.trim()) : targetsFor(artifacts);
         for (const t of wanted) {
-          if (!TARGETS.includes(t as Target))
-            throw new KilnError("USAGE", `unknown target ${t}: use nspawn, uefi or bios`, {
+          if (!NAMES.includes(t as Target))
+            throw new KilnError("USAGE", `unknown target ${t}: use ${NAMES.join(", ")}`, {
               exitCode: 2,
             });
         }
         if (!["auto", "kvm", "tcg"].includes(o.accel))
           throw new KilnError("USAGE", "--accel is auto, kvm or tcg", { exitCode: 2 });
+        // A run that checks nothing must not pass: a CI job would go green having tested nothing.
+        if (!wanted.length)
+          throw new KilnError(
+            "TEST_NOTHING",
+            `nothing in ${dir} can be booted: its outputs are ${manifest.artifacts.map((a) => a.format).join(", ") || "none"}`,
+            {
+              hint: `kiln test boots ${TARGETS.map((t) => `${t.target} (${t.boots})`).join("; ")}`,
+              exitCode: 2,
+            },
+          );
+        const checksOf = (target: string) =>
+          manifest.tests.filter((c: Check) => !c.on || c.on.includes(target as Target));
+        const bare = wanted.filter((t) => !checksOf(t).length);
+        if (bare.length)
+          throw new KilnError(
+            "TEST_NOTHING",
+            `${manifest.name} has no checks to run on ${bare.join(", ")}: a boot alone proves little`,
+            {
+              hint: "add `tests:` to the spec (see README, Booting and testing), or leave the target out with --on",
+              exitCode: 2,
+            },
+          );
         const reports = [];
         for (const target of wanted as Target[]) {
-          const checks = manifest.tests.filter((c: Check) => !c.on || c.on.includes(target));
+          const checks = checksOf(target);
           log.info(`booting ${manifest.name} on ${target}…`);
           const r = await runTarget(target, artifacts, checks, {
             bootTimeoutMs: Number(o.timeout) * 1000,

@@ -85,7 +85,7 @@ const check = z
     http: z.string().url().optional().describe("a URL fetched from inside the guest"),
     status: z.number().int().optional().describe("expected HTTP status (default 200)"),
     on: z
-      .array(z.enum(["nspawn", "uefi", "bios"]))
+      .array(z.enum(["nspawn", "uefi", "bios", "netboot", "iso"]))
       .optional()
       .describe("targets this check runs on"),
   })

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { loopPartition, rootPartition } from "../image/partitions.js";
@@ -24,6 +24,45 @@ export interface Ephemeral {
   dispose(): Promise<void>;
 }
 
+/** Write injected files under `dir` as they would be under `/`. */
+async function writeTree(dir: string, inject: Injected[]): Promise<void> {
+  for (const f of inject) {
+    const dest = join(dir, f.path);
+    await mkdir(dirname(dest), { recursive: true });
+    if (f.linkTo) await symlink(f.linkTo, dest);
+    else {
+      await writeFile(dest, f.content ?? "");
+      await chmod(dest, f.mode ?? 0o644);
+    }
+  }
+}
+
+/**
+ * An initrd that is `initrd` followed by a newc archive of the injected files
+ * under /kiln-inject, which kiln's netboot and ISO initrds copy into the
+ * system they boot. The kernel unpacks concatenated archives in turn, each
+ * compressed or not, so the build's initrd is used as it is.
+ */
+export async function initrdWith(initrd: string, inject: Injected[], dir: string): Promise<string> {
+  const tree = join(dir, "inject-tree");
+  await writeTree(join(tree, "kiln-inject"), inject);
+  const extra = join(dir, "inject.cpio");
+  await exec("sh", [
+    "-c",
+    'cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc >"$2"',
+    "sh",
+    tree,
+    extra,
+  ]);
+  const out = join(dir, "initrd-test.img");
+  const first = await readFile(initrd);
+  // Each archive starts on a 4-byte boundary; zeros between them are skipped.
+  const pad = Buffer.alloc((4 - (first.length % 4)) % 4);
+  await writeFile(out, Buffer.concat([first, pad, await readFile(extra)]));
+  await rm(tree, { recursive: true, force: true });
+  return out;
+}
+
 /**
  * A writable view of a root filesystem directory: an overlay whose upper
  * layer is thrown away. Injected files go into the upper layer, so the
@@ -40,15 +79,7 @@ export async function overlayDir(
   const work = join(base, "work");
   const merged = join(base, "merged");
   await Promise.all([upper, work, merged].map((d) => mkdir(d, { recursive: true })));
-  for (const f of inject) {
-    const dest = join(upper, f.path);
-    await mkdir(dirname(dest), { recursive: true });
-    if (f.linkTo) await symlink(f.linkTo, dest);
-    else {
-      await writeFile(dest, f.content ?? "");
-      await chmod(dest, f.mode ?? 0o644);
-    }
-  }
+  await writeTree(upper, inject);
   let mounted = false;
   const undo = async () => {
     if (mounted) await unmount(merged);

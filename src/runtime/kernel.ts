@@ -1,3 +1,4 @@
+import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PART_TYPES } from "../image/gpt.js";
 import { partitions } from "../image/partitions.js";
@@ -67,4 +68,30 @@ async function resolveLink(fs: string, path: string): Promise<string> {
   const m = /Fast link dest: "([^"]+)"/.exec(stdout);
   if (!m) return path;
   return m[1]!.startsWith("/") ? m[1]! : `/${m[1]}`;
+}
+
+/**
+ * The kernel, initrd and command line of an installer ISO's live entry (the
+ * one that installs nothing), read out with xorriso, so `kiln test --on iso`
+ * boots the live system without GRUB's menu and with the checks appended to
+ * its initrd. The ISO itself is still the medium the live system runs from.
+ */
+export async function extractIsoBoot(
+  iso: string,
+  dir: string,
+): Promise<{ kernel: string; initrd: string; cmdline: string }> {
+  const kernel = join(dir, "vmlinuz");
+  const initrd = join(dir, "initrd.img");
+  const cfg = join(dir, "grub.cfg");
+  await exec("xorriso", [
+    ...["-osirrox", "on", "-indev", iso],
+    ...["-extract", "/boot/grub/grub.cfg", cfg],
+    ...["-extract", "/boot/vmlinuz", kernel],
+    ...["-extract", "/boot/initrd.img", initrd],
+  ]);
+  const entry = /menuentry "[^"]* live [^"]*" \{\s*linux \/boot\/vmlinuz ?([^\n]*)\n/.exec(
+    await readFile(cfg, "utf8"),
+  );
+  if (!entry) throw new KilnError("VM_NO_ENTRY", `${iso} has no live entry in its grub.cfg`);
+  return { kernel, initrd, cmdline: entry[1]!.trim() };
 }

@@ -11,7 +11,8 @@ import { serveDirectory } from "../util/http-dir.js";
 import { log } from "../util/log.js";
 import { type Accel, kvmStatus } from "./accel.js";
 import { ConsoleWatcher, SILENT, STALL } from "./console.js";
-import { extractBoot } from "./kernel.js";
+import { type Injected, initrdWith } from "./ephemeral.js";
+import { extractBoot, extractIsoBoot } from "./kernel.js";
 
 export type Firmware = "uefi" | "bios";
 
@@ -49,6 +50,13 @@ export interface VmOptions {
   directKernel?: boolean;
   /** Boot a netboot bundle directory instead of a disk: its root image is served over HTTP. */
   netboot?: string;
+  /**
+   * Boot an installer ISO's live system: its kernel and initrd directly (no
+   * GRUB menu), the ISO as the CD it runs from.
+   */
+  iso?: string;
+  /** Files added to the booted system through its initrd (netboot and ISO boots; see initrdWith). */
+  inject?: Injected[];
   /** An ISO attached as a CD drive (installer ISOs); firmware boots it when the disk is not bootable. */
   cdrom?: string;
   /** Exit when the guest reboots (e.g. at the end of an unattended install). */
@@ -129,7 +137,8 @@ export function qemuArgs(o: QemuArgsInput): string[] {
       "-drive",
       `if=none,id=cd0,media=cdrom,readonly=on,file=${o.cdrom}`,
       "-device",
-      "scsi-cd,bus=kilncd.0,drive=cd0,bootindex=0",
+      // (A kernel given to QEMU boots first by itself, and takes bootindex 0.)
+      `scsi-cd,bus=kilncd.0,drive=cd0${o.kernel ? "" : ",bootindex=0"}`,
     );
   if (o.noReboot) args.push("-no-reboot");
   const fwd = (o.forwards ?? [])
@@ -196,6 +205,12 @@ async function prepare(
         cmdline: `kiln.root=http://10.0.2.2:${http.port}/root.squashfs ${console}`,
       };
     }
+    if (o.iso) {
+      extra.kernel = await extractIsoBoot(o.iso, dir);
+      extra.cdrom = o.iso;
+    }
+    if (o.inject?.length && extra.kernel)
+      extra.kernel.initrd = await initrdWith(extra.kernel.initrd, o.inject, dir);
     return qemuArgs({ ...o, ...extra, accel, qmp, serial });
   });
   return { args, accel, dir, qmp, dispose };

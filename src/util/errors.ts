@@ -65,6 +65,10 @@ export const ERROR_CODES = {
       "a boot never became ready (panic, emergency shell, time-out); the console tail follows",
   },
   TEST_NOT_FOUND: { exit: 2, meaning: "the spec or artifact to test does not exist" },
+  TEST_NOTHING: {
+    exit: 2,
+    meaning: "nothing to test: no output kiln test can boot, or a target with no checks",
+  },
   OVMF_MISSING: { exit: 1, meaning: "no UEFI firmware (OVMF) is installed" },
   VM_NO_IMAGE: { exit: 1, meaning: "the disk image to boot does not exist" },
   VM_NO_SEED: { exit: 1, meaning: "the seed to attach does not exist" },

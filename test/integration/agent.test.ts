@@ -198,6 +198,10 @@ describe.sequential("kiln-agent with portable services and system extensions", (
       kiln(["inspect", raw("tools", "tools_1.0.0.raw"), "--json"]).stdout,
     ) as Record<string, unknown>;
     expect(inspect).toMatchObject({ kind: "sysext", name: "tools", version: "1.0.0" });
+    // A build with nothing kiln test can boot (a portable image) fails it, never passes it.
+    const t = kiln(["test", join(OUT, "build", "web")]);
+    expect(t.code).toBe(2);
+    expect(t.stderr).toMatch(/nothing in .*web can be booted: its outputs are portable/);
     expect(inspect.sha256).toMatch(/^[0-9a-f]{64}$/);
   });
 

@@ -125,6 +125,19 @@ describe("installer ISO", () => {
     });
   }
 
+  it("the live system (kiln test --on iso) passes the spec's checks, run from the CD", () => {
+    const t = kiln(["test", join(OUT, "iso"), "--on", "iso", "--accel", "tcg", "--json"]);
+    const j = JSON.parse(t.stdout || "{}");
+    expect(t.code, `${t.stderr}\n${j.targets?.[0]?.bootError ?? ""}`).toBe(0);
+    expect(
+      j.targets[0].results.map((c: { name: string; passed: boolean }) => [c.name, c.passed]),
+    ).toEqual([
+      ["hostname", true],
+      ["admin has a hashed password", true],
+      ["live from the CD", true],
+    ]);
+  });
+
   it("refuses a disk that holds a partition table and data, and leaves it unchanged", async () => {
     const dir = join(OUT, "used");
     mkdirSync(dir);

@@ -1,5 +1,13 @@
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -93,6 +101,16 @@ describe("kiln test", () => {
     expect(
       readdirSync(process.env.KILN_SCRATCH!).filter((f) => f.startsWith("kiln-disk-")),
     ).toEqual([]);
+  });
+
+  it("a target with no checks to run is an error before anything boots (exit 2)", () => {
+    const dir = join(OUT, "no-checks");
+    mkdirSync(dir);
+    const m = JSON.parse(readFileSync(join(OUT, "checks", "manifest.json"), "utf8"));
+    writeFileSync(join(dir, "manifest.json"), JSON.stringify({ ...m, tests: [] }));
+    const t = kiln(["test", dir, "--on", "bios"]);
+    expect(t.code).toBe(2);
+    expect(t.stderr).toContain("checks has no checks to run on bios");
   });
 
   it("an image that never becomes ready fails fast (exit 2) with the console tail", () => {

@@ -1,12 +1,14 @@
 import { execFileSync, spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { evaluate, parseResults } from "../../src/check/evaluate.js";
 import { junitXml } from "../../src/check/junit.js";
+import { targetsFor, testInjection } from "../../src/check/run.js";
 import { specSchema } from "../../src/config/schema.js";
 import { checkScript } from "../../src/render/checks.js";
+import { initrdWith } from "../../src/runtime/ephemeral.js";
 
 const checks = specSchema.parse({
   name: "c",
@@ -94,5 +96,42 @@ describe("evaluation", () => {
     expect(xml).toContain('name="a&lt;b"');
     expect(xml).toContain('<failure message="expected exit 0, got exit 1 &quot;x&quot;"/>');
     expect(xml).toContain('<error message="kernel panic"/>');
+  });
+});
+
+describe("kiln test targets", () => {
+  it("are the ones a build's artifacts allow, in a fixed order", () => {
+    expect(targetsFor({})).toEqual([]);
+    expect(targetsFor({ netboot: "/o/n.netboot" })).toEqual(["netboot"]);
+    expect(targetsFor({ rootfs: "/o/r", disk: "/o/d.raw", iso: "/o/x.iso" })).toEqual([
+      "nspawn",
+      "uefi",
+      "bios",
+      "iso",
+    ]);
+  });
+
+  it("inject files through a second archive after the build's own initrd", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-initrd-"));
+    try {
+      // An initrd whose length is not a multiple of 4, as compressed ones often are.
+      writeFileSync(join(dir, "initrd.img"), Buffer.from("initrd!"));
+      const out = await initrdWith(
+        join(dir, "initrd.img"),
+        testInjection([{ name: "x", run: "true" }] as never),
+        dir,
+      );
+      const bytes = readFileSync(out);
+      expect(bytes.subarray(0, 8).toString("latin1")).toBe("initrd!\0");
+      const list = execFileSync("cpio", ["-t", "--quiet"], { input: bytes.subarray(8) })
+        .toString()
+        .split("\n");
+      expect(list).toContain("kiln-inject/usr/lib/kiln-test/checks.sh");
+      expect(list).toContain(
+        "kiln-inject/etc/systemd/system/multi-user.target.wants/kiln-test.service",
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
