@@ -4,6 +4,8 @@ export interface TargetReport {
   target: string;
   ready: boolean;
   readySeconds: number | null;
+  /** Where the seconds to ready went (see BootBreakdown in runtime/console). */
+  breakdown?: Partial<Record<string, number>>;
   bootError?: string;
   results: CheckResult[];
 }

@@ -171,6 +171,7 @@ async function bootOnce(
         target,
         ready: true,
         readySeconds: Math.round(state.seconds * 10) / 10,
+        breakdown: guest.watcher.breakdown(state.seconds),
         results: evaluate(checks, results),
         ...(accel ? { accel } : {}),
       };

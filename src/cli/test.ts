@@ -7,6 +7,7 @@ import { build, planFor } from "../builder/build.js";
 import { junitXml } from "../check/junit.js";
 import { artifactsOf, runTarget, TARGETS, type Target, targetsFor } from "../check/run.js";
 import type { Check } from "../config/schema.js";
+import { breakdownText } from "../runtime/ready.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
 import { printJson } from "./output.js";
@@ -129,7 +130,7 @@ function printTarget(r: Awaited<ReturnType<typeof runTarget>>): void {
   }
   const passed = r.results.filter((c) => c.passed).length;
   console.log(
-    `${passed === r.results.length ? "✓" : "✗"} ${r.target}${accel}: ready in ${r.readySeconds}s, ${passed}/${r.results.length} checks passed`,
+    `${passed === r.results.length ? "✓" : "✗"} ${r.target}${accel}: ready in ${r.readySeconds}s${breakdownText(r.breakdown)}, ${passed}/${r.results.length} checks passed`,
   );
   for (const c of r.results) {
     console.log(

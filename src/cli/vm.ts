@@ -9,7 +9,7 @@ import {
   startVm,
   type VmOptions,
 } from "../runtime/qemu.js";
-import { bootFailure, bootUntilReady } from "../runtime/ready.js";
+import { bootFailure, bootUntilReady, breakdownText } from "../runtime/ready.js";
 import { freePort, recordVm, vmKey } from "../runtime/ssh.js";
 import { listNamedVms, openNamedVm, removeNamedVm } from "../runtime/vmstore.js";
 import { KilnError } from "../util/errors.js";
@@ -145,7 +145,10 @@ export function registerVm(program: Command): void {
             r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
           }
           if (o.json) printJson({ ...r, accel: vm.accel, firmware });
-          else if (r.ready) console.log(`${firmware}/${vm.accel}: ready in ${r.seconds}s`);
+          else if (r.ready)
+            console.log(
+              `${firmware}/${vm.accel}: ready in ${r.seconds}s${breakdownText(r.breakdown)}`,
+            );
           if (!r.ready) {
             // With --json the report (reason and console tail included) is the whole answer.
             if (o.json) process.exitCode = 2;

@@ -9,6 +9,24 @@ export type BootState =
   | { state: "ready"; seconds: number }
   | { state: "failed"; reason: string };
 
+/**
+ * Where a boot's seconds went, from when the console said what (host clock,
+ * QEMU start = 0) and the kernel's own printk times: firmware until the boot
+ * loader speaks (or the kernel starts, without one), loader until the
+ * kernel starts, kernel until it runs /init, initrd until systemd greets,
+ * userspace until ready. A phase the console did not show is left out
+ * (nspawn has only userspace; a direct kernel boot has no loader).
+ */
+export type BootBreakdown = Partial<
+  Record<"firmware" | "loader" | "kernel" | "initrd" | "userspace", number>
+>;
+
+const LOADER = /GNU GRUB {2}version|Welcome to GRUB!|Booting `[^'\n]*'/;
+const KERNEL_LINE = /^\[\s*(\d+\.\d+)\] /gm;
+const RUN_INIT = /Run \/\S*init as init process/;
+const SYSTEMD =
+  /systemd\[1\]: systemd \d+|Welcome to (?!GRUB)[^\n]*!|systemd \d+\S* running in system mode/;
+
 /** The reason prefix of a boot that failed because the guest's CPUs stalled. */
 export const STALL = "guest CPU stall";
 /** The reason prefix of a boot whose console said nothing for too long. */
@@ -47,14 +65,21 @@ export function stripAnsi(text: string): string {
 
 export class ConsoleWatcher {
   private text = "";
-  private readonly started = performance.now();
+  private readonly clock: () => number;
+  private readonly started: number;
   private result: BootState = { state: "booting" };
   private ended = false;
   private readonly listeners: ((s: BootState) => void)[] = [];
   private silence: NodeJS.Timeout | undefined;
+  /** Host seconds since start at which each milestone first showed. */
+  private readonly marks: { loader?: number; kernel?: number; init?: number; systemd?: number } =
+    {};
 
   /** `silenceMs`: fail a boot whose console says nothing for this long (a hung guest). */
-  constructor(private readonly o: { silenceMs?: number } = {}) {
+  /** `clock`: milliseconds, performance.now() unless a test gives its own. */
+  constructor(private readonly o: { silenceMs?: number; clock?: () => number } = {}) {
+    this.clock = o.clock ?? (() => performance.now());
+    this.started = this.clock();
     this.armSilence();
   }
 
@@ -72,7 +97,9 @@ export class ConsoleWatcher {
   }
 
   feed(chunk: string): void {
+    const from = Math.max(0, this.text.length - 200);
     this.text += stripAnsi(chunk);
+    this.mark(this.text.slice(from), (this.clock() - this.started) / 1000);
     if (this.result.state === "booting") this.armSilence();
     if (this.text.length > 2_000_000) this.text = this.text.slice(-1_000_000);
     if (this.result.state !== "booting") return;
@@ -84,8 +111,40 @@ export class ConsoleWatcher {
       }
     }
     if (READY.some((re) => re.test(this.text))) {
-      this.settle({ state: "ready", seconds: (performance.now() - this.started) / 1000 });
+      this.settle({ state: "ready", seconds: (this.clock() - this.started) / 1000 });
     }
+  }
+
+  private mark(recent: string, now: number): void {
+    const m = this.marks;
+    if (m.loader === undefined && m.kernel === undefined && LOADER.test(recent)) m.loader = now;
+    if (m.init === undefined) {
+      // A line the kernel stamped t arrived no earlier than t after it started:
+      // the smallest such estimate is the tightest.
+      for (const k of recent.matchAll(KERNEL_LINE)) {
+        const start = Math.max(0, now - Number(k[1]));
+        if (m.kernel === undefined || start < m.kernel) m.kernel = start;
+      }
+      if (RUN_INIT.test(recent)) m.init = now;
+    }
+    if (m.systemd === undefined && SYSTEMD.test(recent)) m.systemd = now;
+  }
+
+  /** Where the seconds went so far (see BootBreakdown); complete once ready. */
+  breakdown(readyAt?: number): BootBreakdown {
+    const m = this.marks;
+    const end = readyAt ?? (this.result.state === "ready" ? this.result.seconds : undefined);
+    const b: BootBreakdown = {};
+    const put = (k: keyof BootBreakdown, a: number | undefined, z: number | undefined) => {
+      if (a !== undefined && z !== undefined && z >= a) b[k] = Math.round((z - a) * 10) / 10;
+    };
+    const firstOwn = m.loader ?? m.kernel;
+    put("firmware", 0, firstOwn);
+    put("loader", m.loader, m.kernel);
+    put("kernel", m.kernel, m.init);
+    put("initrd", m.init, m.systemd);
+    put("userspace", m.systemd, end);
+    return b;
   }
 
   get state(): BootState {

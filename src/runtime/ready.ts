@@ -1,10 +1,12 @@
 import { KilnError } from "../util/errors.js";
-import type { ConsoleWatcher } from "./console.js";
+import type { BootBreakdown, ConsoleWatcher } from "./console.js";
 
 export interface ReadyReport {
   target: string;
   ready: boolean;
   seconds: number | null;
+  /** Where the seconds went (see BootBreakdown). */
+  breakdown?: BootBreakdown;
   reason?: string;
   consoleTail?: string;
 }
@@ -18,7 +20,12 @@ export async function bootUntilReady(
   try {
     const s = await guest.watcher.wait(timeoutMs);
     if (s.state === "ready")
-      return { target, ready: true, seconds: Math.round(s.seconds * 10) / 10 };
+      return {
+        target,
+        ready: true,
+        seconds: Math.round(s.seconds * 10) / 10,
+        breakdown: guest.watcher.breakdown(),
+      };
     const reason = s.state === "failed" ? s.reason : "unknown";
     return { target, ready: false, seconds: null, reason, consoleTail: guest.watcher.tail(50) };
   } finally {
@@ -32,4 +39,10 @@ export function bootFailure(r: ReadyReport): KilnError {
     `${r.target}: boot failed: ${r.reason}\n--- last console lines ---\n${r.consoleTail ?? ""}`,
     { exitCode: 2 },
   );
+}
+
+/** "firmware 2.1 s, kernel 4.0 s, …": a breakdown for people. */
+export function breakdownText(b: BootBreakdown | undefined): string {
+  const parts = Object.entries(b ?? {}).map(([k, v]) => `${k} ${v}s`);
+  return parts.length ? ` (${parts.join(", ")})` : "";
 }

@@ -40,6 +40,39 @@ describe("console watcher", () => {
     w.feed("in: ");
     expect(w.state.state).toBe("ready");
   });
+  it("says where a boot's seconds went: firmware, loader, kernel, initrd, userspace", () => {
+    let t = 0;
+    const w = new ConsoleWatcher({ clock: () => t });
+    t = 2000;
+    w.feed("SeaBIOS (version 1.16.2)\nBooting from Hard Disk...\n");
+    t = 2500;
+    w.feed("Welcome to GRUB!\n                             GNU GRUB  version 2.06\n");
+    // The console comes up late and flushes what the kernel logged since it started at 3.0 s.
+    t = 4200;
+    w.feed("[    0.000000] Linux version 6.1.0\n[    1.100000] console [ttyS0] enabled\n");
+    t = 7000;
+    w.feed("[    3.900000] Run /init as init process\n");
+    t = 8000;
+    w.feed("\nWelcome to Debian GNU/Linux 12 (bookworm)!\n\n");
+    t = 12_000;
+    w.feed("minimal login: ");
+    expect(w.state).toMatchObject({ state: "ready", seconds: 12 });
+    expect(w.breakdown()).toEqual({
+      firmware: 2.5,
+      loader: 0.6,
+      kernel: 3.9,
+      initrd: 1,
+      userspace: 4,
+    });
+    // No loader (a direct kernel boot) and no kernel (nspawn): only what was seen.
+    let u = 0;
+    const n = new ConsoleWatcher({ clock: () => u });
+    u = 300;
+    n.feed("systemd 252.39-1~deb12u1 running in system mode\n");
+    u = 700;
+    n.feed("Reached target multi-user.target - Multi-User System.\n");
+    expect(n.breakdown()).toEqual({ userspace: 0.4 });
+  });
   it("fails at once on a kernel panic or emergency shell", async () => {
     const w = new ConsoleWatcher();
     const p = w.wait(60_000);
