@@ -17,6 +17,7 @@ import type { BuildContext } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
 import { handOver, sudoOwner } from "./ownership.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
+import { cloudSteps } from "./steps/clouds.js";
 import { configureStep, filesStep } from "./steps/configure.js";
 import { diskStep } from "./steps/disk.js";
 import { isoStep } from "./steps/iso.js";
@@ -74,6 +75,7 @@ const STEPS: Record<StepId, StepFn> = {
   disk: (ctx) => (ctx.plan.base ? customisedDiskStep(ctx) : diskStep(ctx)),
   iso: isoStep,
   ...conversionSteps,
+  ...cloudSteps,
   netboot: netbootStep,
   directory: directoryStep,
   manifest: manifestStep,

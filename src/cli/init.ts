@@ -43,7 +43,7 @@ kernel:
 disk:
   layout: single                    # single | ab (root A + root B + data)
   firmware: [uefi, bios]
-outputs: [disk, qcow2]              # directory, tar, disk, qcow2, vmdk, vdi, vhdx, iso, netboot, oci, portable, sysext
+outputs: [disk, qcow2]              # directory, tar, disk, qcow2, vmdk, vdi, vhdx, gce, azure, aws, iso, netboot, oci, portable, sysext
 limits:
   installed_size: 250M
 tests:

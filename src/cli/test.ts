@@ -7,6 +7,7 @@ import { build, planFor } from "../builder/build.js";
 import { junitXml } from "../check/junit.js";
 import { artifactsOf, runTarget, TARGETS, type Target, targetsFor } from "../check/run.js";
 import type { Check } from "../config/schema.js";
+import { isDiskImage } from "../runtime/ephemeral.js";
 import { breakdownText } from "../runtime/ready.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
@@ -54,7 +55,7 @@ export function registerTest(program: Command): void {
         const artifacts = artifactsOf(dir, manifest);
         // An image named on the command line is the one tested (e.g. a disk an installer wrote),
         // with the checks of the manifest beside it.
-        if (/\.(raw|img|qcow2)$/.test(arg) && statSync(arg).isFile()) {
+        if (isDiskImage(arg) && statSync(arg).isFile()) {
           artifacts.disk = resolve(arg);
           delete artifacts.rootfs;
           delete artifacts.netboot;

@@ -1,3 +1,4 @@
+import { CLOUD_OUTPUTS, CLOUDS, cloudsOf } from "../config/clouds.js";
 import { DISK_CONVERSIONS, type OutputFormat, type Spec } from "../config/schema.js";
 import type { RootfsRecipe } from "../distro/mmdebstrap.js";
 import { cacheKey } from "../util/hash.js";
@@ -23,6 +24,7 @@ export const OUTPUT_ORDER = [
   "disk",
   "iso",
   ...DISK_CONVERSIONS,
+  ...CLOUD_OUTPUTS,
   "netboot",
   "directory",
 ] as const satisfies readonly OutputFormat[];
@@ -118,7 +120,8 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
   ];
   const outputs = new Set(spec.outputs);
   // VM formats are converted from the raw disk, so the disk is always made for them.
-  if (DISK_CONVERSIONS.some((f) => outputs.has(f)) || outputs.has("iso")) outputs.add("disk");
+  if (DISK_CONVERSIONS.some((f) => outputs.has(f)) || outputs.has("iso") || cloudsOf(spec).length)
+    outputs.add("disk");
   const raw = `${spec.name}_${spec.version}.raw`;
   const titles: Partial<Record<OutputFormat, string>> = {
     disk: `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
@@ -126,6 +129,7 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
     iso: "installer ISO (live system + unattended install; BIOS and UEFI)",
     portable: `portable service image ${raw}`,
     sysext: `system extension ${raw}`,
+    ...Object.fromEntries(CLOUD_OUTPUTS.map((c) => [c, CLOUDS[c].title])),
   };
   for (const o of OUTPUT_ORDER) {
     if (!outputs.has(o)) continue;

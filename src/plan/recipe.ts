@@ -1,3 +1,4 @@
+import { cloudsOf } from "../config/clouds.js";
 import type { Spec } from "../config/schema.js";
 import { distroDriver } from "../distro/index.js";
 import { APT_OFFERS, MINIMAL_PATH_FILTERS, type RootfsRecipe } from "../distro/mmdebstrap.js";
@@ -27,7 +28,15 @@ export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): Rootf
     : [...d.bootPackages, kernel, ...initrd, ...updater, ...agent];
   // A bus for the tools an admin reaches for first (a container needs none: its host has one).
   const bus = !o.container && spec.dbus ? d.busPackages : [];
-  const packages = unique([...base, ...bus, ...groupPackages(spec), ...spec.packages]).sort();
+  // A public cloud's image configures itself from the cloud's metadata at first boot.
+  const cloud = !o.container && cloudsOf(spec).length ? ["cloud-init"] : [];
+  const packages = unique([
+    ...base,
+    ...bus,
+    ...cloud,
+    ...groupPackages(spec),
+    ...spec.packages,
+  ]).sort();
   if (spec.locale !== "C.UTF-8" && spec.locale !== "C") packages.push("locales");
 
   const args = [

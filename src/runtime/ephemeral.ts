@@ -113,8 +113,7 @@ export async function diskCopy(image: string, inject: Injected[] = []): Promise<
     `disk copy ${base}`,
     () => rm(base, { recursive: true, force: true }),
     async () => {
-      if (image.endsWith(".qcow2")) await exec("qemu-img", ["convert", "-O", "raw", image, copy]);
-      else await exec("cp", ["--sparse=always", image, copy]);
+      await rawCopy(image, copy);
       if (!inject.length) return;
       const root = await rootPartition(copy);
       const fs = `${copy}?offset=${root.offset}`;
@@ -151,6 +150,38 @@ export async function diskCopy(image: string, inject: Injected[] = []): Promise<
   return { path: copy, dispose };
 }
 
+/** Disk image formats kiln boots from a raw copy, by file name (qemu-img's names). */
+const FORMATS: [RegExp, string][] = [
+  [/\.qcow2$/, "qcow2"],
+  [/\.vmdk$/, "vmdk"],
+  [/\.vhdx$/, "vhdx"],
+  [/\.vhd$/, "vpc"],
+  [/\.vdi$/, "vdi"],
+];
+
+/** Is this a disk image kiln can boot (raw, a VM format, or a Compute Engine tar.gz)? */
+export function isDiskImage(file: string): boolean {
+  return /\.(raw|img)$|\.gce\.tar\.gz$/.test(file) || FORMATS.some(([re]) => re.test(file));
+}
+
+/**
+ * A sparse raw copy of a disk image in any format kiln writes: VM formats
+ * through qemu-img (the format named, never probed), a Compute Engine
+ * tar.gz unpacked (its disk.raw).
+ */
+async function rawCopy(image: string, copy: string): Promise<void> {
+  const format = FORMATS.find(([re]) => re.test(image))?.[1];
+  if (format) {
+    await exec("qemu-img", ["convert", "-f", format, "-O", "raw", image, copy]);
+  } else if (image.endsWith(".tar.gz")) {
+    const dir = dirname(copy);
+    await exec("tar", ["-xzf", image, "-C", dir, "disk.raw"]);
+    if (join(dir, "disk.raw") !== copy) await exec("mv", [join(dir, "disk.raw"), copy]);
+  } else {
+    await exec("cp", ["--sparse=always", image, copy]);
+  }
+}
+
 function parents(path: string): string[] {
   const parts = path.split("/").filter(Boolean);
   return parts.slice(0, -1).map((_, i) => `/${parts.slice(0, i + 1).join("/")}`);
@@ -163,7 +194,7 @@ function parents(path: string): string[] {
  * a throw-away overlay on top. qcow2 images are converted to a raw copy first.
  */
 export async function diskRootDir(image: string, inject: Injected[] = []): Promise<Ephemeral> {
-  const copy = image.endsWith(".qcow2") ? await diskCopy(image) : undefined;
+  const copy = /\.(raw|img)$/.test(image) ? undefined : await diskCopy(image);
   const raw = copy?.path ?? image;
   const part = await rootPartition(raw);
   const base = await mkdtemp(join(tmpdir(), "kiln-diskroot-"));

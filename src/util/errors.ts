@@ -44,6 +44,10 @@ export const ERROR_CODES = {
     exit: 1,
     meaning: "a suite's Release file is missing, for another suite, or undated",
   },
+  BUILD_CLOUD_DRIVER: {
+    exit: 1,
+    meaning: "the kernel lacks a driver a cloud output's machines need",
+  },
   BUILD_NO_KERNEL: { exit: 1, meaning: "the image has no kernel in /boot" },
   BUILD_PORTABLE_UNITS: { exit: 1, meaning: "a portable service image has no unit named after it" },
   UPDATE_KEYRING: { exit: 1, meaning: "update.keyring names no file" },

@@ -1,12 +1,15 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  closeSync,
   copyFileSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   readFileSync,
+  readSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -301,6 +304,58 @@ describe("exports for other hypervisors", () => {
       const v = spawnSync("virt-xml-validate", [xml, "domain"], { encoding: "utf8" });
       expect(v.status, v.stdout + v.stderr).toBe(0);
     }
+  });
+});
+
+describe("public clouds", () => {
+  const C = join(OUT, "clouds");
+  const info = (file: string) =>
+    JSON.parse(spawnSync("qemu-img", ["info", "--output=json", file], { encoding: "utf8" }).stdout);
+  const MiB = 1024 * 1024;
+
+  it("builds gce, azure and aws images in the formats their imports take", () => {
+    const b = kiln(["build", "test/integration/specs/clouds.yaml", "-o", C]);
+    expect(b.code, b.stderr).toBe(0);
+    // Compute Engine: one disk.raw, a whole number of GiB, in a gzipped oldgnu tar.
+    const gce = join(C, "clouds.gce.tar.gz");
+    const list = spawnSync("tar", ["-tvzf", gce], { encoding: "utf8" }).stdout.trim().split("\n");
+    expect(list).toHaveLength(1);
+    const size = Number(list[0]!.split(/\s+/)[2]);
+    expect(list[0]).toMatch(/ disk\.raw$/);
+    expect(size % (1024 * MiB)).toBe(0);
+    const header = spawnSync("sh", ["-c", 'gzip -dc "$1" | head -c 512', "sh", gce]).stdout;
+    expect(header.subarray(257, 265).toString("latin1")).toBe("ustar  \0"); // oldgnu's magic
+    // Azure: a fixed VHD (footer disk type 2) of a whole number of MiB, footer after the data.
+    const vhd = join(C, "clouds.azure.vhd");
+    const v = info(vhd);
+    expect(v.format).toBe("vpc");
+    expect(v["virtual-size"] % MiB).toBe(0);
+    expect(statSync(vhd).size).toBe(v["virtual-size"] + 512);
+    const footer = Buffer.alloc(512);
+    const fd = openSync(vhd, "r");
+    readSync(fd, footer, 0, 512, statSync(vhd).size - 512);
+    closeSync(fd);
+    expect(footer.subarray(0, 8).toString("latin1")).toBe("conectix");
+    expect(footer.readUInt32BE(60)).toBe(2);
+    // EC2: a stream-optimized VMDK that qemu-img checks clean.
+    const vmdk = join(C, "clouds.aws.vmdk");
+    const k = info(vmdk);
+    expect(k.format).toBe("vmdk");
+    expect(k["format-specific"].data["create-type"]).toBe("streamOptimized");
+    const check = spawnSync("qemu-img", ["check", vmdk], { encoding: "utf8" });
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+  });
+
+  it.each([
+    ["gce", "clouds.gce.tar.gz"],
+    ["azure", "clouds.azure.vhd"],
+    ["aws", "clouds.aws.vmdk"],
+  ])("the %s image boots in QEMU and passes the spec's checks", (_cloud, file) => {
+    const t = kiln(["test", join(C, file), "--on", "bios", "--accel", "tcg", "--json"]);
+    const j = JSON.parse(t.stdout || "{}");
+    expect(t.code, `${t.stderr}\n${j.targets?.[0]?.bootError ?? ""}`).toBe(0);
+    expect(j.targets[0].results.filter((c: { passed: boolean }) => !c.passed)).toEqual([]);
+    expect(j.targets[0].results).toHaveLength(4);
   });
 });
 

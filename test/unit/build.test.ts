@@ -7,7 +7,7 @@ import { describe, expect, it } from "vitest";
 import { handOver, sudoOwner } from "../../src/builder/ownership.js";
 import { addedPaths, parseEnvFile } from "../../src/builder/steps/addons.js";
 import { growFiles } from "../../src/builder/steps/grow.js";
-import { parseMadison } from "../../src/builder/steps/kernel.js";
+import { initrdModules, parseMadison } from "../../src/builder/steps/kernel.js";
 import { loadSpec } from "../../src/config/load.js";
 import { specSchema } from "../../src/config/schema.js";
 import { addonNameVersion } from "../../src/deliver/addons.js";
@@ -89,6 +89,25 @@ describe("plan", () => {
     expect(
       planBuild(specSchema.parse({ name: "c", outputs: ["oci", "tar"] }), "{}").recipe.packages,
     ).toContain("linux-image-cloud-amd64");
+  });
+
+  it("cloud outputs: the disk first, cloud-init in the root, the clouds' disk drivers in the initrd", () => {
+    const spec = specSchema.parse({ name: "c", outputs: ["aws", "gce"] });
+    const ids = planBuild(spec, "{}").steps.map((s) => s.id);
+    expect(ids.indexOf("disk")).toBeGreaterThan(-1);
+    expect(ids.indexOf("gce")).toBeGreaterThan(ids.indexOf("disk"));
+    expect(ids.indexOf("aws")).toBeGreaterThan(ids.indexOf("gce"));
+    expect(rootfsRecipe(spec).packages).toContain("cloud-init");
+    expect(rootfsRecipe(specSchema.parse({ name: "c" })).packages).not.toContain("cloud-init");
+    expect(initrdModules(spec)).toEqual([
+      "virtio_pci",
+      "virtio_blk",
+      "virtio_scsi",
+      "sd_mod",
+      "ahci",
+      "nvme",
+      "xen_blkfront",
+    ]);
   });
 
   it("makes the disk when only qcow2 is asked for", () => {

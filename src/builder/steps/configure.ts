@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { CLOUDS, cloudsOf } from "../../config/clouds.js";
 import { containerOnly } from "../../plan/plan.js";
 import { networkdUnits } from "../../render/networkd.js";
 import { readAsset } from "../../util/assets.js";
@@ -40,6 +41,7 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
   // "uninitialized") does that without systemd's first-boot preset-all pass,
   // which costs seconds under emulation and would redo what the build enabled.
   await writeFile(join(root, "etc/machine-id"), "");
+  await cloudInitStep(ctx);
   await rm(join(root, "var/lib/dbus/machine-id"), { force: true });
 
   const netDir = join(root, "etc/systemd/network");
@@ -133,4 +135,23 @@ async function installAsset(root: string, asset: string, to: string): Promise<vo
   const text = readAsset(asset);
   await mkdir(dirname(join(root, to)), { recursive: true });
   await writeFile(join(root, to), text);
+}
+
+/**
+ * An image for public clouds looks only for their metadata (ds-identify
+ * otherwise probes every source it knows, slowly); None last, so a machine
+ * elsewhere still boots. kiln's networkd configuration (DHCP on every
+ * Ethernet) already fits all three clouds, so cloud-init writes none of its own.
+ */
+async function cloudInitStep(ctx: BuildContext): Promise<void> {
+  const clouds = cloudsOf(ctx.spec);
+  if (!clouds.length) return;
+  const dir = join(ctx.root, "etc/cloud/cloud.cfg.d");
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    join(dir, "90-kiln-datasource.cfg"),
+    `# Written by kiln for outputs: [${clouds.join(", ")}]\n` +
+      `datasource_list: [${[...clouds.map((c) => CLOUDS[c].datasource), "None"].join(", ")}]\n` +
+      "network: {config: disabled}\n",
+  );
 }

@@ -1,6 +1,7 @@
 import { existsSync, readdirSync } from "node:fs";
 import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { CLOUDS, cloudsOf } from "../../config/clouds.js";
 import { APT_OFFERS } from "../../distro/mmdebstrap.js";
 import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
@@ -39,12 +40,13 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     // Automatic detection reads the build host's mounts, which say nothing about the target machine.
     await writeFile(
       join(conf, "tiny-initramfs.conf"),
-      `# Written by kiln from kernel.modules\nAUTO_MODULES=no\nINCLUDE_MODULES="${spec.kernel.modules.join(",")}"\nMICROCODE=no\n`,
+      `# Written by kiln from kernel.modules\nAUTO_MODULES=no\nINCLUDE_MODULES="${initrdModules(spec).join(",")}"\nMICROCODE=no\n`,
     );
     await inRoot(root, "mktirfs", ["-o", `/boot/initrd.img-${version}`, version]);
   } else if (!existsSync(join(root, `boot/initrd.img-${version}`))) {
     await inRoot(root, "update-initramfs", ["-c", "-k", version]);
   }
+  await checkCloudDrivers(ctx, version);
   for (const [link, target] of [
     ["vmlinuz", `boot/vmlinuz-${version}`],
     ["initrd.img", `boot/initrd.img-${version}`],
@@ -65,4 +67,28 @@ export function parseMadison(text: string, pkg: string): { version: string; suit
     if (suite) out.push({ version, suite });
   }
   return out;
+}
+
+/** The spec's initrd modules, and what its clouds' disks need to be found. */
+export function initrdModules(spec: BuildContext["spec"]): string[] {
+  return [...new Set([...spec.kernel.modules, ...cloudsOf(spec).flatMap((c) => CLOUDS[c].boot)])];
+}
+
+/** An image for a cloud without that cloud's disk or network driver would not come up there. */
+async function checkCloudDrivers(ctx: BuildContext, version: string): Promise<void> {
+  for (const cloud of cloudsOf(ctx.spec)) {
+    const missing: string[] = [];
+    for (const mod of CLOUDS[cloud].drivers) {
+      const r = await inRoot(ctx.root, "modinfo", ["-k", version, "-n", mod], { okCodes: [0, 1] });
+      if (r.code !== 0) missing.push(mod);
+    }
+    if (missing.length)
+      throw new KilnError(
+        "BUILD_CLOUD_DRIVER",
+        `kernel ${version} lacks ${missing.join(", ")}, which outputs: [${cloud}] needs (${CLOUDS[cloud].title})`,
+        {
+          hint: "use the distribution's cloud kernel (leave kernel.package out), or one built with them",
+        },
+      );
+  }
 }
