@@ -10,7 +10,14 @@ export default defineConfig({
     sequence: { sequencer: LongestFirst },
     projects: [
       {
-        test: { name: "unit", include: ["test/unit/**/*.test.ts"], testTimeout: 20_000 },
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+          testTimeout: 20_000,
+          // GitHub's workflow parser imports its schema JSON without an import
+          // attribute, which Node refuses; Vite's own transform reads it.
+          server: { deps: { inline: ["@actions/workflow-parser"] } },
+        },
       },
       {
         test: {

@@ -6,6 +6,7 @@ import { registerAddons } from "./addons.js";
 import { registerBoot } from "./boot.js";
 import { registerBuild } from "./build.js";
 import { registerBundle } from "./bundle.js";
+import { registerCi } from "./ci.js";
 import { registerContainers } from "./containers.js";
 import { registerDoctor } from "./doctor.js";
 import { registerImages } from "./images.js";
@@ -63,6 +64,7 @@ export async function main(argv: string[]): Promise<number> {
     registerAddons,
     registerMachines,
     registerInspect,
+    registerCi,
     registerDoctor,
     registerSchema,
   ])

@@ -48,6 +48,8 @@ export const ERROR_CODES = {
     exit: 1,
     meaning: "the kernel lacks a driver a cloud output's machines need",
   },
+  CI_NO_SPECS: { exit: 1, meaning: "kiln ci found no spec to build" },
+  CI_SPEC_PATH: { exit: 1, meaning: "a spec's path or name cannot go into a workflow as it is" },
   BUILD_NO_KERNEL: { exit: 1, meaning: "the image has no kernel in /boot" },
   BUILD_PORTABLE_UNITS: { exit: 1, meaning: "a portable service image has no unit named after it" },
   UPDATE_KEYRING: { exit: 1, meaning: "update.keyring names no file" },

@@ -23,6 +23,7 @@ const MAY_IMPORT: Record<string, string[]> = {
   containers: ["config", "plan", "image", "runtime", "distro", "check", "util"],
   builder: ["plan", "artifact", "config", "distro", "image", "render", "seed", "cloud", "util"],
   fleet: ["util"],
+  publish: ["util"],
   deliver: ["fleet", "artifact", "config", "image", "runtime", "util"],
   cli: [
     "builder",
@@ -32,6 +33,7 @@ const MAY_IMPORT: Record<string, string[]> = {
     "containers",
     "deliver",
     "fleet",
+    "publish",
     "distro",
     "image",
     "plan",
