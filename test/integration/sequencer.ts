@@ -1,23 +1,23 @@
 import { basename } from "node:path";
 import { BaseSequencer, type TestSpecification } from "vitest/node";
 
-// Seconds each integration file took in a full CI run (cold caches), longest
+// Seconds each integration file took in a full CI run (cold caches, two at a time), longest
 // first. Two files run at once, and starting the longest first keeps both
 // lanes busy to the end (a file not listed here goes last).
 const SECONDS: Record<string, number> = {
-  update: 744,
-  install: 483,
-  agent: 431,
-  cloud: 339,
-  test: 311,
-  iso: 298,
-  netboot: 211,
-  containers: 153,
-  "netboot-integrity": 84,
-  build: 79,
-  fleet: 47,
-  "serve-flood": 22,
-  dashboard: 5,
+  update: 835,
+  install: 581,
+  cloud: 500,
+  agent: 400,
+  iso: 353,
+  test: 234,
+  netboot: 213,
+  containers: 184,
+  build: 113,
+  "netboot-integrity": 79,
+  fleet: 49,
+  "serve-flood": 42,
+  dashboard: 15,
   cli: 2,
   "fleet-postgres": 2,
 };
