@@ -1,11 +1,12 @@
+import type { BootBreakdown } from "../runtime/console.js";
 import type { CheckResult } from "./evaluate.js";
 
 export interface TargetReport {
   target: string;
   ready: boolean;
   readySeconds: number | null;
-  /** Where the seconds to ready went (see BootBreakdown in runtime/console). */
-  breakdown?: Partial<Record<string, number>>;
+  /** Where the seconds to ready went. */
+  breakdown?: BootBreakdown;
   bootError?: string;
   results: CheckResult[];
 }

@@ -18,15 +18,6 @@ import type { TargetReport } from "./junit.js";
 
 export type Target = "nspawn" | Firmware | "netboot" | "iso";
 
-/** Every target, and the artifact each boots. */
-export const TARGETS: { target: Target; boots: string }[] = [
-  { target: "nspawn", boots: "a directory, tar or disk in systemd-nspawn" },
-  { target: "uefi", boots: "the disk (or qcow2) in QEMU with OVMF" },
-  { target: "bios", boots: "the disk (or qcow2) in QEMU with SeaBIOS" },
-  { target: "netboot", boots: "the netboot bundle, served over HTTP as kiln vm --netboot does" },
-  { target: "iso", boots: "the installer ISO's live system, the ISO as its CD" },
-];
-
 /** The artifacts of a build that kiln test can boot. */
 export interface Artifacts {
   rootfs?: string;
@@ -35,13 +26,30 @@ export interface Artifacts {
   iso?: string;
 }
 
+/** Every target, the artifact it needs by default, and what it boots. */
+export const TARGETS: { target: Target; needs: keyof Artifacts; boots: string }[] = [
+  { target: "nspawn", needs: "rootfs", boots: "a directory, tar or disk in systemd-nspawn" },
+  { target: "uefi", needs: "disk", boots: "the disk (or qcow2) in QEMU with OVMF" },
+  { target: "bios", needs: "disk", boots: "the disk (or qcow2) in QEMU with SeaBIOS" },
+  {
+    target: "netboot",
+    needs: "netboot",
+    boots: "the netboot bundle, served over HTTP as kiln vm --netboot does",
+  },
+  { target: "iso", needs: "iso", boots: "the installer ISO's live system, the ISO as its CD" },
+];
+
+/** The output formats each artifact is taken from, preferred first. */
+const FROM: Record<keyof Artifacts, string[]> = {
+  rootfs: ["directory", "tar"],
+  disk: ["disk", "qcow2"],
+  netboot: ["netboot"],
+  iso: ["iso"],
+};
+
 /** The targets these artifacts allow, in TARGETS order. */
 export function targetsFor(a: Artifacts): Target[] {
-  return TARGETS.map((t) => t.target).filter((t) => {
-    if (t === "nspawn") return Boolean(a.rootfs);
-    if (t === "netboot" || t === "iso") return Boolean(a[t]);
-    return Boolean(a.disk);
-  });
+  return TARGETS.filter((t) => a[t.needs]).map((t) => t.target);
 }
 
 export interface TestOptions {
@@ -197,21 +205,15 @@ export function artifactsOf(
   dir: string,
   manifest: { name: string; artifacts: { format: string; path: string }[] },
 ): Artifacts {
-  const pick = (...formats: string[]) => {
+  const found: Artifacts = {};
+  for (const [kind, formats] of Object.entries(FROM) as [keyof Artifacts, string[]][]) {
     for (const f of formats) {
       const a = manifest.artifacts.find((x) => x.format === f);
-      if (a && existsSync(join(dir, a.path))) return join(dir, a.path);
+      if (a && existsSync(join(dir, a.path))) {
+        found[kind] = join(dir, a.path);
+        break;
+      }
     }
-    return undefined;
-  };
-  const found: Artifacts = {};
-  const rootfs = pick("directory", "tar");
-  const disk = pick("disk", "qcow2");
-  const netboot = pick("netboot");
-  const iso = pick("iso");
-  if (rootfs) found.rootfs = rootfs;
-  if (disk) found.disk = disk;
-  if (netboot) found.netboot = netboot;
-  if (iso) found.iso = iso;
+  }
   return found;
 }

@@ -174,9 +174,8 @@ async function rawCopy(image: string, copy: string): Promise<void> {
   if (format) {
     await exec("qemu-img", ["convert", "-f", format, "-O", "raw", image, copy]);
   } else if (image.endsWith(".tar.gz")) {
-    const dir = dirname(copy);
-    await exec("tar", ["-xzf", image, "-C", dir, "disk.raw"]);
-    if (join(dir, "disk.raw") !== copy) await exec("mv", [join(dir, "disk.raw"), copy]);
+    // diskCopy's copy is called disk.raw, as the archive's one disk is.
+    await exec("tar", ["-xzf", image, "-C", dirname(copy), "disk.raw"]);
   } else {
     await exec("cp", ["--sparse=always", image, copy]);
   }

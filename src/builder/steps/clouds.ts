@@ -38,7 +38,9 @@ const STEPS: Record<CloudOutput, (ctx: BuildContext, out: string) => Promise<voi
   // (force_size: qemu-img would otherwise round to the VHD geometry).
   azure: async (ctx, out) => {
     const dir = join(ctx.work, "azure");
-    const raw = await rawIn(ctx, dir, MiB);
+    // kiln's disks are whole MiB already: the staged disk is converted as it is.
+    const staged = join(ctx.stage, `${ctx.spec.name}.raw`);
+    const raw = (await stat(staged)).size % MiB ? await rawIn(ctx, dir, MiB) : staged;
     await exec("qemu-img", [
       ...["convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on"],
       ...[raw, out],

@@ -76,11 +76,18 @@ export function initrdModules(spec: BuildContext["spec"]): string[] {
 
 /** An image for a cloud without that cloud's disk or network driver would not come up there. */
 async function checkCloudDrivers(ctx: BuildContext, version: string): Promise<void> {
+  // Clouds share drivers (nvme, virtio_scsi): each is looked up once.
+  const present = new Map<string, boolean>();
   for (const cloud of cloudsOf(ctx.spec)) {
     const missing: string[] = [];
     for (const mod of CLOUDS[cloud].drivers) {
-      const r = await inRoot(ctx.root, "modinfo", ["-k", version, "-n", mod], { okCodes: [0, 1] });
-      if (r.code !== 0) missing.push(mod);
+      if (!present.has(mod)) {
+        const r = await inRoot(ctx.root, "modinfo", ["-k", version, "-n", mod], {
+          okCodes: [0, 1],
+        });
+        present.set(mod, r.code === 0);
+      }
+      if (!present.get(mod)) missing.push(mod);
     }
     if (missing.length)
       throw new KilnError(
