@@ -24,7 +24,19 @@ export interface Manifest {
   /** The kernel metapackage, its version, and what each suite offered when the root was made. */
   kernelPackage?: { name: string; version: string; offered: { version: string; suite: string }[] };
   /** When the root filesystem was bootstrapped, and the Release dates of the suites it came from. */
-  root?: { bootstrappedAt: string; suites: unknown };
+  root?: {
+    bootstrappedAt: string;
+    suites: unknown;
+    /** SPEC.lock the root was installed from. */
+    lock?: { file: string; hash: string; packages: number };
+  };
+  /**
+   * What two builds of this spec and root share: SOURCE_DATE_EPOCH, the seed
+   * ids derive from, and what still differs by design (generated passwords).
+   */
+  reproducible?: { sourceDateEpoch: number; seed: string; differs: string[] };
+  /** The root tree's listing (CONTENTS_FILE): what `kiln diff` compares file by file. */
+  contents?: string;
   packages: { name: string; version: string }[];
   sizes: { installed: number };
   artifacts: ArtifactRecord[];

@@ -1,6 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
+import { CONTENTS_FILE, treeListing } from "../artifact/contents.js";
 import { type Manifest, manifestPath, readManifest } from "../artifact/manifest.js";
 import { loadSpec } from "../config/load.js";
 import { parseSize, type Spec } from "../config/schema.js";
@@ -9,7 +10,7 @@ import { type Plan, planBuild, type StepId } from "../plan/plan.js";
 import { onCleanup } from "../util/cleanup.js";
 import { type Credential, writeCredentials } from "../util/credentials.js";
 import { KilnError } from "../util/errors.js";
-import { mib, removeTree, treeBytes } from "../util/fsx.js";
+import { clampTimes, mib, removeTree, treeBytes } from "../util/fsx.js";
 import { sha256File } from "../util/hash.js";
 import { log, step } from "../util/log.js";
 import { KILN_VERSION } from "../util/version.js";
@@ -63,6 +64,10 @@ const STEPS: Record<StepId, StepFn> = {
   kernel: kernelStep,
   minimize: async (ctx) => {
     await minimizeStep(ctx);
+    // The tree is final now: nothing the build wrote is dated after the epoch.
+    if (ctx.epoch !== undefined) await clampTimes(ctx.root, ctx.epoch);
+    ctx.facts.contents = CONTENTS_FILE;
+    await writeFile(join(ctx.stage, CONTENTS_FILE), await treeListing(ctx.root));
     ctx.facts.installedBytes = await treeBytes(ctx.root);
     ctx.facts.packages = await listPackages(ctx.root);
     checkInstalledLimit(ctx);
@@ -120,8 +125,11 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     artifacts: [],
     facts: {},
     steps: [],
+    seed: plan.specHash,
     detail: () => {},
   };
+  // The rootfs step sets SOURCE_DATE_EPOCH for every tool the build runs; it is this build's only.
+  const sourceDateEpoch = process.env.SOURCE_DATE_EPOCH;
   await mkdir(ctx.stage, { recursive: true });
   try {
     for (const planned of plan.steps) {
@@ -153,6 +161,8 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
       });
     return { outDir, manifest: await readManifest(outDir), credentials: ctx.credentials };
   } finally {
+    if (sourceDateEpoch === undefined) delete process.env.SOURCE_DATE_EPOCH;
+    else process.env.SOURCE_DATE_EPOCH = sourceDateEpoch;
     await removeTree(work);
     dropCleanup();
   }
@@ -210,6 +220,18 @@ function makeManifest(ctx: BuildContext): Manifest {
     kernel: ctx.facts.kernelVersion,
     ...(ctx.facts.kernelPackage ? { kernelPackage: ctx.facts.kernelPackage } : {}),
     ...(ctx.facts.root ? { root: ctx.facts.root } : {}),
+    ...(ctx.epoch !== undefined
+      ? {
+          reproducible: {
+            sourceDateEpoch: ctx.epoch,
+            seed: ctx.seed,
+            differs: generatedPasswords(spec).map(
+              (u) => `${u}'s password hash in /etc/shadow (a new password each build)`,
+            ),
+          },
+        }
+      : {}),
+    ...(ctx.facts.contents ? { contents: ctx.facts.contents } : {}),
     packages: packages.map((p) => ({ name: p.name, version: p.version })),
     sizes: { installed: ctx.facts.installedBytes ?? 0 },
     artifacts: ctx.artifacts,
@@ -218,6 +240,11 @@ function makeManifest(ctx: BuildContext): Manifest {
     tests: spec.tests,
     builtAt: new Date().toISOString(),
   };
+}
+
+function generatedPasswords(spec: Spec): string[] {
+  const users = spec.users.filter((u) => u.password === "generate").map((u) => u.name);
+  return spec.root.password === "generate" ? ["root", ...users] : users;
 }
 
 function checkInstalledLimit(ctx: BuildContext): void {

@@ -21,6 +21,8 @@ export interface BuildFacts {
   /** Customise: the imported disk the build started from, and whether it was grown. */
   base?: DiskRecord;
   grown?: boolean;
+  /** The root tree's listing file in the output (for kiln diff). */
+  contents?: string;
 }
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */
@@ -42,6 +44,13 @@ export interface BuildContext {
   facts: BuildFacts;
   /** Each finished step's time and note, for the manifest. */
   steps: Manifest["steps"];
+  /**
+   * What every id and seed the build makes (filesystem and partition UUIDs,
+   * hash seeds) is derived from: the spec and the root it starts from.
+   */
+  seed: string;
+  /** SOURCE_DATE_EPOCH: no time in an artifact is later; set by the rootfs step. */
+  epoch?: number;
   /** Log lines from a step (and a step's progress detail). */
   detail(text: string): void;
 }

@@ -8,12 +8,14 @@ import { registerBuild } from "./build.js";
 import { registerBundle } from "./bundle.js";
 import { registerCi } from "./ci.js";
 import { registerContainers } from "./containers.js";
+import { registerDiff } from "./diff.js";
 import { registerDoctor } from "./doctor.js";
 import { registerImages } from "./images.js";
 import { registerImport } from "./import.js";
 import { registerInit } from "./init.js";
 import { registerInspect } from "./inspect.js";
 import { registerKeys } from "./keys.js";
+import { registerLock } from "./lock.js";
 import { registerMachines } from "./machines.js";
 import { reportError } from "./output.js";
 import { registerProbe } from "./probe.js";
@@ -48,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
   for (const register of [
     registerInit,
     registerBuild,
+    registerLock,
     registerImport,
     registerBoot,
     registerVm,
@@ -64,6 +67,7 @@ export async function main(argv: string[]): Promise<number> {
     registerAddons,
     registerMachines,
     registerInspect,
+    registerDiff,
     registerCi,
     registerDoctor,
     registerSchema,

@@ -6,6 +6,7 @@ import { exec } from "../util/exec.js";
 import { cacheKey } from "../util/hash.js";
 import { log } from "../util/log.js";
 import { cacheDir } from "../util/paths.js";
+import { shellQuote } from "../util/shell.js";
 import { mirrorArgs, type RootfsRecipe } from "./mmdebstrap.js";
 import { type SuiteState, suiteStates } from "./release.js";
 
@@ -17,6 +18,8 @@ export interface CachedRootfsOptions {
   refresh: boolean;
   /** mmdebstrap's scratch space; the caller removes it. */
   scratch: string;
+  /** `kiln lock` needs the package list a bootstrap records beside its tar (older roots lack it). */
+  requireDebs?: boolean;
   onLine?: (line: string) => void;
 }
 
@@ -27,6 +30,15 @@ export interface CachedRootfs {
   bootstrappedAt: string;
   /** The suites' Release dates it was made from; undefined when the mirror could not be asked. */
   suites: SuiteState[] | undefined;
+  /** SOURCE_DATE_EPOCH for builds from it: the newest suite's Release date (the root's age offline). */
+  epoch: number;
+}
+
+function epochOf(suites: SuiteState[] | undefined, tar: string): number {
+  const ms = suites?.length
+    ? Math.max(...suites.map((s) => Date.parse(s.date)))
+    : statSync(tar).mtimeMs;
+  return Math.floor(ms / 1000);
 }
 
 /**
@@ -44,18 +56,41 @@ export async function cachedRootfs(o: CachedRootfsOptions): Promise<CachedRootfs
       log.warn(
         `the mirror did not answer: using the root bootstrapped ${age(at)} ago, which may lack security fixes`,
       );
-      return { tar: newest, bootstrapped: false, bootstrappedAt: at, suites };
+      return {
+        tar: newest,
+        bootstrapped: false,
+        bootstrappedAt: at,
+        suites,
+        epoch: epochOf(suites, newest),
+      };
     }
   }
   const tar = join(dir, `${o.key}-${suites ? cacheKey(suites) : "offline"}.tar`);
-  if (!o.refresh && existsSync(tar))
-    return { tar, bootstrapped: false, bootstrappedAt: statSync(tar).mtime.toISOString(), suites };
-  await bootstrap(o, tar);
+  if (!o.refresh && existsSync(tar) && (!o.requireDebs || existsSync(debsOf(tar))))
+    return {
+      tar,
+      bootstrapped: false,
+      bootstrappedAt: statSync(tar).mtime.toISOString(),
+      suites,
+      epoch: epochOf(suites, tar),
+    };
+  await bootstrap(o, tar, suites ? epochOf(suites, "") : undefined);
   if (suites) await writeFile(`${tar}.json`, `${JSON.stringify(suites, null, 2)}\n`);
   // Older roots of the same recipe only hold outdated packages now.
   for (const old of entriesOf(dir, o.key).filter((f) => f !== tar))
-    await rm(old, { force: true }).then(() => rm(`${old}.json`, { force: true }));
-  return { tar, bootstrapped: true, bootstrappedAt: new Date().toISOString(), suites };
+    for (const f of [old, `${old}.json`, debsOf(old)]) await rm(f, { force: true });
+  return {
+    tar,
+    bootstrapped: true,
+    bootstrappedAt: new Date().toISOString(),
+    suites,
+    epoch: epochOf(suites, tar),
+  };
+}
+
+/** Beside a cached root: `apt-get download --print-uris` of every package in it (what `kiln lock` writes down). */
+export function debsOf(tar: string): string {
+  return `${tar}.debs`;
 }
 
 /** The cached roots of one recipe, newest first. */
@@ -75,7 +110,7 @@ export function age(iso: string, now = Date.now()): string {
   return `${Math.round(s / 86400)} d`;
 }
 
-async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> {
+async function bootstrap(o: CachedRootfsOptions, target: string, epoch?: number): Promise<void> {
   const r = o.recipe;
   const apt = cacheDir("apt", `${o.distro}-${r.release}-${r.arch}`);
   await mkdir(apt, { recursive: true });
@@ -93,6 +128,8 @@ async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> 
         '--setup-hook=mkdir -p "$1"/var/cache/apt/archives/',
         `--setup-hook=sync-in ${apt} /var/cache/apt/archives/`,
         `--customize-hook=sync-out /var/cache/apt/archives ${apt}`,
+        // Where each installed package came from, with apt's verified sha256, while the lists are there.
+        `--customize-hook=chroot "$1" dpkg-query -W -f='\${binary:Package}=\${Version}\n' | xargs -r chroot "$1" apt-get download --print-uris > ${shellQuote(debsOf(partial))}`,
         "--skip=download/empty",
         "--format=tar",
         r.release,
@@ -103,7 +140,11 @@ async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> 
       {
         // mmdebstrap's scratch chroot goes inside the caller's work directory,
         // so whatever an interrupted run leaves is removed with it.
-        env: { TMPDIR: o.scratch },
+        // With SOURCE_DATE_EPOCH mmdebstrap clamps times and leaves out what is random.
+        env: {
+          TMPDIR: o.scratch,
+          SOURCE_DATE_EPOCH: epoch === undefined ? undefined : String(epoch),
+        },
         // mmdebstrap cleans up after SIGINT (what Ctrl-C sends it); give it time.
         stopSignal: "SIGINT",
         stopGraceMs: 60_000,
@@ -111,9 +152,11 @@ async function bootstrap(o: CachedRootfsOptions, target: string): Promise<void> 
         hint: `mmdebstrap could not build ${o.distro} ${r.release} from ${r.sources.map((s) => `${s.uri} ${s.suite}`).join(", ")}: check the release name, the mirrors and the network`,
       },
     );
+    await rename(debsOf(partial), debsOf(target));
     await rename(partial, target);
   } finally {
     drop();
     await rm(partial, { force: true });
+    await rm(debsOf(partial), { force: true });
   }
 }

@@ -48,6 +48,22 @@ export const ERROR_CODES = {
     exit: 1,
     meaning: "the kernel lacks a driver a cloud output's machines need",
   },
+  LOCK_INVALID: {
+    exit: 1,
+    meaning: "a SPEC.lock file is not valid JSON or breaks the lock schema",
+  },
+  LOCK_STALE: {
+    exit: 1,
+    meaning: "the spec asks for packages, sources or a release its lock does not describe",
+  },
+  LOCK_VERSION_GONE: {
+    exit: 1,
+    meaning: "a locked package version is neither in kiln's cache nor on the mirror",
+  },
+  LOCK_HASH_MISMATCH: { exit: 1, meaning: "a .deb's sha256 is not the one the lock names" },
+  LOCK_DRIFT: { exit: 1, meaning: "the root built from a lock holds other packages than it locks" },
+  LOCK_EXISTS: { exit: 1, meaning: "kiln lock would replace a lock without --update" },
+  LOCK_MIRROR: { exit: 1, meaning: "kiln lock cannot reach the mirror to resolve versions" },
   CI_NO_SPECS: { exit: 1, meaning: "kiln ci found no spec to build" },
   CI_SPEC_PATH: { exit: 1, meaning: "a spec's path or name cannot go into a workflow as it is" },
   BUILD_NO_KERNEL: { exit: 1, meaning: "the image has no kernel in /boot" },

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
-import { readFile, rename, rm, writeFile } from "node:fs/promises";
-import { resolve } from "node:path";
+import { lstat, lutimes, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
 import { exec } from "./exec.js";
 
 /**
@@ -86,4 +86,18 @@ export async function writeFileAtomic(
 /** A small JSON record, written atomically. */
 export function writeJsonAtomic(file: string, value: unknown): Promise<void> {
   return writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * No timestamp in `dir` later than `epoch` (SOURCE_DATE_EPOCH): what the
+ * build wrote gets the build's fixed time; what came from packages keeps
+ * dpkg's older one. Symlinks themselves, not their targets.
+ */
+export async function clampTimes(dir: string, epoch: number): Promise<void> {
+  const visit = async (p: string): Promise<void> => {
+    const st = await lstat(p);
+    if (st.mtimeMs > epoch * 1000) await lutimes(p, epoch, epoch);
+    if (st.isDirectory()) for (const n of await readdir(p)) await visit(join(p, n));
+  };
+  await visit(dir);
 }

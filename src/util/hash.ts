@@ -45,3 +45,25 @@ export function treeDigest(path: string): string {
   visit(path, "");
   return h.digest("hex");
 }
+
+/**
+ * A UUID that is a function of `seed` and `label` (shaped as a version-4
+ * one): filesystem and partition ids of a build follow from what was built,
+ * so the same spec and lock give the same disk bytes.
+ */
+export function derivedUuid(seed: string, label: string): string {
+  const h = createHash("sha256").update(`${seed}\0${label}`).digest();
+  h[6] = (h[6]! & 0x0f) | 0x40;
+  h[8] = (h[8]! & 0x3f) | 0x80;
+  const x = h.subarray(0, 16).toString("hex");
+  return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+/** `bytes` hex-encoded bytes that are a function of `seed` and `label`. */
+export function derivedHex(seed: string, label: string, bytes: number): string {
+  return createHash("sha256")
+    .update(`${seed}\0${label}`)
+    .digest()
+    .subarray(0, bytes)
+    .toString("hex");
+}

@@ -1,4 +1,3 @@
-import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { parseSize } from "../../config/schema.js";
@@ -15,6 +14,7 @@ import { abGrubConfig, grubConfig, type Slot } from "../../image/grubcfg.js";
 import { formatGrubenv } from "../../image/grubenv.js";
 import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
+import { derivedHex, derivedUuid } from "../../util/hash.js";
 import type { BuildContext } from "../context.js";
 
 /** Room for the ext4 metadata and journal, and for the system to write logs and state. */
@@ -33,26 +33,34 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   const used = ctx.facts.installedBytes ?? 0;
   const rootBytes = rootFsBytes(used);
   const ab = spec.disk.layout === "ab";
-  const uuids = { a: randomUUID(), b: randomUUID(), data: randomUUID() };
-  const espVolume = randomBytes(4).toString("hex").toUpperCase();
+  // Derived, not random: the same spec and root give the same disk, byte for byte.
+  const id = (label: string) => derivedUuid(ctx.seed, label);
+  const uuids = { a: id("fs:root-a"), b: id("fs:root-b"), data: id("fs:data") };
+  const espVolume = derivedHex(ctx.seed, "fs:esp", 4).toUpperCase();
   const rootType = spec.architecture === "arm64" ? PART_TYPES.rootArm64 : PART_TYPES.rootX86_64;
 
   const parts: PartitionRequest[] = [];
   if (spec.disk.firmware.includes("bios"))
-    parts.push({ name: "bios", type: PART_TYPES.bios, uuid: randomUUID(), size: MIB });
+    parts.push({ name: "bios", type: PART_TYPES.bios, uuid: id("part:bios"), size: MIB });
   parts.push({
     name: "esp",
     type: PART_TYPES.esp,
-    uuid: randomUUID(),
+    uuid: id("part:esp"),
     size: parseSize(spec.disk.esp_size),
   });
-  parts.push({ name: "root-a", type: rootType, uuid: randomUUID(), size: rootBytes, grow: !ab });
+  parts.push({
+    name: "root-a",
+    type: rootType,
+    uuid: id("part:root-a"),
+    size: rootBytes,
+    grow: !ab,
+  });
   if (ab) {
-    parts.push({ name: "root-b", type: rootType, uuid: randomUUID(), size: rootBytes });
+    parts.push({ name: "root-b", type: rootType, uuid: id("part:root-b"), size: rootBytes });
     parts.push({
       name: "data",
       type: PART_TYPES.linuxData,
-      uuid: randomUUID(),
+      uuid: id("part:data"),
       size: parseSize(spec.disk.data_size),
       grow: true,
     });
@@ -71,7 +79,7 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   await fh.truncate(layout.diskBytes);
   await fh.close();
   await exec("sfdisk", ["--quiet", "--no-reread", "--no-tell-kernel", image], {
-    input: sfdiskScript(layout, randomUUID()),
+    input: sfdiskScript(layout, id("disk")),
   });
 
   const esp = part("esp");
@@ -90,12 +98,31 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
     label: "root-a",
     uuid: uuids.a,
     from: ctx.root,
+    hashSeed: id("hash:root-a"),
+    ...(ctx.epoch !== undefined ? { epoch: ctx.epoch } : {}),
   });
   if (ab) {
+    const fixed = { ...(ctx.epoch !== undefined ? { epoch: ctx.epoch } : {}) };
     const b = part("root-b");
-    await mkfsExt4({ image, offset: b.offset, bytes: b.bytes, label: "root-b", uuid: uuids.b });
+    await mkfsExt4({
+      image,
+      offset: b.offset,
+      bytes: b.bytes,
+      label: "root-b",
+      uuid: uuids.b,
+      hashSeed: id("hash:root-b"),
+      ...fixed,
+    });
     const d = part("data");
-    await mkfsExt4({ image, offset: d.offset, bytes: d.bytes, label: "data", uuid: uuids.data });
+    await mkfsExt4({
+      image,
+      offset: d.offset,
+      bytes: d.bytes,
+      label: "data",
+      uuid: uuids.data,
+      hashSeed: id("hash:data"),
+      ...fixed,
+    });
   }
 
   const slots: Slot[] = [
@@ -138,7 +165,7 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
       await makeEfiImage(join(tmp, "BOOTX64.EFI"), espFsUuid(espVolume), serial);
       files.push({ from: join(tmp, "BOOTX64.EFI"), to: "/EFI/BOOT/BOOTX64.EFI" });
     }
-    await fatPut(image, esp.offset, files);
+    await fatPut(image, esp.offset, files, ctx.epoch);
     if (spec.disk.firmware.includes("bios"))
       await installBiosGrub(image, espFsUuid(espVolume), serial);
   } finally {

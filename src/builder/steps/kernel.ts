@@ -43,6 +43,7 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
       `# Written by kiln from kernel.modules\nAUTO_MODULES=no\nINCLUDE_MODULES="${initrdModules(spec).join(",")}"\nMICROCODE=no\n`,
     );
     await inRoot(root, "mktirfs", ["-o", `/boot/initrd.img-${version}`, version]);
+    if (ctx.epoch !== undefined) await reproducibleTinyInitrd(root, `/boot/initrd.img-${version}`);
   } else if (!existsSync(join(root, `boot/initrd.img-${version}`))) {
     await inRoot(root, "update-initramfs", ["-c", "-k", version]);
   }
@@ -54,6 +55,25 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     await rm(join(root, link), { force: true });
     await symlink(target, join(root, link));
   }
+}
+
+/**
+ * mktirfs archives its staging directory as the clock left it (times, inode
+ * numbers); initramfs-tools honours SOURCE_DATE_EPOCH itself. Repack the
+ * gzip'd newc archive sorted, with every time the epoch and no inode numbers.
+ */
+async function reproducibleTinyInitrd(root: string, initrd: string): Promise<void> {
+  await inRoot(root, "sh", [
+    "-ec",
+    `img=$1; [ "$(od -An -tx1 -N2 "$img" | tr -d ' ')" = 1f8b ] || { echo "$img is not one gzip archive" >&2; exit 1; }
+t=$(mktemp -d); trap 'rm -rf "$t"' EXIT; cd "$t"
+gzip -dc "$img" | cpio -id --quiet
+find . -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+find . ! -name . -print0 | LC_ALL=C sort -z | cpio --null -o --quiet -R 0:0 -H newc --reproducible | gzip -9 -n > "$img.new"
+touch -d "@$SOURCE_DATE_EPOCH" "$img.new"; mv "$img.new" "$img"`,
+    "sh",
+    initrd,
+  ]);
 }
 
 /** `apt-cache madison PKG` lines: each version a suite offered, newest first. */

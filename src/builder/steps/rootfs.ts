@@ -1,6 +1,9 @@
 import { mkdir } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
+import { type Lock, lockHash, lockPath, readLock } from "../../distro/lock.js";
+import { lockedRootfs } from "../../distro/locked-rootfs.js";
 import { age, cachedRootfs } from "../../distro/rootfs-cache.js";
+import { cacheKey } from "../../util/hash.js";
 import { extractTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
 
@@ -12,6 +15,9 @@ import type { BuildContext } from "../context.js";
  */
 export async function rootfsStep(ctx: BuildContext): Promise<string> {
   const key = ctx.plan.steps.find((s) => s.id === "rootfs")!.key;
+  const lockFile = lockPath(ctx.loaded.files[0]!);
+  const lock = readLock(lockFile);
+  if (lock) return lockedStep(ctx, key, lock, lockFile);
   const r = await cachedRootfs({
     recipe: ctx.plan.recipe,
     distro: ctx.spec.distribution.id,
@@ -20,6 +26,11 @@ export async function rootfsStep(ctx: BuildContext): Promise<string> {
     scratch: join(ctx.work, "tmp"),
     onLine: (l) => ctx.detail(l),
   });
+  // Everything after is derived from the root it starts from: ids from its
+  // name (recipe + suites), times from the suites' newest Release.
+  ctx.seed = cacheKey(ctx.plan.specHash, basename(r.tar));
+  ctx.epoch = r.epoch;
+  process.env.SOURCE_DATE_EPOCH = String(r.epoch);
   ctx.facts.root = {
     bootstrappedAt: r.bootstrappedAt,
     suites: r.suites ?? "unknown (mirror unreachable)",
@@ -27,4 +38,29 @@ export async function rootfsStep(ctx: BuildContext): Promise<string> {
   await mkdir(ctx.root, { recursive: true });
   await extractTree(r.tar, ctx.root);
   return r.bootstrapped ? "bootstrapped" : `cached, ${age(r.bootstrappedAt)} old`;
+}
+
+/** SPEC.lock beside the spec: the root it names, dated as it says. */
+async function lockedStep(ctx: BuildContext, key: string, lock: Lock, lockFile: string) {
+  const r = await lockedRootfs({
+    recipe: ctx.plan.recipe,
+    distro: ctx.spec.distribution.id,
+    key,
+    lock,
+    lockFile,
+    refresh: ctx.refresh,
+    scratch: join(ctx.work, "tmp"),
+    onLine: (l) => ctx.detail(l),
+  });
+  ctx.seed = cacheKey(ctx.plan.specHash, basename(r.tar));
+  ctx.epoch = lock.sourceDateEpoch;
+  process.env.SOURCE_DATE_EPOCH = String(lock.sourceDateEpoch);
+  ctx.facts.root = {
+    bootstrappedAt: new Date(lock.sourceDateEpoch * 1000).toISOString(),
+    suites: lock.suites,
+    lock: { file: basename(lockFile), hash: lockHash(lock), packages: lock.packages.length },
+  };
+  await mkdir(ctx.root, { recursive: true });
+  await extractTree(r.tar, ctx.root);
+  return `${r.bootstrapped ? "installed" : "cached"} from ${basename(lockFile)} (${lock.packages.length} packages)`;
 }

@@ -1,0 +1,74 @@
+import { createHash } from "node:crypto";
+import { createReadStream } from "node:fs";
+import { lstat, readdir, readlink } from "node:fs/promises";
+import { join } from "node:path";
+
+/** Beside the artifacts: one line per path of the root tree, sorted (what `kiln diff` reads). */
+export const CONTENTS_FILE = "contents.tsv";
+
+export interface ContentsEntry {
+  path: string;
+  /** type, mode, owner, size and the bytes' sha256 (a symlink's target, a device's numbers). */
+  what: string;
+}
+
+/**
+ * `PATH\tTYPE MODE UID:GID SIZE DIGEST` for every path under `root`, sorted
+ * bytewise. Times are left out: they are pinned by the build, and a listing
+ * is for telling content apart.
+ */
+export async function treeListing(root: string): Promise<string> {
+  const lines: string[] = [];
+  const visit = async (p: string, rel: string): Promise<void> => {
+    const st = await lstat(p);
+    const meta = `${(st.mode & 0o7777).toString(8)} ${st.uid}:${st.gid}`;
+    let what: string;
+    if (st.isSymbolicLink()) what = `l ${meta} -> ${await readlink(p)}`;
+    else if (st.isDirectory()) what = `d ${meta}`;
+    else if (st.isFile()) what = `f ${meta} ${st.size} ${await fileSha256(p)}`;
+    else
+      what = `${st.isCharacterDevice() ? "c" : st.isBlockDevice() ? "b" : "o"} ${meta} ${st.rdev}`;
+    lines.push(`/${rel}\t${what}`);
+    if (st.isDirectory())
+      for (const n of (await readdir(p)).sort()) await visit(join(p, n), rel ? `${rel}/${n}` : n);
+  };
+  await visit(root, "");
+  return `${lines.sort().join("\n")}\n`;
+}
+
+export function parseListing(text: string): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const tab = line.indexOf("\t");
+    if (tab > 0) m.set(line.slice(0, tab), line.slice(tab + 1));
+  }
+  return m;
+}
+
+export interface TreeDifference {
+  path: string;
+  a?: string;
+  b?: string;
+}
+
+/** Every path whose listing differs (added, removed or changed), in path order. */
+export function listingDifferences(
+  a: Map<string, string>,
+  b: Map<string, string>,
+): TreeDifference[] {
+  const paths = [...new Set([...a.keys(), ...b.keys()])].sort();
+  const out: TreeDifference[] = [];
+  for (const path of paths) {
+    const x = a.get(path);
+    const y = b.get(path);
+    if (x === y) continue;
+    out.push({ path, ...(x !== undefined ? { a: x } : {}), ...(y !== undefined ? { b: y } : {}) });
+  }
+  return out;
+}
+
+async function fileSha256(p: string): Promise<string> {
+  const h = createHash("sha256");
+  for await (const c of createReadStream(p)) h.update(c as Buffer);
+  return h.digest("hex");
+}
