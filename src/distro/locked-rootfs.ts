@@ -105,17 +105,26 @@ export async function lockedRootfs(o: LockedRootfsOptions): Promise<{
  * picks Essential packages by the suite it is asked for). Unsigned: the
  * lock's hashes, already checked, are what it is trusted by.
  */
-async function lockedRepo(debs: string[], recipe: RootfsRecipe, scratch: string): Promise<string> {
+async function lockedRepo(
+  debs: VerifiedDeb[],
+  recipe: RootfsRecipe,
+  scratch: string,
+): Promise<string> {
   const repo = join(scratch, "locked-repo");
   const index = join(repo, "dists", recipe.release, "main", `binary-${recipe.arch}`);
   await mkdir(join(repo, "pool"), { recursive: true });
   await mkdir(index, { recursive: true });
-  for (const f of debs) {
-    const to = join(repo, "pool", basename(f));
-    await link(f, to).catch(() => copyFile(f, to));
+  const stanzas: string[] = [];
+  for (const p of debs) {
+    const to = join(repo, "pool", basename(p.file));
+    await link(p.file, to).catch(() => copyFile(p.file, to));
+    // The control fields as the .deb has them, then where apt finds it and what it must hash to.
+    const { stdout } = await exec("dpkg-deb", ["-f", to]);
+    stanzas.push(
+      `${stdout.trimEnd()}\nFilename: pool/${basename(p.file)}\nSize: ${p.size}\nSHA256: ${p.sha256}\n`,
+    );
   }
-  const { stdout } = await exec("dpkg-scanpackages", ["--multiversion", "pool"], { cwd: repo });
-  await writeFile(join(index, "Packages"), stdout);
+  await writeFile(join(index, "Packages"), `${stanzas.join("\n")}`);
   await writeFile(
     join(repo, "dists", recipe.release, "Release"),
     `Suite: ${recipe.release}\nCodename: ${recipe.release}\nArchitectures: ${recipe.arch} all\nComponents: main\n`,
@@ -133,22 +142,22 @@ async function fetchLocked(
   apt: string,
   lockFile: string,
   onLine?: (l: string) => void,
-): Promise<string[]> {
+): Promise<VerifiedDeb[]> {
   const gone: string[] = [];
   const wrong: string[] = [];
-  const files: string[] = [];
+  const files: VerifiedDeb[] = [];
   let fetched = 0;
   const queue = [...lock.packages];
   const worker = async () => {
     for (let p = queue.shift(); p; p = queue.shift()) {
       const file = join(apt, debFileName(p));
       if (existsSync(file) && (await sha256Of(file)) === p.sha256) {
-        files.push(file);
+        files.push({ file, size: p.size, sha256: p.sha256 });
         continue;
       }
       const r = await download(p, file);
       if (r === "ok") {
-        files.push(file);
+        files.push({ file, size: p.size, sha256: p.sha256 });
         onLine?.(`fetched ${++fetched}: ${p.name} ${p.version}`);
       } else if (r === "gone") gone.push(`${p.name} ${p.version} (${p.url})`);
       else wrong.push(`${p.name} ${p.version}: ${r}`);
@@ -171,7 +180,13 @@ async function fetchLocked(
         hint: "point distribution.mirror (and security_mirror) at a snapshot that has them, e.g. https://snapshot.debian.org/archive/debian/20261201T000000Z/, then kiln lock --update; or kiln lock --update to take today's versions",
       },
     );
-  return files.sort();
+  return files.sort((x, y) => x.file.localeCompare(y.file));
+}
+
+interface VerifiedDeb {
+  file: string;
+  size: number;
+  sha256: string;
 }
 
 /** Download one locked .deb into the cache; the file appears only when its hash matched. */

@@ -2,7 +2,6 @@ import { copyFile, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { exec } from "../util/exec.js";
 import { clampTimes } from "../util/fsx.js";
-import { pinFatTimes } from "./fat-times.js";
 import { SECTOR } from "./gpt.js";
 
 /**
@@ -132,7 +131,6 @@ export async function fatPut(
     await exec("mcopy", ["-s", "-m", "-o", "-i", `${image}@@${offset}`, ...tops, "::/"], {
       env: { MTOOLS_SKIP_CHECK: "1" },
     });
-    if (epoch !== undefined) await pinFatTimes(image, offset);
   } finally {
     await rm(stage, { recursive: true, force: true });
   }

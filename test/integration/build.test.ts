@@ -35,6 +35,7 @@ let manifest: {
   kernelPackage: { name: string; version: string; offered: { version: string; suite: string }[] };
   root: { bootstrappedAt: string; suites: { suite: string; date: string }[] };
   tests: { name?: string }[];
+  reproducible: { differs: string[] };
 };
 
 afterAll(() => rmSync(OUT, { recursive: true, force: true }));
@@ -55,6 +56,10 @@ describe("kiln build examples/minimal.yaml", () => {
       .split(" ")[0];
     expect(raw.sha256).toBe(sha);
     expect(manifest.packages.map((p) => p.name)).toContain("openssh-server");
+    // The spec generates admin's password: that hash is all two builds of it differ in.
+    expect(manifest.reproducible.differs).toEqual([
+      "admin's password hash in /etc/shadow (a new password each build)",
+    ]);
   });
 
   it("has a GPT with BIOS boot, ESP and root partitions", () => {

@@ -13,6 +13,7 @@ const SECONDS: Record<string, number> = {
   test: 234,
   netboot: 213,
   containers: 184,
+  reproducible: 300,
   build: 113,
   "netboot-integrity": 79,
   fleet: 49,
