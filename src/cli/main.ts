@@ -17,6 +17,7 @@ import { registerKeys } from "./keys.js";
 import { registerMachines } from "./machines.js";
 import { reportError } from "./output.js";
 import { registerProbe } from "./probe.js";
+import { registerPush } from "./push.js";
 import { registerRun, runArgv } from "./run.js";
 import { registerSchema } from "./schema.js";
 import { registerSeed } from "./seed.js";
@@ -49,6 +50,7 @@ export async function main(argv: string[]): Promise<number> {
     registerInit,
     registerBuild,
     registerImport,
+    registerPush,
     registerBoot,
     registerVm,
     registerTest,
