@@ -2,6 +2,7 @@ import { mkdir, open, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
+import { removeTree } from "../util/fsx.js";
 import { log, step } from "../util/log.js";
 import {
   ANNOTATION,
@@ -87,6 +88,9 @@ export async function fetchContainerDisk(
     );
   }
   unpacking.done(`disk/${disk.file}, sha256 ${sha256.slice(0, 16)}…`);
+  // The layers are not needed any more; the store's copy is made from the extracted disk.
+  await removeTree(imageDir);
+  await removeTree(join(scratch, "layers"));
 
   const sums = await checkSums(ref, image.digest, disk.file, sha256, scratch, o);
   return { path: join(path, disk.file), file: disk.file, sha256, digest: image.digest, sums };

@@ -181,7 +181,8 @@ export async function pullToLayout(
         "--dest-oci-accept-uncompressed-layers",
         `--src-tls-verify=${access.tlsVerify}`,
         ...(auth ? ["--src-authfile", auth] : []),
-        `docker://${refText(from)}`,
+        // skopeo takes a tag or a digest, not both: the digest is the stronger.
+        `docker://${refText(from.digest ? { ...from, tag: undefined } : from)}`,
         `oci:${dir}:pulled`,
       ],
       onLine ? { onLine: (l) => onLine(l) } : {},

@@ -2,12 +2,14 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   closeSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   openSync,
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   symlinkSync,
   utimesSync,
   writeFileSync,
@@ -17,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
+import { sizeBytes } from "../../src/cli/import.js";
 import {
   extractMember,
   findDisk,
@@ -26,7 +29,13 @@ import {
 } from "../../src/publish/containerdisk.js";
 import { blobPath, type ImageFacts, MEDIA } from "../../src/publish/layout.js";
 import { sumIn } from "../../src/publish/push.js";
-import { authFileFor, parseRegistryRef, refText } from "../../src/publish/registry.js";
+import {
+  accessFrom,
+  authFileFor,
+  parseRegistryRef,
+  refText,
+  withCredentials,
+} from "../../src/publish/registry.js";
 import { listTar, TAR_END, tarHeader } from "../../src/publish/tar.js";
 import { hostileDisks, layoutOf } from "../integration/fixtures/hostile-disks.js";
 
@@ -320,10 +329,51 @@ describe("registry references and credentials", () => {
       expect(() => parseRegistryRef(bad), bad).toThrow(why);
   });
 
-  it("writes credentials into an auth file, never a command line", () => {
+  it("writes credentials into a private auth file for the run, never a command line", async () => {
     expect(JSON.parse(authFileFor("r.example:5000", "me:s3cret"))).toEqual({
       auths: { "r.example:5000": { auth: Buffer.from("me:s3cret").toString("base64") } },
     });
+    const saved = { creds: process.env.KILN_REGISTRY_CREDS, scratch: process.env.KILN_SCRATCH };
+    process.env.KILN_SCRATCH = TMP;
+    try {
+      process.env.KILN_REGISTRY_CREDS = "me:s3cret";
+      const access = { tlsVerify: true };
+      const seen = await withCredentials("r.example:5000", access, async (file) => {
+        expect(statSync(file!).mode & 0o777).toBe(0o600);
+        return { file: file!, text: readFileSync(file!, "utf8") };
+      });
+      expect(seen.text).toBe(authFileFor("r.example:5000", "me:s3cret"));
+      expect(existsSync(seen.file)).toBe(false);
+      // An auth file given wins; without either, skopeo gets none.
+      expect(await withCredentials("h", { ...access, authfile: "/a.json" }, async (f) => f)).toBe(
+        "/a.json",
+      );
+      process.env.KILN_REGISTRY_CREDS = "no-colon";
+      await expect(withCredentials("h", access, async (f) => f)).rejects.toThrow(/USER:PASSWORD/);
+      delete process.env.KILN_REGISTRY_CREDS;
+      expect(await withCredentials("h", access, async (f) => f)).toBeUndefined();
+    } finally {
+      for (const [k, v] of [
+        ["KILN_REGISTRY_CREDS", saved.creds],
+        ["KILN_SCRATCH", saved.scratch],
+      ] as const)
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+    }
+  });
+
+  it("maps --insecure and --tls-verify, and reads --max-size", () => {
+    expect(accessFrom({ tlsVerify: "true" })).toEqual({ tlsVerify: true });
+    expect(accessFrom({ tlsVerify: "true", insecure: true, authfile: "a" })).toEqual({
+      tlsVerify: false,
+      authfile: "a",
+    });
+    expect(accessFrom({ tlsVerify: "false" })).toEqual({ tlsVerify: false });
+    expect(() => accessFrom({ tlsVerify: "yes" })).toThrow(/true or false/);
+    expect(sizeBytes("256G")).toBe(256 * 1024 ** 3);
+    expect(sizeBytes("500MiB")).toBe(500 * 1024 ** 2);
+    expect(sizeBytes("4096")).toBe(4096);
+    expect(() => sizeBytes("lots")).toThrow(/not a size/);
   });
 
   it("looks a file up in a sha256sum list", () => {
