@@ -15,7 +15,7 @@ const SECONDS: Record<string, number> = {
   containers: 184,
   build: 113,
   "netboot-integrity": 79,
-  publish: 45,
+  publish: 50,
   fleet: 49,
   "serve-flood": 42,
   dashboard: 15,
