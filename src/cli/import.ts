@@ -1,8 +1,8 @@
 import { mkdtemp } from "node:fs/promises";
 import { join } from "node:path";
 import type { Command } from "commander";
-import { type ImportOptions, importDisk } from "../cloud/import.js";
-import { diskPath, listDisks, removeDisk } from "../cloud/store.js";
+import { importDisk } from "../cloud/import.js";
+import { diskPath, findDisk, listDisks, removeDisk } from "../cloud/store.js";
 import { fetchContainerDisk } from "../publish/fetch.js";
 import { accessFrom, parseRegistryRef, refText } from "../publish/registry.js";
 import { onCleanup } from "../util/cleanup.js";
@@ -44,6 +44,11 @@ export function sizeBytes(text: string): number {
 async function importOci(source: string, o: ImportFlags) {
   await requireTools(["skopeo", ...(o.verifyKey ? ["openssl"] : [])]);
   const ref = parseRegistryRef(source);
+  // Say so before fetching a disk that could not be stored anyway.
+  if (o.name && findDisk(o.name) && !o.force)
+    throw new KilnError("IMPORT_EXISTS", `a disk named ${o.name} is already imported`, {
+      hint: "pick another --name, add --force to replace it, or `kiln disks rm` it",
+    });
   const scratch = await mkdtemp(join(scratchDir(), "kiln-oci-import-"));
   const drop = onCleanup(`oci import scratch ${scratch}`, () => removeTree(scratch));
   try {
@@ -52,15 +57,15 @@ async function importOci(source: string, o: ImportFlags) {
       maxBytes: sizeBytes(o.maxSize),
       ...(o.verifyKey ? { verifyKey: o.verifyKey } : {}),
     });
-    const opts: ImportOptions = {
-      sum: o.sha512 ?? (o.checksums ? undefined : got.sha256),
+    // --sha512 or --checksums, when given, are checked on top of what the image vouched for.
+    const sum = o.sha512 ?? (o.checksums ? undefined : got.sha256);
+    const r = await importDisk(got.path, {
+      ...(sum ? { sum } : {}),
+      ...(o.checksums ? { checksums: o.checksums } : {}),
       recordSource: `oci://${refText({ ...ref, tag: undefined, digest: got.digest })}`,
       name: o.name ?? got.file.replace(/\.(qcow2|raw|img)$/, "").toLowerCase(),
       force: !!o.force,
-      ...(o.checksums ? { checksums: o.checksums } : {}),
-    };
-    if (opts.sum === undefined) delete opts.sum;
-    const r = await importDisk(got.path, opts);
+    });
     return { record: r, sums: got.sums, digest: got.digest };
   } finally {
     await removeTree(scratch);

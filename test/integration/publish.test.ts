@@ -245,6 +245,17 @@ describe("kiln push and kiln import oci://", () => {
     const missing = kiln(["import", `oci://${HOST}/kiln/nosuch:1`, "--insecure"]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain(`${HOST}/kiln/nosuch:1 is not in the registry`);
+    // A name already taken is refused before anything is fetched.
+    const taken = kiln([
+      "import",
+      `oci://${HOST}/kiln/minimal:1.0`,
+      "--insecure",
+      "--name",
+      "from-registry",
+    ]);
+    expect(taken.code).toBe(1);
+    expect(taken.stderr).toContain("a disk named from-registry is already imported");
+    expect(taken.stderr).not.toContain("fetch");
     const tls = kiln(["push", BUILD, `${HOST}/kiln/minimal:tls`]);
     expect(tls.code).toBe(1);
     expect(tls.stderr).toMatch(/cannot push to .*minimal:tls: .*http/i);
