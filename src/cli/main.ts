@@ -19,6 +19,7 @@ import { registerLock } from "./lock.js";
 import { registerMachines } from "./machines.js";
 import { reportError } from "./output.js";
 import { registerProbe } from "./probe.js";
+import { registerPush } from "./push.js";
 import { registerRun, runArgv } from "./run.js";
 import { registerSchema } from "./schema.js";
 import { registerSeed } from "./seed.js";
@@ -52,6 +53,7 @@ export async function main(argv: string[]): Promise<number> {
     registerBuild,
     registerLock,
     registerImport,
+    registerPush,
     registerBoot,
     registerVm,
     registerTest,

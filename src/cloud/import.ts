@@ -20,6 +20,8 @@ export interface ImportOptions {
   name?: string;
   /** Replace a stored disk of the same name. */
   force?: boolean;
+  /** What the record names as the source, when `source` is a local copy of it (oci://REPO@DIGEST). */
+  recordSource?: string;
 }
 
 const ARCHIVE = /\.(tar|tar\.gz|tgz|tar\.xz|txz|tar\.zst)$/;
@@ -163,7 +165,7 @@ export async function importDisk(source: string, o: ImportOptions = {}): Promise
     const root = await rootPartition(join(tmp, "disk.raw"));
     const record: DiskRecord = {
       name,
-      source: isUrl(source) ? source : resolve(source),
+      source: o.recordSource ?? (isUrl(source) ? source : resolve(source)),
       verified: want ? `${algoOf(want)}:${want}` : null,
       format: info.format,
       virtualSize: info["virtual-size"],

@@ -131,6 +131,33 @@ export const ERROR_CODES = {
   PULL_UNKNOWN: { exit: 1, meaning: "kiln pull knows no distribution of that name" },
   PULL_REGISTRY: { exit: 1, meaning: "a registry pull failed" },
   PULL_OCI_LAYOUT: { exit: 1, meaning: "a directory is not an OCI image layout" },
+  PUSH_REF: { exit: 2, meaning: "kiln push: a registry reference kiln cannot push to" },
+  PUSH_NO_DISK: { exit: 1, meaning: "kiln push: the build has no qcow2 or raw disk output" },
+  PUSH_CHANGED: {
+    exit: 1,
+    meaning: "kiln push: an output no longer matches the sha256 its manifest records",
+  },
+  PUSH_SUMS: {
+    exit: 1,
+    meaning: "kiln push: SHA256SUMS is unsigned, lacks the disk, or cannot be signed",
+  },
+  PUSH_REGISTRY: { exit: 1, meaning: "kiln push: skopeo could not push to the registry" },
+  PUSH_CREDS: { exit: 2, meaning: "KILN_REGISTRY_CREDS is not USER:PASSWORD" },
+  OCI_DIGEST: {
+    exit: 1,
+    meaning: "a blob from a registry is missing or does not hash to its digest; nothing was stored",
+  },
+  OCI_LAYER_BAD: { exit: 1, meaning: "an image layer is not a tar archive kiln can read" },
+  OCI_NOT_DISK: {
+    exit: 1,
+    meaning:
+      "an image is not a containerDisk kiln accepts (no disk/ file, several, links, paths outside); nothing was stored",
+  },
+  OCI_SUMS: {
+    exit: 1,
+    meaning:
+      "a pushed image's SHA256SUMS disagrees with its disk, or its signature does not verify; nothing was stored",
+  },
   RUN_NO_IMAGE: { exit: 125, meaning: "kiln run: the image is not stored locally" },
   RUN_NOT_FOUND: { exit: 127, meaning: "kiln run: the command is not in the image's PATH" },
   RUN_VOLUME: { exit: 125, meaning: "kiln run: a volume's source does not exist or is malformed" },

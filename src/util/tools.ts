@@ -89,7 +89,7 @@ export const HOST_TOOLS: readonly HostTool[] = [
     name: "skopeo",
     pkg: "skopeo",
     version: ["--version"],
-    purpose: "kiln pull docker://…, pushing OCI images",
+    purpose: "kiln pull docker://…, kiln push, kiln import oci://…",
   },
 ];
 

@@ -16,6 +16,7 @@ const SECONDS: Record<string, number> = {
   reproducible: 300,
   build: 113,
   "netboot-integrity": 79,
+  publish: 50,
   fleet: 49,
   "serve-flood": 42,
   dashboard: 15,
