@@ -35,6 +35,8 @@ export interface Manifest {
    * ids derive from, and what still differs by design (generated passwords).
    */
   reproducible?: { sourceDateEpoch: number; seed: string; differs: string[] };
+  /** What the build follows from (kiln's code, spec, root): an equal key means nothing to redo. */
+  buildKey?: string;
   /** The root tree's listing (CONTENTS_FILE): what `kiln diff` compares file by file. */
   contents?: string;
   packages: { name: string; version: string }[];

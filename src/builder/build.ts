@@ -29,6 +29,7 @@ import { ociStep } from "./steps/oci.js";
 import { conversionSteps, directoryStep, tarStep } from "./steps/outputs.js";
 import { rootfsStep } from "./steps/rootfs.js";
 import { usersStep } from "./steps/users.js";
+import { buildKey, upToDate } from "./up-to-date.js";
 
 export interface BuildOptions {
   outDir?: string;
@@ -41,6 +42,8 @@ export interface BuildResult {
   outDir: string;
   manifest: Manifest;
   credentials: Credential[];
+  /** The output was already built from the same code, spec and root, and kept. */
+  upToDate?: boolean;
 }
 
 /** A step; a string result is a short note for the progress line (or, for outputs, the artifact path). */
@@ -106,6 +109,13 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
   const { loaded, plan } = planFor(specPath, opts.addOutputs);
   const spec = loaded.spec;
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
+  // Nothing changed since the build in outDir (same code, spec and root): keep it.
+  const key = await buildKey(plan, loaded.files[0]!, opts.addOutputs ?? []);
+  const kept = key && !opts.refresh ? upToDate(outDir, key) : undefined;
+  if (kept) {
+    log.info(`  ✓ up to date: nothing changed since ${kept.builtAt} (--refresh rebuilds)`);
+    return { outDir, manifest: kept, credentials: [], upToDate: true };
+  }
   const owner = sudoOwner();
   const firstMade = await mkdir(dirname(outDir), { recursive: true });
   const work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.kiln-work-`));
@@ -126,6 +136,7 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     facts: {},
     steps: [],
     seed: plan.specHash,
+    ...(key ? { buildKey: key } : {}),
     detail: () => {},
   };
   // The rootfs step sets SOURCE_DATE_EPOCH for every tool the build runs; it is this build's only.
@@ -232,6 +243,7 @@ function makeManifest(ctx: BuildContext): Manifest {
         }
       : {}),
     ...(ctx.facts.contents ? { contents: ctx.facts.contents } : {}),
+    ...(ctx.buildKey ? { buildKey: ctx.buildKey } : {}),
     packages: packages.map((p) => ({ name: p.name, version: p.version })),
     sizes: { installed: ctx.facts.installedBytes ?? 0 },
     artifacts: ctx.artifacts,

@@ -49,6 +49,8 @@ export interface BuildContext {
    * hash seeds) is derived from: the spec and the root it starts from.
    */
   seed: string;
+  /** The build's key (see up-to-date.ts), recorded in the manifest. */
+  buildKey?: string;
   /** SOURCE_DATE_EPOCH: no time in an artifact is later; set by the rootfs step. */
   epoch?: number;
   /** Log lines from a step (and a step's progress detail). */

@@ -85,7 +85,9 @@ describe("locked, bit-identical builds", () => {
     const update = kiln(["lock", "--update", SPEC]);
     expect(update.code, update.stderr).toBe(0);
     expect(update.stdout).toContain("no package changed");
-    expect(kiln(["lock", SPEC]).stderr).toContain("LOCK_EXISTS");
+    const again = kiln(["lock", SPEC, "--json"]);
+    expect(again.code).toBe(1);
+    expect(JSON.parse(again.stdout).error.code).toBe("LOCK_EXISTS");
   });
 
   it("two builds from empty caches, other paths and another clock: every artifact the same bytes", () => {
@@ -129,8 +131,11 @@ describe("a lock kiln refuses", () => {
     const out = join(WORK, "out", name);
     const roots = () => readdirSync(join(cacheA, "rootfs")).length;
     const before = roots();
-    const r = kiln(["build", join(dir, "repro.yaml"), "-o", out], { env: { KILN_CACHE: cacheA } });
-    return { ...r, built: existsSync(out), newRoots: roots() - before };
+    const r = kiln(["build", join(dir, "repro.yaml"), "-o", out, "--json"], {
+      env: { KILN_CACHE: cacheA },
+    });
+    const error = JSON.parse(r.stdout).error as { code: string; message: string; hint: string };
+    return { ...r, error, built: existsSync(out), newRoots: roots() - before };
   };
 
   it("a version the mirror does not have fails before anything is built, naming it", () => {
@@ -140,9 +145,9 @@ describe("a lock kiln refuses", () => {
       p.url = String(p.url).replace(/base-files_[^_]+_/, "base-files_99.0-kiln_");
     });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("LOCK_VERSION_GONE");
-    expect(r.stderr).toContain("base-files 99.0-kiln");
-    expect(r.stderr).toMatch(/snapshot|kiln lock --update/);
+    expect(r.error.code).toBe("LOCK_VERSION_GONE");
+    expect(r.error.message).toContain("base-files 99.0-kiln");
+    expect(r.error.hint).toMatch(/snapshot.*kiln lock --update/);
     expect(r.built).toBe(false);
     expect(r.newRoots).toBe(0);
   });
@@ -153,8 +158,8 @@ describe("a lock kiln refuses", () => {
       p.sha256 = "0".repeat(64);
     });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("LOCK_HASH_MISMATCH");
-    expect(r.stderr).toMatch(/sudo \S+: sha256 [0-9a-f]{64} from http/);
+    expect(r.error.code).toBe("LOCK_HASH_MISMATCH");
+    expect(r.error.message).toMatch(/sudo \S+: sha256 [0-9a-f]{64} from http/);
     expect(r.built).toBe(false);
     expect(r.newRoots).toBe(0);
   });
@@ -167,9 +172,10 @@ describe("a lock kiln refuses", () => {
       readFileSync(SPEC, "utf8").replace("extends:", "packages: [curl]\nextends:"),
     );
     writeFileSync(join(dir, "repro.yaml.lock"), readFileSync(LOCK));
-    const r = kiln(["build", join(dir, "repro.yaml"), "-o", join(WORK, "out", "stale")]);
+    const r = kiln(["build", join(dir, "repro.yaml"), "-o", join(WORK, "out", "stale"), "--json"]);
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain("LOCK_STALE");
-    expect(r.stderr).toContain("the spec now includes curl");
+    const error = JSON.parse(r.stdout).error;
+    expect(error.code).toBe("LOCK_STALE");
+    expect(error.message).toContain("the spec now includes curl");
   });
 });
