@@ -19,7 +19,7 @@ import { handOver, sudoOwner } from "./ownership.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
 import { cloudSteps } from "./steps/clouds.js";
 import { configureStep, filesStep } from "./steps/configure.js";
-import { diskStep } from "./steps/disk.js";
+import { diskStep, mirrorImages, mirrorsOf } from "./steps/disk.js";
 import { isoStep } from "./steps/iso.js";
 import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
@@ -134,9 +134,14 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
         const r = await fn(ctx);
         // A path is an artifact's; a step made only for others (the disk of an ISO) has no note.
         if (typeof r === "string" && !r.startsWith(ctx.stage)) note = r;
-        if (typeof r === "string" && (spec.outputs as string[]).includes(id)) {
-          await recordArtifact(ctx, id, r);
-          note = mib(ctx.artifacts[ctx.artifacts.length - 1]!.size);
+        // Several paths: one artifact per disk of a mirrored root, numbered from 1.
+        const paths = typeof r === "string" ? [r] : isPaths(r) ? r : [];
+        if (paths.length && (spec.outputs as string[]).includes(id)) {
+          for (const [i, p] of paths.entries())
+            await recordArtifact(ctx, id, p, paths.length > 1 ? i + 1 : undefined);
+          note = paths
+            .map((_, i) => mib(ctx.artifacts[ctx.artifacts.length - paths.length + i]!.size))
+            .join(" + ");
         }
       } catch (err) {
         progress.fail();
@@ -163,7 +168,8 @@ async function manifestStep(ctx: BuildContext): Promise<void> {
   const { spec } = ctx;
   // The raw disk is staged for the steps made from it (ISO, conversions); it stays only as an output.
   if (!spec.outputs.includes("disk"))
-    await rm(join(ctx.stage, `${spec.name}.raw`), { force: true });
+    for (const raw of mirrorImages(ctx.stage, spec.name, mirrorsOf(spec)))
+      await rm(raw, { force: true });
   checkCompressedLimit(ctx);
   if (ctx.credentials.length)
     await writeCredentials(join(ctx.stage, "credentials"), ctx.credentials);
@@ -171,7 +177,12 @@ async function manifestStep(ctx: BuildContext): Promise<void> {
   await writeFile(manifestPath(ctx.stage), `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
-async function recordArtifact(ctx: BuildContext, format: string, path: string): Promise<void> {
+async function recordArtifact(
+  ctx: BuildContext,
+  format: string,
+  path: string,
+  disk?: number,
+): Promise<void> {
   const st = await stat(path);
   const isDir = st.isDirectory();
   ctx.artifacts.push({
@@ -179,7 +190,12 @@ async function recordArtifact(ctx: BuildContext, format: string, path: string): 
     path: basename(path),
     size: isDir ? await treeBytes(path) : st.size,
     sha256: isDir ? "" : await sha256File(path),
+    ...(disk ? { disk } : {}),
   });
+}
+
+function isPaths(r: unknown): r is string[] {
+  return Array.isArray(r) && r.length > 0 && r.every((x) => typeof x === "string");
 }
 
 /** Replace the output directory in two renames; the old one is deleted only after. */

@@ -21,6 +21,8 @@ export interface BuildFacts {
   /** Customise: the imported disk the build started from, and whether it was grown. */
   base?: DiskRecord;
   grown?: boolean;
+  /** disk.layout raid1: the md array's UUID (32 hex digits), chosen before the initrd is made. */
+  mirrorUuid?: string;
 }
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { parseSize } from "../../config/schema.js";
 import { fatPut, mkfsExt4, mkfsVfat } from "../../image/fs.js";
 import {
@@ -13,9 +13,16 @@ import {
 import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
 import { abGrubConfig, grubConfig, type Slot } from "../../image/grubcfg.js";
 import { formatGrubenv } from "../../image/grubenv.js";
+import {
+  md10Superblock,
+  md10SuperOffset,
+  mdUuidText,
+  writeMd10Members,
+} from "../../image/mdraid.js";
 import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";
+import { MIRROR_NAME } from "./mirror.js";
 
 /** Room for the ext4 metadata and journal, and for the system to write logs and state. */
 export function rootFsBytes(usedBytes: number): number {
@@ -27,7 +34,7 @@ export function rootFsBytes(usedBytes: number): number {
  * is made at its offset inside the image file, GRUB for UEFI goes to the
  * removable-media path on the ESP, GRUB for BIOS into the BIOS boot partition.
  */
-export async function diskStep(ctx: BuildContext): Promise<string> {
+export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
   const { spec } = ctx;
   const image = join(ctx.stage, `${spec.name}.raw`);
   const used = ctx.facts.installedBytes ?? 0;
@@ -35,28 +42,9 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   const ab = spec.disk.layout === "ab";
   const uuids = { a: randomUUID(), b: randomUUID(), data: randomUUID() };
   const espVolume = randomBytes(4).toString("hex").toUpperCase();
-  const rootType = spec.architecture === "arm64" ? PART_TYPES.rootArm64 : PART_TYPES.rootX86_64;
+  const raid = spec.disk.layout === "raid1";
 
-  const parts: PartitionRequest[] = [];
-  if (spec.disk.firmware.includes("bios"))
-    parts.push({ name: "bios", type: PART_TYPES.bios, uuid: randomUUID(), size: MIB });
-  parts.push({
-    name: "esp",
-    type: PART_TYPES.esp,
-    uuid: randomUUID(),
-    size: parseSize(spec.disk.esp_size),
-  });
-  parts.push({ name: "root-a", type: rootType, uuid: randomUUID(), size: rootBytes, grow: !ab });
-  if (ab) {
-    parts.push({ name: "root-b", type: rootType, uuid: randomUUID(), size: rootBytes });
-    parts.push({
-      name: "data",
-      type: PART_TYPES.linuxData,
-      uuid: randomUUID(),
-      size: parseSize(spec.disk.data_size),
-      grow: true,
-    });
-  }
+  const parts = planPartitions(spec, rootBytes);
   let layout: ReturnType<typeof layoutDisk>;
   try {
     layout = layoutDisk(parts, spec.disk.size ? parseSize(spec.disk.size) : undefined);
@@ -82,12 +70,13 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
     label: "ESP",
     volumeId: espVolume,
   });
-  const a = part("root-a");
+  const a = part(raid ? "root" : "root-a");
   await mkfsExt4({
     image,
     offset: a.offset,
-    bytes: a.bytes,
-    label: "root-a",
+    // A mirror member ends in its md superblock; the filesystem is the array's data before it.
+    bytes: raid ? md10SuperOffset(a.bytes) : a.bytes,
+    label: raid ? "root" : "root-a",
     uuid: uuids.a,
     from: ctx.root,
   });
@@ -144,6 +133,7 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+  const mirror = raid ? await writeMirrors(ctx, image, layout, a) : undefined;
   ctx.facts.disk = {
     layout: spec.disk.layout,
     bytes: layout.diskBytes,
@@ -154,12 +144,148 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
       bytes: p.bytes,
     })),
     filesystems: {
-      "root-a": uuids.a,
+      [raid ? "root" : "root-a"]: uuids.a,
       ...(ab ? { "root-b": uuids.b, data: uuids.data } : {}),
       esp: espFsUuid(espVolume),
     },
+    ...(mirror ? { mirror: mirror.record } : {}),
   };
-  return image;
+  return mirror ? mirror.images : image;
+}
+
+/**
+ * The partitions of one disk. A mirrored root's disks all have this one
+ * layout; its root partition is an md member (Linux RAID type) with room
+ * for the superblock behind the filesystem, and does not grow at boot
+ * (growing a mirror means growing every member, then the array, then the
+ * filesystem).
+ */
+export function planPartitions(spec: BuildContext["spec"], rootBytes: number): PartitionRequest[] {
+  const ab = spec.disk.layout === "ab";
+  const raid = spec.disk.layout === "raid1";
+  const rootType = spec.architecture === "arm64" ? PART_TYPES.rootArm64 : PART_TYPES.rootX86_64;
+  const parts: PartitionRequest[] = [];
+  if (spec.disk.firmware.includes("bios"))
+    parts.push({ name: "bios", type: PART_TYPES.bios, uuid: randomUUID(), size: MIB });
+  parts.push({
+    name: "esp",
+    type: PART_TYPES.esp,
+    uuid: randomUUID(),
+    size: parseSize(spec.disk.esp_size),
+  });
+  if (raid) {
+    parts.push({
+      name: "root",
+      type: PART_TYPES.linuxRaid,
+      uuid: randomUUID(),
+      size: rootBytes + MD_RESERVE,
+      // Only with disk.size: the root then takes what the disk leaves.
+      grow: true,
+    });
+    return parts;
+  }
+  parts.push({ name: "root-a", type: rootType, uuid: randomUUID(), size: rootBytes, grow: !ab });
+  if (ab) {
+    parts.push({ name: "root-b", type: rootType, uuid: randomUUID(), size: rootBytes });
+    parts.push({
+      name: "data",
+      type: PART_TYPES.linuxData,
+      uuid: randomUUID(),
+      size: parseSize(spec.disk.data_size),
+      grow: true,
+    });
+  }
+  return parts;
+}
+
+/** Behind a mirror member's filesystem: the md 1.0 superblock, 8-12 KiB from the end. */
+const MD_RESERVE = 64 * 1024;
+
+/** How many disk images the spec's layout writes. */
+export function mirrorsOf(spec: BuildContext["spec"]): number {
+  return spec.disk.layout === "raid1" ? spec.disk.mirrors : 1;
+}
+
+/** `NAME.raw`, `NAME-disk2.raw`, …: the images of a mirrored root, in member order. */
+export function mirrorImages(stage: string, name: string, members: number, ext = "raw"): string[] {
+  return Array.from({ length: members }, (_, i) =>
+    join(stage, i === 0 ? `${name}.${ext}` : `${name}-disk${i + 1}.${ext}`),
+  );
+}
+
+/**
+ * Make the other disks of a mirror from the first, which is complete
+ * (filesystems, GRUB): byte copies, so the filesystem is the same on every
+ * member and each disk boots by itself, the ESP's volume id included (the
+ * GRUB core on every disk looks the ESP up by it, so it finds whichever
+ * disk is there). Each disk then gets its own GPT identifiers and each
+ * member its own md superblock.
+ */
+async function writeMirrors(
+  ctx: BuildContext,
+  first: string,
+  layout: ReturnType<typeof layoutDisk>,
+  root: ReturnType<typeof layoutDisk>["partitions"][number],
+): Promise<{ images: string[]; record: Record<string, unknown> }> {
+  const { spec } = ctx;
+  const images = mirrorImages(ctx.stage, spec.name, spec.disk.mirrors);
+  const arrayUuid = ctx.facts.mirrorUuid;
+  if (!arrayUuid) throw new Error("the kernel step did not choose the mirror's array UUID");
+  const time = Math.floor(Date.now() / 1000);
+  const dataBytes = md10SuperOffset(root.bytes);
+  const members: Record<string, unknown>[] = [];
+  for (const [i, image] of images.entries()) {
+    const partUuids = layout.partitions.map((p) => (i === 0 ? p.uuid : randomUUID()));
+    if (i > 0) {
+      await exec("cp", ["--sparse=always", first, image]);
+      // Only the identifiers: a new table would rewrite the protective MBR and BIOS GRUB's boot.img in it.
+      await exec("sfdisk", [
+        "--quiet",
+        "--no-reread",
+        "--no-tell-kernel",
+        "--disk-id",
+        image,
+        randomUUID(),
+      ]);
+      for (const [n, uuid] of partUuids.entries())
+        await exec("sfdisk", [
+          "--quiet",
+          "--no-reread",
+          "--no-tell-kernel",
+          "--part-uuid",
+          image,
+          String(n + 1),
+          uuid,
+        ]);
+    }
+    const deviceUuid = randomBytes(16);
+    await writeMd10Members([
+      {
+        image,
+        offset: root.offset,
+        memberBytes: root.bytes,
+        superblock: md10Superblock({
+          arrayUuid: Buffer.from(arrayUuid, "hex"),
+          deviceUuid,
+          name: MIRROR_NAME,
+          index: i,
+          members: images.length,
+          dataBytes,
+          memberBytes: root.bytes,
+          time,
+        }),
+      },
+    ]);
+    members.push({
+      image: basename(image),
+      partitions: partUuids,
+      device: mdUuidText(deviceUuid),
+    });
+  }
+  return {
+    images,
+    record: { array: mdUuidText(Buffer.from(arrayUuid, "hex")), dataBytes, members },
+  };
 }
 
 /** GRUB and blkid show a FAT volume id as XXXX-XXXX. */
