@@ -82,6 +82,14 @@ export function registerTest(program: Command): void {
             });
         }
         const disks = o.disks === undefined ? undefined : parseDisks(o.disks);
+        const count = artifacts.mirror?.length ?? (artifacts.disk ? 1 : 0);
+        const absent = disks?.find((d) => d !== "blank" && d > count);
+        if (absent !== undefined)
+          throw new KilnError(
+            "USAGE",
+            `--disks ${o.disks}: there is no disk ${absent} (${manifest.name} has ${count}; disk.layout: raid1 writes one per mirror)`,
+            { exitCode: 2 },
+          );
         if (!["auto", "kvm", "tcg"].includes(o.accel))
           throw new KilnError("USAGE", "--accel is auto, kvm or tcg", { exitCode: 2 });
         // A run that checks nothing must not pass: a CI job would go green having tested nothing.

@@ -17,8 +17,9 @@ export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): Rootf
   const initrd = spec.kernel.initrd === "tiny" ? ["tiny-initramfs"] : ["initramfs-tools"];
   // The device side of A/B updates: RAUC (client and D-Bus service) and grub-editenv for its GRUB backend.
   const updater = spec.disk.layout === "ab" ? ["rauc", "rauc-service", "grub-common"] : [];
-  // A mirrored root: mdadm assembles it in the initrd (its initramfs-tools hook) and re-adds disks.
-  const raid = spec.disk.layout === "raid1" ? ["mdadm"] : [];
+  // A mirrored root: mdadm assembles it in the initrd (its initramfs-tools hook); sfdisk
+  // (fdisk) copies the partition table to a replacement disk (kiln-raid-replace).
+  const raid = spec.disk.layout === "raid1" ? ["fdisk", "mdadm"] : [];
   // kiln-agent fetches with curl, verifies the signed add-on list with openssl
   // and attaches with portablectl (systemd-container).
   const agent = spec.agent

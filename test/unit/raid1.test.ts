@@ -1,4 +1,14 @@
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import {
+  closeSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -9,7 +19,7 @@ import { artifactsOf } from "../../src/check/run.js";
 import { parseDisks } from "../../src/cli/test.js";
 import { loadSpec } from "../../src/config/load.js";
 import { checkRules } from "../../src/config/rules.js";
-import { layoutDisk, MIB, PART_TYPES } from "../../src/image/gpt.js";
+import { layoutDisk, MIB, PART_TYPES, sfdiskScript } from "../../src/image/gpt.js";
 import {
   md1Checksum,
   md10Superblock,
@@ -19,6 +29,7 @@ import {
   writeMd10Members,
 } from "../../src/image/mdraid.js";
 import { rootfsRecipe } from "../../src/plan/recipe.js";
+import { mirrorRootInto } from "../../src/runtime/ephemeral.js";
 import { qemuArgs } from "../../src/runtime/qemu.js";
 import { SpecError } from "../../src/util/errors.js";
 
@@ -113,7 +124,7 @@ describe("raid1 layout", () => {
 
   it("installs mdadm, names the array in mdadm.conf, and does not grow at boot", () => {
     const s = spec(raid);
-    expect(rootfsRecipe(s).packages).toContain("mdadm");
+    expect(rootfsRecipe(s).packages).toEqual(expect.arrayContaining(["mdadm", "fdisk"]));
     expect(rootfsRecipe(spec("")).packages).not.toContain("mdadm");
     expect(mdadmConf("00112233445566778899aabbccddeeff", 2)).toContain(
       "ARRAY /dev/md0 metadata=1.0 num-devices=2 UUID=00112233:44556677:8899aabb:ccddeeff name=root\n",
@@ -154,6 +165,41 @@ describe("raid1 spec rules", () => {
 });
 
 describe("booting a mirror", () => {
+  it("mirrors the root of one throw-away copy into another (the injected checks on both)", async () => {
+    const disks = ["a.raw", "b.raw"].map((n) => join(dir, n));
+    const root = layoutDisk([
+      { name: "root", type: PART_TYPES.linuxRaid, uuid: randomUUID(), size: 4 * MIB },
+    ]);
+    const p = root.partitions[0]!;
+    for (const [i, d] of disks.entries()) {
+      writeFileSync(d, Buffer.alloc(root.diskBytes));
+      execFileSync("sfdisk", ["--quiet", "--no-reread", "--no-tell-kernel", d], {
+        input: sfdiskScript(root, randomUUID()),
+      });
+      const sb = md10Superblock({
+        ...member,
+        index: i,
+        memberBytes: p.bytes,
+        dataBytes: md10SuperOffset(p.bytes),
+      });
+      await writeMd10Members([
+        { image: d, offset: p.offset, superblock: sb, memberBytes: p.bytes },
+      ]);
+    }
+    const fd = openSync(disks[0]!, "r+");
+    writeSync(fd, Buffer.from("injected"), 0, 8, p.offset + 2 * MIB + 7);
+    closeSync(fd);
+    await mirrorRootInto(disks[0]!, disks[1]!);
+    const [a, b] = disks.map((d) => readFileSync(d));
+    const data = md10SuperOffset(p.bytes);
+    expect(
+      a!.subarray(p.offset, p.offset + data).equals(b!.subarray(p.offset, p.offset + data)),
+    ).toBe(true);
+    expect(b!.includes("injected")).toBe(true);
+    // Each member keeps its own superblock.
+    expect((await readMd10(disks[1]!, p.offset, p.bytes)).index).toBe(1);
+  });
+
   it("attaches every disk, the first as vda", () => {
     const args = qemuArgs({
       image: "/o/r.raw",

@@ -230,7 +230,7 @@ async function writeMirrors(
   const { spec } = ctx;
   const images = mirrorImages(ctx.stage, spec.name, spec.disk.mirrors);
   const arrayUuid = ctx.facts.mirrorUuid;
-  if (!arrayUuid) throw new Error("the kernel step did not choose the mirror's array UUID");
+  if (!arrayUuid) throw new Error("the configure step did not choose the mirror's array UUID");
   const time = Math.floor(Date.now() / 1000);
   const dataBytes = md10SuperOffset(root.bytes);
   const members: Record<string, unknown>[] = [];
