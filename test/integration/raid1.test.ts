@@ -111,7 +111,7 @@ describe("disk.layout: raid1", () => {
     expect(r.out("mirror state")).toMatch(/\[2\/1\] \[U_\]/);
     // After: the new disk's ESP and boot code are disk 1's, and md resynced it.
     const after = r.out("blank disk re-added");
-    expect(after).toMatch(/^replaced: ESP and boot code copied$/m);
+    expect(after).toMatch(/^replaced: BIOS boot partition, ESP and MBR boot code copied$/m);
     expect(after).toMatch(/vdb3\[\d\]/);
     expect(after).toMatch(/\[2\/2\] \[UU\]/);
     expect(ours("qemu-system-x86_64", { exact: true })).toEqual([]);

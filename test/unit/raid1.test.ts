@@ -12,9 +12,9 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { mirrorImages, mirrorsOf, planPartitions } from "../../src/builder/steps/disk.js";
+import { planPartitions } from "../../src/builder/steps/disk.js";
 import { growFiles } from "../../src/builder/steps/grow.js";
-import { mdadmConf } from "../../src/builder/steps/mirror.js";
+import { mdadmConf, mirrorImages, mirrorsOf } from "../../src/builder/steps/mirror.js";
 import { artifactsOf } from "../../src/check/run.js";
 import { parseDisks } from "../../src/cli/test.js";
 import { loadSpec } from "../../src/config/load.js";

@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { mkdtemp, open, rm, writeFile } from "node:fs/promises";
-import { basename, join } from "node:path";
+import { join } from "node:path";
 import { parseSize } from "../../config/schema.js";
 import { fatPut, mkfsExt4, mkfsVfat } from "../../image/fs.js";
 import {
@@ -13,16 +13,11 @@ import {
 import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
 import { abGrubConfig, grubConfig, type Slot } from "../../image/grubcfg.js";
 import { formatGrubenv } from "../../image/grubenv.js";
-import {
-  md10Superblock,
-  md10SuperOffset,
-  mdUuidText,
-  writeMd10Members,
-} from "../../image/mdraid.js";
+import { md10SuperOffset } from "../../image/mdraid.js";
 import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";
-import { MIRROR_NAME } from "./mirror.js";
+import { MD_RESERVE, writeMirrors } from "./mirror.js";
 
 /** Room for the ext4 metadata and journal, and for the system to write logs and state. */
 export function rootFsBytes(usedBytes: number): number {
@@ -196,96 +191,6 @@ export function planPartitions(spec: BuildContext["spec"], rootBytes: number): P
     });
   }
   return parts;
-}
-
-/** Behind a mirror member's filesystem: the md 1.0 superblock, 8-12 KiB from the end. */
-const MD_RESERVE = 64 * 1024;
-
-/** How many disk images the spec's layout writes. */
-export function mirrorsOf(spec: BuildContext["spec"]): number {
-  return spec.disk.layout === "raid1" ? spec.disk.mirrors : 1;
-}
-
-/** `NAME.raw`, `NAME-disk2.raw`, …: the images of a mirrored root, in member order. */
-export function mirrorImages(stage: string, name: string, members: number, ext = "raw"): string[] {
-  return Array.from({ length: members }, (_, i) =>
-    join(stage, i === 0 ? `${name}.${ext}` : `${name}-disk${i + 1}.${ext}`),
-  );
-}
-
-/**
- * Make the other disks of a mirror from the first, which is complete
- * (filesystems, GRUB): byte copies, so the filesystem is the same on every
- * member and each disk boots by itself, the ESP's volume id included (the
- * GRUB core on every disk looks the ESP up by it, so it finds whichever
- * disk is there). Each disk then gets its own GPT identifiers and each
- * member its own md superblock.
- */
-async function writeMirrors(
-  ctx: BuildContext,
-  first: string,
-  layout: ReturnType<typeof layoutDisk>,
-  root: ReturnType<typeof layoutDisk>["partitions"][number],
-): Promise<{ images: string[]; record: Record<string, unknown> }> {
-  const { spec } = ctx;
-  const images = mirrorImages(ctx.stage, spec.name, spec.disk.mirrors);
-  const arrayUuid = ctx.facts.mirrorUuid;
-  if (!arrayUuid) throw new Error("the configure step did not choose the mirror's array UUID");
-  const time = Math.floor(Date.now() / 1000);
-  const dataBytes = md10SuperOffset(root.bytes);
-  const members: Record<string, unknown>[] = [];
-  for (const [i, image] of images.entries()) {
-    const partUuids = layout.partitions.map((p) => (i === 0 ? p.uuid : randomUUID()));
-    if (i > 0) {
-      await exec("cp", ["--sparse=always", first, image]);
-      // Only the identifiers: a new table would rewrite the protective MBR and BIOS GRUB's boot.img in it.
-      await exec("sfdisk", [
-        "--quiet",
-        "--no-reread",
-        "--no-tell-kernel",
-        "--disk-id",
-        image,
-        randomUUID(),
-      ]);
-      for (const [n, uuid] of partUuids.entries())
-        await exec("sfdisk", [
-          "--quiet",
-          "--no-reread",
-          "--no-tell-kernel",
-          "--part-uuid",
-          image,
-          String(n + 1),
-          uuid,
-        ]);
-    }
-    const deviceUuid = randomBytes(16);
-    await writeMd10Members([
-      {
-        image,
-        offset: root.offset,
-        memberBytes: root.bytes,
-        superblock: md10Superblock({
-          arrayUuid: Buffer.from(arrayUuid, "hex"),
-          deviceUuid,
-          name: MIRROR_NAME,
-          index: i,
-          members: images.length,
-          dataBytes,
-          memberBytes: root.bytes,
-          time,
-        }),
-      },
-    ]);
-    members.push({
-      image: basename(image),
-      partitions: partUuids,
-      device: mdUuidText(deviceUuid),
-    });
-  }
-  return {
-    images,
-    record: { array: mdUuidText(Buffer.from(arrayUuid, "hex")), dataBytes, members },
-  };
 }
 
 /** GRUB and blkid show a FAT volume id as XXXX-XXXX. */

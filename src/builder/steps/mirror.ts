@@ -1,9 +1,19 @@
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import { chmod, mkdir, writeFile } from "node:fs/promises";
-import { join } from "node:path";
-import { mdUuidText } from "../../image/mdraid.js";
+import { basename, join } from "node:path";
+import type { Layout, Partition } from "../../image/gpt.js";
+import {
+  md10Superblock,
+  md10SuperOffset,
+  mdUuidText,
+  writeMd10Members,
+} from "../../image/mdraid.js";
 import { readAsset } from "../../util/assets.js";
+import { exec } from "../../util/exec.js";
 import type { BuildContext } from "../context.js";
+
+/** Behind a mirror member's filesystem: the md 1.0 superblock, 8-12 KiB from the end. */
+export const MD_RESERVE = 64 * 1024;
 
 /** The md array's name (mdadm shows name=root); the kernel device is /dev/md0. */
 export const MIRROR_NAME = "root";
@@ -39,4 +49,91 @@ export async function mirrorStep(ctx: BuildContext): Promise<void> {
   const script = join(ctx.root, "usr/sbin/kiln-raid-replace");
   await writeFile(script, readAsset("kiln-raid/kiln-raid-replace"));
   await chmod(script, 0o755);
+}
+
+/** How many disk images the spec's layout writes. */
+export function mirrorsOf(spec: BuildContext["spec"]): number {
+  return spec.disk.layout === "raid1" ? spec.disk.mirrors : 1;
+}
+
+/** `NAME.raw`, `NAME-disk2.raw`, …: the images of a mirrored root, in member order. */
+export function mirrorImages(stage: string, name: string, members: number, ext = "raw"): string[] {
+  return Array.from({ length: members }, (_, i) =>
+    join(stage, i === 0 ? `${name}.${ext}` : `${name}-disk${i + 1}.${ext}`),
+  );
+}
+
+/**
+ * Make the other disks of a mirror from the first, which is complete
+ * (filesystems, GRUB): byte copies, so the filesystem is the same on every
+ * member and each disk boots by itself, the ESP's volume id included (the
+ * GRUB core on every disk looks the ESP up by it, so it finds whichever
+ * disk is there). Each disk then gets its own GPT identifiers and each
+ * member its own md superblock.
+ */
+export async function writeMirrors(
+  ctx: BuildContext,
+  first: string,
+  layout: Layout,
+  root: Partition,
+): Promise<{ images: string[]; record: Record<string, unknown> }> {
+  const { spec } = ctx;
+  const images = mirrorImages(ctx.stage, spec.name, spec.disk.mirrors);
+  const arrayUuid = ctx.facts.mirrorUuid;
+  if (!arrayUuid) throw new Error("the configure step did not choose the mirror's array UUID");
+  const time = Math.floor(Date.now() / 1000);
+  const dataBytes = md10SuperOffset(root.bytes);
+  const members: Record<string, unknown>[] = [];
+  for (const [i, image] of images.entries()) {
+    const partUuids = layout.partitions.map((p) => (i === 0 ? p.uuid : randomUUID()));
+    if (i > 0) {
+      await exec("cp", ["--sparse=always", first, image]);
+      // Only the identifiers: a new table would rewrite the protective MBR and BIOS GRUB's boot.img in it.
+      await exec("sfdisk", [
+        "--quiet",
+        "--no-reread",
+        "--no-tell-kernel",
+        "--disk-id",
+        image,
+        randomUUID(),
+      ]);
+      for (const [n, uuid] of partUuids.entries())
+        await exec("sfdisk", [
+          "--quiet",
+          "--no-reread",
+          "--no-tell-kernel",
+          "--part-uuid",
+          image,
+          String(n + 1),
+          uuid,
+        ]);
+    }
+    const deviceUuid = randomBytes(16);
+    await writeMd10Members([
+      {
+        image,
+        offset: root.offset,
+        memberBytes: root.bytes,
+        superblock: md10Superblock({
+          arrayUuid: Buffer.from(arrayUuid, "hex"),
+          deviceUuid,
+          name: MIRROR_NAME,
+          index: i,
+          members: images.length,
+          dataBytes,
+          memberBytes: root.bytes,
+          time,
+        }),
+      },
+    ]);
+    members.push({
+      image: basename(image),
+      partitions: partUuids,
+      device: mdUuidText(deviceUuid),
+    });
+  }
+  return {
+    images,
+    record: { array: mdUuidText(Buffer.from(arrayUuid, "hex")), dataBytes, members },
+  };
 }

@@ -5,7 +5,7 @@ import { DISK_CONVERSIONS } from "../../config/schema.js";
 import { exec } from "../../util/exec.js";
 import { archiveTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
-import { mirrorImages, mirrorsOf } from "./disk.js";
+import { mirrorImages, mirrorsOf } from "./mirror.js";
 
 export async function tarStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.tar.zst`);
