@@ -11,6 +11,8 @@ export interface ArtifactRecord {
   path: string;
   size: number;
   sha256: string;
+  /** Which disk of a mirrored root (disk.layout: raid1) this image is, from 1; absent for one disk. */
+  disk?: number;
 }
 
 /** What `kiln build` writes to DIR/manifest.json: the one description of a build's outputs. */

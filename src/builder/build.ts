@@ -24,6 +24,7 @@ import { diskStep } from "./steps/disk.js";
 import { isoStep } from "./steps/iso.js";
 import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
+import { mirrorImages, mirrorsOf } from "./steps/mirror.js";
 import { netbootStep } from "./steps/netboot.js";
 import { ociStep } from "./steps/oci.js";
 import { conversionSteps, directoryStep, tarStep } from "./steps/outputs.js";
@@ -153,9 +154,14 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
         const r = await fn(ctx);
         // A path is an artifact's; a step made only for others (the disk of an ISO) has no note.
         if (typeof r === "string" && !r.startsWith(ctx.stage)) note = r;
-        if (typeof r === "string" && (spec.outputs as string[]).includes(id)) {
-          await recordArtifact(ctx, id, r);
-          note = mib(ctx.artifacts[ctx.artifacts.length - 1]!.size);
+        // Several paths: one artifact per disk of a mirrored root, numbered from 1.
+        const paths = typeof r === "string" ? [r] : isPaths(r) ? r : [];
+        if (paths.length && (spec.outputs as string[]).includes(id)) {
+          for (const [i, p] of paths.entries())
+            await recordArtifact(ctx, id, p, paths.length > 1 ? i + 1 : undefined);
+          note = paths
+            .map((_, i) => mib(ctx.artifacts[ctx.artifacts.length - paths.length + i]!.size))
+            .join(" + ");
         }
       } catch (err) {
         progress.fail();
@@ -184,7 +190,8 @@ async function manifestStep(ctx: BuildContext): Promise<void> {
   const { spec } = ctx;
   // The raw disk is staged for the steps made from it (ISO, conversions); it stays only as an output.
   if (!spec.outputs.includes("disk"))
-    await rm(join(ctx.stage, `${spec.name}.raw`), { force: true });
+    for (const raw of mirrorImages(ctx.stage, spec.name, mirrorsOf(spec)))
+      await rm(raw, { force: true });
   checkCompressedLimit(ctx);
   if (ctx.credentials.length)
     await writeCredentials(join(ctx.stage, "credentials"), ctx.credentials);
@@ -192,7 +199,12 @@ async function manifestStep(ctx: BuildContext): Promise<void> {
   await writeFile(manifestPath(ctx.stage), `${JSON.stringify(manifest, null, 2)}\n`);
 }
 
-async function recordArtifact(ctx: BuildContext, format: string, path: string): Promise<void> {
+async function recordArtifact(
+  ctx: BuildContext,
+  format: string,
+  path: string,
+  disk?: number,
+): Promise<void> {
   const st = await stat(path);
   const isDir = st.isDirectory();
   ctx.artifacts.push({
@@ -200,7 +212,12 @@ async function recordArtifact(ctx: BuildContext, format: string, path: string): 
     path: basename(path),
     size: isDir ? await treeBytes(path) : st.size,
     sha256: isDir ? "" : await sha256File(path),
+    ...(disk ? { disk } : {}),
   });
+}
+
+function isPaths(r: unknown): r is string[] {
+  return Array.isArray(r) && r.length > 0 && r.every((x) => typeof x === "string");
 }
 
 /** Replace the output directory in two renames; the old one is deleted only after. */

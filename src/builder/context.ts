@@ -23,6 +23,8 @@ export interface BuildFacts {
   grown?: boolean;
   /** The root tree's listing file in the output (for kiln diff). */
   contents?: string;
+  /** disk.layout raid1: the md array's UUID (32 hex digits), chosen before the initrd is made. */
+  mirrorUuid?: string;
 }
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */

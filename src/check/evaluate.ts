@@ -15,6 +15,8 @@ export interface CheckResult {
   /** What the check wanted, and what came back, in words. */
   expected: string;
   actual: string;
+  /** A run check's stdout (its first 4 KB), e.g. a state it printed for the record. */
+  stdout?: string;
 }
 
 export function parseResults(consoleText: string): { results: RawResult[]; done: boolean } {
@@ -87,6 +89,7 @@ export function evaluate(checks: Check[], raw: RawResult[]): CheckResult[] {
             problems.length && r.stderr && c.stderr === undefined
               ? `${actual}; stderr ${JSON.stringify(clip(r.stderr))}`
               : actual,
+          ...(r.stdout ? { stdout: r.stdout.slice(0, 4096) } : {}),
         };
       }
       case "unit":

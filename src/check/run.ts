@@ -4,10 +4,12 @@ import type { Check } from "../config/schema.js";
 import { checkScript, DONE_MARK, testUnit } from "../render/checks.js";
 import type { Accel } from "../runtime/accel.js";
 import {
+  blankDisk,
   diskCopy,
   diskRootDir,
   type Ephemeral,
   type Injected,
+  mirrorRootInto,
   overlayDir,
   unpackTar,
 } from "../runtime/ephemeral.js";
@@ -22,12 +24,14 @@ export type Target = "nspawn" | Firmware | "netboot" | "iso";
 export interface Artifacts {
   rootfs?: string;
   disk?: string;
+  /** A mirrored root's disks (disk.layout: raid1), disk 1 (`disk`) first. */
+  mirror?: string[];
   netboot?: string;
   iso?: string;
 }
 
 /** Every target, the artifact it needs by default, and what it boots. */
-export const TARGETS: { target: Target; needs: keyof Artifacts; boots: string }[] = [
+export const TARGETS: { target: Target; needs: keyof typeof FROM; boots: string }[] = [
   { target: "nspawn", needs: "rootfs", boots: "a directory, tar or disk in systemd-nspawn" },
   { target: "uefi", needs: "disk", boots: "the disk (or qcow2) in QEMU with OVMF" },
   { target: "bios", needs: "disk", boots: "the disk (or qcow2) in QEMU with SeaBIOS" },
@@ -40,7 +44,7 @@ export const TARGETS: { target: Target; needs: keyof Artifacts; boots: string }[
 ];
 
 /** The output formats each artifact is taken from, preferred first. */
-const FROM: Record<keyof Artifacts, string[]> = {
+const FROM: Record<Exclude<keyof Artifacts, "mirror">, string[]> = {
   rootfs: ["directory", "tar"],
   disk: ["disk", "qcow2"],
   netboot: ["netboot"],
@@ -56,6 +60,11 @@ export interface TestOptions {
   bootTimeoutMs: number;
   checksTimeoutMs: number;
   accel: Accel | "auto";
+  /**
+   * A mirrored root's disks to boot with, in drive order: members by number
+   * (from 1) or "blank" for an empty replacement disk; default every member.
+   */
+  disks?: DiskChoice[];
   /** A NoCloud seed (directory or ISO) attached to VM targets. */
   seed?: string;
   onConsole?: (target: Target, text: string) => void;
@@ -74,6 +83,8 @@ export function testInjection(checks: Check[]): Injected[] {
     },
   ];
 }
+
+export type DiskChoice = number | "blank";
 
 type Report = TargetReport & { accel?: Accel; emulatorFault?: string; retried?: string };
 
@@ -147,9 +158,11 @@ async function bootOnce(
     } else {
       if (!artifact.disk)
         throw new Error(`${target} needs a disk artifact (add \`disk\` or \`qcow2\` to outputs)`);
-      eph = await diskCopy(artifact.disk, inject);
+      const disks = await vmDisks(artifact, inject, o.disks);
+      eph = disks.eph;
       const vm = await startVm({
-        image: eph.path,
+        image: disks.paths[0]!,
+        disks: disks.paths.slice(1),
         firmware: target,
         accel: o.accel,
         ...(o.seed ? { seed: o.seed } : {}),
@@ -200,17 +213,78 @@ async function bootOnce(
   }
 }
 
+/**
+ * Throw-away copies of the disks a VM target boots: the one disk with the
+ * checks injected, or the chosen disks of a mirrored root, the checks
+ * injected into the first and its root mirrored into the others (a
+ * member's filesystem must be the same bytes on each), blank ones as big
+ * as the members.
+ */
+async function vmDisks(
+  artifact: Artifacts,
+  inject: Injected[],
+  choice: DiskChoice[] | undefined,
+): Promise<{ paths: string[]; eph: Ephemeral }> {
+  const members = artifact.mirror ?? (artifact.disk ? [artifact.disk] : []);
+  const want = choice ?? members.map((_, i) => i + 1);
+  for (const c of want)
+    if (c !== "blank" && !members[c - 1])
+      throw new Error(
+        `there is no disk ${c}: the build has ${members.length} disk${members.length === 1 ? "" : "s"}`,
+      );
+  if (!want.some((c) => c !== "blank"))
+    throw new Error("boot at least one of the build's disks besides blank ones");
+  const made: Ephemeral[] = [];
+  const eph: Ephemeral = {
+    path: "",
+    dispose: async () => {
+      for (const e of made.reverse()) await e.dispose();
+    },
+  };
+  try {
+    let first: string | undefined;
+    const paths: string[] = [];
+    for (const c of want) {
+      if (c === "blank") {
+        paths.push("");
+        continue;
+      }
+      const copy = await diskCopy(members[c - 1]!, first ? [] : inject);
+      made.push(copy);
+      if (first) await mirrorRootInto(first, copy.path);
+      else first = copy.path;
+      paths.push(copy.path);
+    }
+    const size = statSync(first!).size;
+    for (const [i, p] of paths.entries()) {
+      if (p) continue;
+      const blank = await blankDisk(size);
+      made.push(blank);
+      paths[i] = blank.path;
+    }
+    return { paths, eph };
+  } catch (err) {
+    await eph.dispose();
+    throw err;
+  }
+}
+
 /** Which artifacts of a build output directory each target boots. */
 export function artifactsOf(
   dir: string,
-  manifest: { name: string; artifacts: { format: string; path: string }[] },
+  manifest: { name: string; artifacts: { format: string; path: string; disk?: number }[] },
 ): Artifacts {
   const found: Artifacts = {};
-  for (const [kind, formats] of Object.entries(FROM) as [keyof Artifacts, string[]][]) {
+  for (const [kind, formats] of Object.entries(FROM) as [keyof typeof FROM, string[]][]) {
     for (const f of formats) {
       const a = manifest.artifacts.find((x) => x.format === f);
       if (a && existsSync(join(dir, a.path))) {
         found[kind] = join(dir, a.path);
+        // A mirrored root: every disk of the format, by number.
+        const disks = manifest.artifacts
+          .filter((x) => x.format === f && x.disk)
+          .sort((x, y) => (x.disk ?? 0) - (y.disk ?? 0));
+        if (kind === "disk" && disks.length > 1) found.mirror = disks.map((x) => join(dir, x.path));
         break;
       }
     }

@@ -5,7 +5,14 @@ import type { Command } from "commander";
 import { type Manifest, manifestPath, readManifest } from "../artifact/manifest.js";
 import { build, planFor } from "../builder/build.js";
 import { junitXml } from "../check/junit.js";
-import { artifactsOf, runTarget, TARGETS, type Target, targetsFor } from "../check/run.js";
+import {
+  artifactsOf,
+  type DiskChoice,
+  runTarget,
+  TARGETS,
+  type Target,
+  targetsFor,
+} from "../check/run.js";
 import type { Check } from "../config/schema.js";
 import { isDiskImage } from "../runtime/ephemeral.js";
 import { breakdownText } from "../runtime/ready.js";
@@ -34,6 +41,10 @@ export function registerTest(program: Command): void {
       "--seed <dir-or-iso>",
       "attach a cloud-init NoCloud seed to the VM targets (see `kiln seed`)",
     )
+    .option(
+      "--disks <list>",
+      "a mirrored root (disk.layout: raid1): the disks to boot, by number, `blank` for an empty replacement (e.g. 1, 2, 1,blank; default all)",
+    )
     .option("--json", "the results as JSON on stdout")
     .description(
       "boot the artifact on each target and run the spec's tests: inside it (exit 0 pass, 1 a check failed, 2 a boot failed)",
@@ -48,6 +59,7 @@ export function registerTest(program: Command): void {
           accel: string;
           timeout: string;
           seed?: string;
+          disks?: string;
           json?: boolean;
         },
       ) => {
@@ -57,6 +69,7 @@ export function registerTest(program: Command): void {
         // with the checks of the manifest beside it.
         if (isDiskImage(arg) && statSync(arg).isFile()) {
           artifacts.disk = resolve(arg);
+          delete artifacts.mirror;
           delete artifacts.rootfs;
           delete artifacts.netboot;
           delete artifacts.iso;
@@ -68,6 +81,15 @@ export function registerTest(program: Command): void {
               exitCode: 2,
             });
         }
+        const disks = o.disks === undefined ? undefined : parseDisks(o.disks);
+        const count = artifacts.mirror?.length ?? (artifacts.disk ? 1 : 0);
+        const absent = disks?.find((d) => d !== "blank" && d > count);
+        if (absent !== undefined)
+          throw new KilnError(
+            "USAGE",
+            `--disks ${o.disks}: there is no disk ${absent} (${manifest.name} has ${count}; disk.layout: raid1 writes one per mirror)`,
+            { exitCode: 2 },
+          );
         if (!["auto", "kvm", "tcg"].includes(o.accel))
           throw new KilnError("USAGE", "--accel is auto, kvm or tcg", { exitCode: 2 });
         // A run that checks nothing must not pass: a CI job would go green having tested nothing.
@@ -101,6 +123,7 @@ export function registerTest(program: Command): void {
             checksTimeoutMs: 180_000,
             accel: o.accel as "auto",
             ...(o.seed ? { seed: o.seed } : {}),
+            ...(disks ? { disks } : {}),
             onRetry: (t, why) => log.warn(`${t}: ${why}: not the image's fault; booting again`),
           });
           reports.push(r);
@@ -121,6 +144,18 @@ export function registerTest(program: Command): void {
         process.exitCode = bootFailed ? 2 : checkFailed ? 1 : 0;
       },
     );
+}
+
+/** `--disks 1,blank`: disk numbers from 1, or blank. */
+export function parseDisks(text: string): DiskChoice[] {
+  return text.split(",").map((d) => {
+    const t = d.trim();
+    if (t === "blank") return "blank";
+    if (/^[1-9]$/.test(t)) return Number(t);
+    throw new KilnError("USAGE", `--disks takes disk numbers (1, 2, …) and blank, not ${t}`, {
+      exitCode: 2,
+    });
+  });
 }
 
 function printTarget(r: Awaited<ReturnType<typeof runTarget>>): void {

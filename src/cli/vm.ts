@@ -32,6 +32,7 @@ interface VmFlags {
   untilReady?: boolean;
   printLibvirt?: boolean;
   cdrom?: string;
+  disk?: string[];
   reboot?: boolean;
   timeout: string;
   json?: boolean;
@@ -58,6 +59,10 @@ export function registerVm(program: Command): void {
     .option(
       "--direct-kernel",
       "boot the image's kernel and initrd directly (skips firmware and GRUB)",
+    )
+    .option(
+      "--disk <image...>",
+      "more disks after the image (vdb, …): e.g. a mirrored root's NAME-disk2.raw",
     )
     .option("--cdrom <iso>", "attach an ISO as a CD drive (e.g. an `outputs: [iso]` installer)")
     .option("--no-reboot", "exit when the guest reboots (e.g. after an unattended install)")
@@ -120,6 +125,7 @@ export function registerVm(program: Command): void {
         ...(named ? { varsFile: named.vars } : {}),
         ...(o.directKernel ? { directKernel: true } : {}),
         ...(o.cdrom ? { cdrom: o.cdrom } : {}),
+        ...(o.disk?.length ? { disks: o.disk } : {}),
         ...(o.reboot === false ? { noReboot: true } : {}),
         ...(o.netboot ? { netboot: o.netboot } : {}),
         ...(o.consoleLog ? { onConsole: (t: string) => appendFileSync(o.consoleLog!, t) } : {}),

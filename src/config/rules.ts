@@ -22,6 +22,9 @@ interface Rule {
 const isDiskFormat = (o: string) =>
   o === "disk" || (DISK_CONVERSIONS as readonly string[]).includes(o);
 
+/** Outputs made from exactly one disk: a cloud image, or the ISO that installs one disk. */
+const SINGLE_DISK = new Set<string>(["gce", "azure", "aws", "iso"]);
+
 export const RULES: readonly Rule[] = [
   {
     name: "update-needs-ab",
@@ -73,6 +76,35 @@ export const RULES: readonly Rule[] = [
             },
           ]
         : [],
+  },
+  {
+    name: "raid1-needs-initramfs-tools",
+    level: "error",
+    check: (s) =>
+      s.disk.layout === "raid1" && s.kernel.initrd !== "initramfs-tools"
+        ? [
+            {
+              path: ["kernel", "initrd"],
+              message:
+                "disk.layout: raid1 needs kernel.initrd: initramfs-tools: the tiny initrd cannot assemble the md array the root is on",
+            },
+          ]
+        : [],
+  },
+  {
+    name: "raid1-outputs",
+    level: "error",
+    check: (s) => {
+      const single = s.disk.layout === "raid1" ? s.outputs.filter((o) => SINGLE_DISK.has(o)) : [];
+      return single.length
+        ? [
+            {
+              path: ["outputs"],
+              message: `disk.layout: raid1 writes one image per disk; ${single.join(", ")} take a single disk (use disk or qcow2, vmdk, vdi, vhdx)`,
+            },
+          ]
+        : [];
+    },
   },
   {
     name: "agent-needs-keyring",

@@ -235,12 +235,22 @@ export const specSchema = z
       .prefault({}),
     disk: z
       .strictObject({
-        layout: z.enum(["single", "ab"]).default("single").describe("ab: root A + root B + data"),
+        layout: z
+          .enum(["single", "ab", "raid1"])
+          .default("single")
+          .describe("ab: root A + root B + data; raid1: the root mirrored on two disks (md RAID1)"),
         size: size
           .optional()
           .describe("whole disk; default: fits the root filesystem(s) with headroom"),
         esp_size: size.default("64M"),
         data_size: size.default("256M").describe("data partition of the ab layout"),
+        mirrors: z
+          .number()
+          .int()
+          .min(2)
+          .max(4)
+          .default(2)
+          .describe("disks of the raid1 layout: one image each, each bootable"),
         firmware: z
           .array(z.enum(["uefi", "bios"]))
           .min(1)

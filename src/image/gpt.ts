@@ -15,6 +15,7 @@ export const PART_TYPES = {
   rootX86_64: "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
   rootArm64: "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
   linuxData: "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+  linuxRaid: "A19D880F-05FC-4D3B-A006-743F0F84911E",
 } as const;
 
 export interface PartitionRequest {

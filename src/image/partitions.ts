@@ -46,6 +46,8 @@ export async function rootPartition(image: string) {
   const p =
     parts.find((x) => x.name === "root-a") ??
     parts.find((x) => x.type === PART_TYPES.rootX86_64 || x.type === PART_TYPES.rootArm64) ??
+    // A mirrored root's member (md metadata 1.0) starts with its filesystem.
+    parts.find((x) => x.type === PART_TYPES.linuxRaid) ??
     parts.find((x) => x.type === PART_TYPES.linuxData);
   if (!p) throw new KilnError("DISK_NO_ROOT", `${image} has no Linux root partition`);
   return p;

@@ -124,7 +124,10 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
     outputs.add("disk");
   const raw = `${spec.name}_${spec.version}.raw`;
   const titles: Partial<Record<OutputFormat, string>> = {
-    disk: `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
+    disk:
+      spec.disk.layout === "raid1"
+        ? `${spec.disk.mirrors} disk images (raid1 layout: the root mirrored, ${spec.disk.firmware.join("+")})`
+        : `disk image (${spec.disk.layout} layout, ${spec.disk.firmware.join("+")})`,
     oci: `OCI image layout (tag ${spec.version})`,
     iso: "installer ISO (live system + unattended install; BIOS and UEFI)",
     portable: `portable service image ${raw}`,

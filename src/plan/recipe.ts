@@ -17,6 +17,9 @@ export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): Rootf
   const initrd = spec.kernel.initrd === "tiny" ? ["tiny-initramfs"] : ["initramfs-tools"];
   // The device side of A/B updates: RAUC (client and D-Bus service) and grub-editenv for its GRUB backend.
   const updater = spec.disk.layout === "ab" ? ["rauc", "rauc-service", "grub-common"] : [];
+  // A mirrored root: mdadm assembles it in the initrd (its initramfs-tools hook); sfdisk
+  // (fdisk) copies the partition table to a replacement disk (kiln-raid-replace).
+  const raid = spec.disk.layout === "raid1" ? ["fdisk", "mdadm"] : [];
   // kiln-agent fetches with curl, verifies the signed add-on list with openssl
   // and attaches with portablectl (systemd-container).
   const agent = spec.agent
@@ -25,7 +28,7 @@ export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): Rootf
   // A container image needs no kernel, initrd or device manager; systemd stays for --boot.
   const base = o.container
     ? ["systemd-sysv"]
-    : [...d.bootPackages, kernel, ...initrd, ...updater, ...agent];
+    : [...d.bootPackages, kernel, ...initrd, ...updater, ...raid, ...agent];
   // A bus for the tools an admin reaches for first (a container needs none: its host has one).
   const bus = !o.container && spec.dbus ? d.busPackages : [];
   // A public cloud's image configures itself from the cloud's metadata at first boot.

@@ -1,7 +1,8 @@
 import { existsSync } from "node:fs";
-import { chmod, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, open, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { readMd10 } from "../image/mdraid.js";
 import { loopPartition, rootPartition } from "../image/partitions.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
@@ -148,6 +149,49 @@ export async function diskCopy(image: string, inject: Injected[] = []): Promise<
     },
   );
   return { path: copy, dispose };
+}
+
+/**
+ * Make the root filesystem of mirror member `to` the same bytes as that of
+ * `from` (both raw copies of one build's disks, `from` with files injected):
+ * an md mirror must hold the same data on every member, or reads would
+ * depend on the member they hit. Only the array's data is compared, chunk
+ * by chunk, and only differing chunks written, so the copy stays sparse.
+ */
+export async function mirrorRootInto(from: string, to: string): Promise<void> {
+  const [a, b] = [await rootPartition(from), await rootPartition(to)];
+  const data = (await readMd10(from, a.offset, a.size * 512)).dataBytes;
+  const [src, dst] = [await open(from, "r"), await open(to, "r+")];
+  try {
+    const CHUNK = 1024 * 1024;
+    const x = Buffer.alloc(CHUNK);
+    const y = Buffer.alloc(CHUNK);
+    for (let at = 0; at < data; at += CHUNK) {
+      const n = Math.min(CHUNK, data - at);
+      await src.read(x, 0, n, a.offset + at);
+      await dst.read(y, 0, n, b.offset + at);
+      if (!x.subarray(0, n).equals(y.subarray(0, n))) await dst.write(x, 0, n, b.offset + at);
+    }
+  } finally {
+    await src.close();
+    await dst.close();
+  }
+}
+
+/** A throw-away blank disk (a replacement for a mirror's member) of `bytes`. */
+export async function blankDisk(bytes: number): Promise<Ephemeral> {
+  const base = await mkdtemp(join(scratchDir(), "kiln-blank-"));
+  const path = join(base, "blank.raw");
+  const { dispose } = await acquire(
+    `blank disk ${base}`,
+    () => rm(base, { recursive: true, force: true }),
+    async () => {
+      const fh = await open(path, "w");
+      await fh.truncate(bytes);
+      await fh.close();
+    },
+  );
+  return { path, dispose };
 }
 
 /** Disk image formats kiln boots from a raw copy, by file name (qemu-img's names). */

@@ -40,6 +40,8 @@ export interface VmOptions {
   accel: Accel | "auto";
   cpus?: number;
   memoryMiB?: number;
+  /** More disks after `image` (vdb, vdc, …): the other disks of a mirrored root, or blank ones. */
+  disks?: string[];
   /** Keep the guest's writes (default: thrown away). */
   persist?: boolean;
   /** host:guest TCP forwards on user networking. */
@@ -98,7 +100,6 @@ export interface QemuArgsInput extends VmOptions {
 }
 
 export function qemuArgs(o: QemuArgsInput): string[] {
-  const format = o.image?.endsWith(".qcow2") ? "qcow2" : "raw";
   const args = [
     "-machine",
     "q35",
@@ -121,10 +122,10 @@ export function qemuArgs(o: QemuArgsInput): string[] {
     "-device",
     "virtio-rng-pci",
   ];
-  if (o.image)
+  for (const disk of o.image ? [o.image, ...(o.disks ?? [])] : [])
     args.push(
       "-drive",
-      `file=${o.image},if=virtio,format=${format}${o.persist ? "" : ",snapshot=on"}`,
+      `file=${disk},if=virtio,format=${disk.endsWith(".qcow2") ? "qcow2" : "raw"}${o.persist ? "" : ",snapshot=on"}`,
     );
   if (o.accel === "kvm") args.push("-cpu", "host");
   // On virtio-scsi rather than q35's AHCI: Debian's cloud kernels have no AHCI driver. It
@@ -173,8 +174,8 @@ async function prepare(
   o: VmOptions,
   serial: string,
 ): Promise<{ args: string[]; accel: Accel; dir: string; qmp: string; dispose(): Promise<void> }> {
-  if (o.image && !existsSync(o.image))
-    throw new KilnError("VM_NO_IMAGE", `${o.image} does not exist`);
+  for (const disk of o.image ? [o.image, ...(o.disks ?? [])] : [])
+    if (!existsSync(disk)) throw new KilnError("VM_NO_IMAGE", `${disk} does not exist`);
   const accel = await chooseAccel(o.accel);
   const dir = await mkdtemp(join(tmpdir(), "kiln-vm-"));
   const qmp = join(dir, "qmp.sock");

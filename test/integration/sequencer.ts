@@ -10,6 +10,7 @@ const SECONDS: Record<string, number> = {
   cloud: 500,
   agent: 400,
   iso: 353,
+  raid1: 345,
   test: 234,
   netboot: 213,
   containers: 184,

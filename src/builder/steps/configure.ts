@@ -10,6 +10,7 @@ import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 import { agentStep } from "./agent.js";
 import { growStep } from "./grow.js";
+import { mirrorStep } from "./mirror.js";
 import { updaterStep } from "./updater.js";
 
 /** Host name, time zone, locale, network, first-boot units, services. Files go in after users. */
@@ -62,6 +63,7 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
     await updaterStep(root, spec);
     enable.push("kiln-health.service");
   }
+  if (spec.disk.layout === "raid1" && !containerOnly(spec)) await mirrorStep(ctx);
   // A root that fills whatever disk it is written to (a container has no disk).
   if (!containerOnly(spec)) enable.push(...(await growStep(root, spec)));
   if (spec.agent) {

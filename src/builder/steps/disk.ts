@@ -12,10 +12,12 @@ import {
 import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
 import { abGrubConfig, grubConfig, type Slot } from "../../image/grubcfg.js";
 import { formatGrubenv } from "../../image/grubenv.js";
+import { md10SuperOffset } from "../../image/mdraid.js";
 import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
 import { derivedHex, derivedUuid } from "../../util/hash.js";
 import type { BuildContext } from "../context.js";
+import { MD_RESERVE, writeMirrors } from "./mirror.js";
 
 /** Room for the ext4 metadata and journal, and for the system to write logs and state. */
 export function rootFsBytes(usedBytes: number): number {
@@ -27,7 +29,7 @@ export function rootFsBytes(usedBytes: number): number {
  * is made at its offset inside the image file, GRUB for UEFI goes to the
  * removable-media path on the ESP, GRUB for BIOS into the BIOS boot partition.
  */
-export async function diskStep(ctx: BuildContext): Promise<string> {
+export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
   const { spec } = ctx;
   const image = join(ctx.stage, `${spec.name}.raw`);
   const used = ctx.facts.installedBytes ?? 0;
@@ -37,34 +39,9 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   const id = (label: string) => derivedUuid(ctx.seed, label);
   const uuids = { a: id("fs:root-a"), b: id("fs:root-b"), data: id("fs:data") };
   const espVolume = derivedHex(ctx.seed, "fs:esp", 4).toUpperCase();
-  const rootType = spec.architecture === "arm64" ? PART_TYPES.rootArm64 : PART_TYPES.rootX86_64;
+  const raid = spec.disk.layout === "raid1";
 
-  const parts: PartitionRequest[] = [];
-  if (spec.disk.firmware.includes("bios"))
-    parts.push({ name: "bios", type: PART_TYPES.bios, uuid: id("part:bios"), size: MIB });
-  parts.push({
-    name: "esp",
-    type: PART_TYPES.esp,
-    uuid: id("part:esp"),
-    size: parseSize(spec.disk.esp_size),
-  });
-  parts.push({
-    name: "root-a",
-    type: rootType,
-    uuid: id("part:root-a"),
-    size: rootBytes,
-    grow: !ab,
-  });
-  if (ab) {
-    parts.push({ name: "root-b", type: rootType, uuid: id("part:root-b"), size: rootBytes });
-    parts.push({
-      name: "data",
-      type: PART_TYPES.linuxData,
-      uuid: id("part:data"),
-      size: parseSize(spec.disk.data_size),
-      grow: true,
-    });
-  }
+  const parts = planPartitions(spec, rootBytes, id);
   let layout: ReturnType<typeof layoutDisk>;
   try {
     layout = layoutDisk(parts, spec.disk.size ? parseSize(spec.disk.size) : undefined);
@@ -90,12 +67,13 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
     label: "ESP",
     volumeId: espVolume,
   });
-  const a = part("root-a");
+  const a = part(raid ? "root" : "root-a");
   await mkfsExt4({
     image,
     offset: a.offset,
-    bytes: a.bytes,
-    label: "root-a",
+    // A mirror member ends in its md superblock; the filesystem is the array's data before it.
+    bytes: raid ? md10SuperOffset(a.bytes) : a.bytes,
+    label: raid ? "root" : "root-a",
     uuid: uuids.a,
     from: ctx.root,
     hashSeed: id("hash:root-a"),
@@ -171,6 +149,7 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+  const mirror = raid ? await writeMirrors(ctx, image, layout, a) : undefined;
   ctx.facts.disk = {
     layout: spec.disk.layout,
     bytes: layout.diskBytes,
@@ -181,12 +160,68 @@ export async function diskStep(ctx: BuildContext): Promise<string> {
       bytes: p.bytes,
     })),
     filesystems: {
-      "root-a": uuids.a,
+      [raid ? "root" : "root-a"]: uuids.a,
       ...(ab ? { "root-b": uuids.b, data: uuids.data } : {}),
       esp: espFsUuid(espVolume),
     },
+    ...(mirror ? { mirror: mirror.record } : {}),
   };
-  return image;
+  return mirror ? mirror.images : image;
+}
+
+/**
+ * The partitions of one disk. A mirrored root's disks all have this one
+ * layout; its root partition is an md member (Linux RAID type) with room
+ * for the superblock behind the filesystem, and does not grow at boot
+ * (growing a mirror means growing every member, then the array, then the
+ * filesystem).
+ */
+export function planPartitions(
+  spec: BuildContext["spec"],
+  rootBytes: number,
+  id: (label: string) => string,
+): PartitionRequest[] {
+  const ab = spec.disk.layout === "ab";
+  const raid = spec.disk.layout === "raid1";
+  const rootType = spec.architecture === "arm64" ? PART_TYPES.rootArm64 : PART_TYPES.rootX86_64;
+  const parts: PartitionRequest[] = [];
+  if (spec.disk.firmware.includes("bios"))
+    parts.push({ name: "bios", type: PART_TYPES.bios, uuid: id("part:bios"), size: MIB });
+  parts.push({
+    name: "esp",
+    type: PART_TYPES.esp,
+    uuid: id("part:esp"),
+    size: parseSize(spec.disk.esp_size),
+  });
+  if (raid) {
+    parts.push({
+      name: "root",
+      type: PART_TYPES.linuxRaid,
+      uuid: id("part:root"),
+      size: rootBytes + MD_RESERVE,
+      // Only with disk.size: the root then takes what the disk leaves.
+      grow: true,
+    });
+    return parts;
+  }
+  parts.push({
+    name: "root-a",
+    type: rootType,
+    uuid: id("part:root-a"),
+    size: rootBytes,
+    grow: !ab,
+  });
+  if (ab) {
+    parts.push({ name: "root-b", type: rootType, uuid: id("part:root-b"), size: rootBytes });
+    parts.push({
+      name: "data",
+      type: PART_TYPES.linuxData,
+      uuid: id("part:data"),
+      size: parseSize(spec.disk.data_size),
+      grow: true,
+    });
+  }
+  return parts;
 }
 
 /** GRUB and blkid show a FAT volume id as XXXX-XXXX. */

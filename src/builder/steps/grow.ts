@@ -17,6 +17,8 @@ import type { Spec } from "../../config/schema.js";
  * "status: error" without running the seed's runcmd).
  */
 export function growFiles(spec: Spec): Record<string, string> {
+  // A mirror grows only as a whole (every member, the array, then the filesystem): not at boot.
+  if (spec.disk.layout === "raid1") return {};
   const onDisk =
     "# kiln: only a system booted from a disk (root= on the kernel command line) grows it,\n" +
     "# and not one with cloud-init, whose growpart and resizefs grow it (two growers race)\n" +

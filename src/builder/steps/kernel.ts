@@ -46,6 +46,9 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     if (ctx.epoch !== undefined) await reproducibleTinyInitrd(root, `/boot/initrd.img-${version}`);
   } else if (!existsSync(join(root, `boot/initrd.img-${version}`))) {
     await inRoot(root, "update-initramfs", ["-c", "-k", version]);
+  } else if (ctx.facts.mirrorUuid) {
+    // The initrd made at bootstrap has mdadm but not the array kiln wrote to mdadm.conf since.
+    await inRoot(root, "update-initramfs", ["-u", "-k", version]);
   }
   await checkCloudDrivers(ctx, version);
   for (const [link, target] of [

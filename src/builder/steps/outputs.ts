@@ -5,6 +5,7 @@ import { DISK_CONVERSIONS } from "../../config/schema.js";
 import { exec } from "../../util/exec.js";
 import { archiveTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
+import { mirrorImages, mirrorsOf } from "./mirror.js";
 
 export async function tarStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.tar.zst`);
@@ -22,22 +23,24 @@ const QEMU_IMG: Record<DiskConversion, { ext: string; args: string[] }> = {
   vhdx: { ext: "vhdx", args: ["-O", "vhdx", "-o", "subformat=dynamic"] },
 };
 
-/** One qemu-img conversion of the staged raw disk. */
+/** One qemu-img conversion of the staged raw disk (of each, for a mirrored root). */
 function convertStep(format: DiskConversion) {
-  return async (ctx: BuildContext): Promise<string> => {
-    const raw = join(ctx.stage, `${ctx.spec.name}.raw`);
-    const out = join(ctx.stage, `${ctx.spec.name}.${QEMU_IMG[format].ext}`);
+  return async (ctx: BuildContext): Promise<string | string[]> => {
+    const { spec } = ctx;
+    const raws = mirrorImages(ctx.stage, spec.name, mirrorsOf(spec));
+    const outs = mirrorImages(ctx.stage, spec.name, mirrorsOf(spec), QEMU_IMG[format].ext);
     // In-order writes (no -W): out of order, clusters land where the coroutines
     // race them and two conversions of one disk differ; ordered costs ~0.2 s.
-    await exec("qemu-img", ["convert", ...QEMU_IMG[format].args, "-m", "4", raw, out]);
-    return out;
+    for (const [i, raw] of raws.entries())
+      await exec("qemu-img", ["convert", ...QEMU_IMG[format].args, "-m", "4", raw, outs[i]!]);
+    return outs.length > 1 ? outs : outs[0]!;
   };
 }
 
 /** Every conversion step, by output id. */
 export const conversionSteps = Object.fromEntries(
   DISK_CONVERSIONS.map((f) => [f, convertStep(f)]),
-) as Record<DiskConversion, (ctx: BuildContext) => Promise<string>>;
+) as Record<DiskConversion, (ctx: BuildContext) => Promise<string | string[]>>;
 
 /** The root filesystem as a directory (moved, not copied: it is the last use of it). */
 export async function directoryStep(ctx: BuildContext): Promise<string> {
