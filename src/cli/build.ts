@@ -1,5 +1,6 @@
 import type { Command } from "commander";
 import { build, planFor } from "../builder/build.js";
+import { lockHash, lockPath, readLock } from "../distro/lock.js";
 import { mirrorArgs } from "../distro/mmdebstrap.js";
 import { requireTools } from "../util/doctor.js";
 import { log } from "../util/log.js";
@@ -20,9 +21,18 @@ export function registerBuild(program: Command): void {
         o: { output?: string; plan?: boolean; refresh?: boolean; json?: boolean },
       ) => {
         if (o.plan) {
-          const { plan } = planFor(specPath);
-          if (o.json) return printJson(plan);
+          const { plan, loaded } = planFor(specPath);
+          const lock = readLock(lockPath(loaded.files[0]!));
+          if (o.json)
+            return printJson({
+              ...plan,
+              ...(lock ? { lock: { file: lockPath(loaded.files[0]!), hash: lockHash(lock) } } : {}),
+            });
           console.log(`plan for ${plan.name} (spec ${plan.specHash})`);
+          if (lock)
+            console.log(
+              `  root from ${lockPath(loaded.files[0]!)} (${lock.packages.length} packages, SOURCE_DATE_EPOCH ${lock.sourceDateEpoch}): no mirror is asked once it is cached`,
+            );
           for (const s of plan.steps)
             console.log(
               `  ${s.id.padEnd(10)} ${s.key}${s.cached ? " (cached by key)" : ""}  ${s.title}`,
@@ -57,12 +67,15 @@ export function registerBuild(program: Command): void {
           printJson({
             ok: true,
             outDir: r.outDir,
+            upToDate: !!r.upToDate,
             manifest: r.manifest,
             credentials: r.credentials.length ? `${r.outDir}/credentials` : null,
           });
           return;
         }
-        console.log(`\nbuilt ${r.manifest.name} in ${r.outDir}`);
+        console.log(
+          `\n${r.upToDate ? "up to date (kept)" : "built"} ${r.manifest.name} in ${r.outDir}`,
+        );
         for (const a of r.manifest.artifacts)
           console.log(`  ${a.format.padEnd(10)} ${a.path}  ${(a.size / 1048576).toFixed(1)} MiB`);
         if (r.credentials.length) {

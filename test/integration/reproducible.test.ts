@@ -107,6 +107,15 @@ describe("locked, bit-identical builds", () => {
     expect(d.code).toBe(0);
   });
 
+  it("a rebuild with nothing changed keeps the output as it is", () => {
+    const before = manifest(a.out);
+    const r = kiln(["build", SPEC, "-o", a.out, "--json"], { env: { KILN_CACHE: cacheA } });
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(r.stdout);
+    expect(j.upToDate).toBe(true);
+    expect(manifest(a.out)).toEqual(before);
+  });
+
   it("kiln diff names exactly the one file that changed in the spec", () => {
     writeSpec("built by kiln, changed");
     const c = build("c", { cache: cacheA });
