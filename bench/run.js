@@ -8,7 +8,7 @@
 // so a figure measured on a busy machine says so.
 // BENCH_COLD=0 skips the cold build; BENCH_RUNS=N boots each N times (default 3).
 import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { bootScriptRate } from "./boot-rate.js";
@@ -30,6 +30,7 @@ const TARGETS = {
   "size.installed": 120,
   "size.qcow2": 45,
   "build.warm": 3,
+  "build.one-file": 5,
 };
 
 const round = (v) => Math.round(v * 100) / 100;
@@ -97,6 +98,16 @@ try {
   for (let i = 0; i < RUNS; i++)
     warm.push(run(["build", "examples/minimal.yaml", "-o", dir, "-q"]).seconds);
   emitSpread("build.warm", warm, "s");
+  // One files: entry changed: a new motd each run, so every run rebuilds.
+  const one = join(out, "one.yaml");
+  const example = readFileSync(join(root, "examples/minimal.yaml"), "utf8");
+  const oneFile = [];
+  for (let i = 0; i <= RUNS; i++) {
+    writeFileSync(one, example.replace("built by kiln", `built by kiln, run ${i}`));
+    const s = run(["build", one, "-o", join(out, "one"), "-q"]).seconds;
+    if (i > 0) oneFile.push(s); // the first fills the output directory
+  }
+  emitSpread("build.one-file", oneFile, "s");
   // The same spec locked (a copy, so the example keeps no lock): warm builds
   // from the lock's cached root, which asks no mirror for its suites' dates.
   const locked = join(out, "locked.yaml");
