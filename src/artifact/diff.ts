@@ -23,11 +23,12 @@ export interface BuildDiff {
  */
 export async function diffBuilds(a: string, b: string): Promise<BuildDiff> {
   const [ma, mb] = await Promise.all([readManifest(a), readManifest(b)]);
-  const artifacts = artifactDiff(ma, mb);
   const packages = packageDiff(ma, mb);
   const la = await listing(a, ma);
   const lb = await listing(b, mb);
   const files = la && lb ? listingDifferences(la, lb) : [];
+  // A directory output has no digest of its own: its listing stands for it.
+  const artifacts = artifactDiff(ma, mb, !!la && !!lb && !files.length);
   const byDesign = [
     ...new Set([...(ma.reproducible?.differs ?? []), ...(mb.reproducible?.differs ?? [])]),
   ];
@@ -43,7 +44,7 @@ export async function diffBuilds(a: string, b: string): Promise<BuildDiff> {
   };
 }
 
-function artifactDiff(ma: Manifest, mb: Manifest): BuildDiff["artifacts"] {
+function artifactDiff(ma: Manifest, mb: Manifest, treesSame: boolean): BuildDiff["artifacts"] {
   const formats = [...new Set([...ma.artifacts, ...mb.artifacts].map((x) => x.format))].sort();
   return formats.map((format) => {
     const x = ma.artifacts.find((r) => r.format === format);
@@ -58,7 +59,7 @@ function artifactDiff(ma: Manifest, mb: Manifest): BuildDiff["artifacts"] {
       path: (x ?? y)!.path,
       ...(da ? { a: da } : {}),
       ...(db ? { b: db } : {}),
-      same: !!x && !!y && (x.sha256 === y.sha256 || (!x.sha256 && !y.sha256)),
+      same: !!x && !!y && (x.sha256 || y.sha256 ? x.sha256 === y.sha256 : treesSame),
     };
   });
 }

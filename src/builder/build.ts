@@ -254,7 +254,8 @@ function makeManifest(ctx: BuildContext): Manifest {
             sourceDateEpoch: ctx.epoch,
             seed: ctx.seed,
             differs: generatedPasswords(spec).map(
-              (u) => `${u}'s password hash in /etc/shadow (a new password each build)`,
+              (u) =>
+                `${u}'s password hash in /etc/shadow and /etc/shadow- (a new password each build)`,
             ),
           },
         }

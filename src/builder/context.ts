@@ -51,6 +51,8 @@ export interface BuildContext {
    * hash seeds) is derived from: the spec and the root it starts from.
    */
   seed: string;
+  /** The cached root the build started from (its cache file's name), for caches keyed by it. */
+  rootId?: string;
   /** The build's key (see up-to-date.ts), recorded in the manifest. */
   buildKey?: string;
   /** SOURCE_DATE_EPOCH: no time in an artifact is later; set by the rootfs step. */

@@ -1,7 +1,10 @@
-import { existsSync, readdirSync } from "node:fs";
-import { rm } from "node:fs/promises";
-import { join } from "node:path";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { mkdir, rename, rm } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { exec } from "../../util/exec.js";
+import { cacheKey } from "../../util/hash.js";
+import { cacheDir } from "../../util/paths.js";
+import { archiveTree, extractTree } from "../../util/tar.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 
@@ -41,16 +44,50 @@ export async function minimizeStep(ctx: BuildContext): Promise<void> {
     }
   }
   const version = ctx.facts.kernelVersion;
-  if (version && existsSync(join(root, "usr/lib/modules", version))) {
-    // The initrd was made from the uncompressed modules already; now shrink the rest.
-    await exec("sh", [
-      "-c",
-      'find "$1" -name "*.ko" -print0 | xargs -0 -r -P2 -n 200 zstd -q --rm -9',
-      "sh",
-      join(root, "usr/lib/modules", version),
-    ]);
-    await inRoot(root, "depmod", [version]);
+  if (version && existsSync(join(root, "usr/lib/modules", version)))
+    await compressModules(ctx, version);
+}
+
+/**
+ * The initrd was made from the uncompressed modules already; now shrink the
+ * rest (kmod reads .ko.zst). The result depends only on the root the build
+ * started from, so it is cached by that root: a build that changed a file
+ * or a user unpacks the compressed tree instead of compressing it again.
+ */
+async function compressModules(ctx: BuildContext, version: string): Promise<void> {
+  const dir = join(ctx.root, "usr/lib/modules", version);
+  // A spec file inside the module tree makes it the spec's own: no cache then.
+  const own = ctx.spec.files.some((f) => f.path.startsWith("/usr/lib/modules"));
+  const key = ctx.rootId && !own ? cacheKey(ctx.rootId, version, "zstd-9") : undefined;
+  const cached = key ? cacheDir("modules", `${key}.tar`) : undefined;
+  if (cached && existsSync(cached)) {
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    await extractTree(cached, dir);
+    return;
   }
+  await exec("sh", [
+    "-c",
+    'find "$1" -name "*.ko" -print0 | xargs -0 -r -P2 -n 200 zstd -q --rm -9',
+    "sh",
+    dir,
+  ]);
+  await inRoot(ctx.root, "depmod", [version]);
+  if (!cached) return;
+  await mkdir(dirname(cached), { recursive: true });
+  const partial = `${cached}.partial-${process.pid}`;
+  try {
+    await archiveTree(dir, partial);
+    await rename(partial, cached);
+  } finally {
+    await rm(partial, { force: true });
+  }
+  // The three newest trees are all warm builds read (one per root a spec builds from).
+  const all = readdirSync(dirname(cached))
+    .filter((f) => f.endsWith(".tar"))
+    .map((f) => join(dirname(cached), f))
+    .sort((x, y) => statSync(y).mtimeMs - statSync(x).mtimeMs);
+  for (const old of all.slice(3)) await rm(old, { force: true });
 }
 
 async function removeGlobs(root: string, globs: string[]): Promise<void> {

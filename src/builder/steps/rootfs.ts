@@ -28,7 +28,8 @@ export async function rootfsStep(ctx: BuildContext): Promise<string> {
   });
   // Everything after is derived from the root it starts from: ids from its
   // name (recipe + suites), times from the suites' newest Release.
-  ctx.seed = cacheKey(ctx.plan.specHash, basename(r.tar));
+  ctx.rootId = basename(r.tar);
+  ctx.seed = cacheKey(ctx.plan.specHash, ctx.rootId);
   ctx.epoch = r.epoch;
   process.env.SOURCE_DATE_EPOCH = String(r.epoch);
   ctx.facts.root = {
@@ -52,7 +53,8 @@ async function lockedStep(ctx: BuildContext, key: string, lock: Lock, lockFile: 
     scratch: join(ctx.work, "tmp"),
     onLine: (l) => ctx.detail(l),
   });
-  ctx.seed = cacheKey(ctx.plan.specHash, basename(r.tar));
+  ctx.rootId = basename(r.tar);
+  ctx.seed = cacheKey(ctx.plan.specHash, ctx.rootId);
   ctx.epoch = lock.sourceDateEpoch;
   process.env.SOURCE_DATE_EPOCH = String(lock.sourceDateEpoch);
   ctx.facts.root = {
