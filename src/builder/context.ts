@@ -21,6 +21,8 @@ export interface BuildFacts {
   /** Customise: the imported disk the build started from, and whether it was grown. */
   base?: DiskRecord;
   grown?: boolean;
+  /** What the build changed on the host to run another architecture's programs (binfmt_misc). */
+  hostChanges?: string[];
 }
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */

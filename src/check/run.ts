@@ -47,12 +47,24 @@ const FROM: Record<keyof Artifacts, string[]> = {
   iso: ["iso"],
 };
 
-/** The targets these artifacts allow, in TARGETS order. */
-export function targetsFor(a: Artifacts): Target[] {
-  return TARGETS.filter((t) => a[t.needs]).map((t) => t.target);
+/** Targets a machine of each architecture lacks: arm64 has no BIOS. */
+const NOT_ON: Record<string, Target[]> = { arm64: ["bios"] };
+
+/** The targets these artifacts allow on `arch`, in TARGETS order. */
+export function targetsFor(a: Artifacts, arch = "amd64"): Target[] {
+  return TARGETS.filter((t) => a[t.needs] && !NOT_ON[arch]?.includes(t.target)).map(
+    (t) => t.target,
+  );
+}
+
+/** Why `target` cannot boot `arch`, if it cannot. */
+export function unbootable(target: Target, arch = "amd64"): string | undefined {
+  return NOT_ON[arch]?.includes(target) ? `${arch} machines have no ${target}` : undefined;
 }
 
 export interface TestOptions {
+  /** The artifact's Debian architecture (default amd64): which QEMU machine boots it. */
+  arch?: string;
   bootTimeoutMs: number;
   checksTimeoutMs: number;
   accel: Accel | "auto";
@@ -135,6 +147,7 @@ async function bootOnce(
         throw new Error(`${target} needs a ${target} artifact (add \`${target}\` to outputs)`);
       const vm = await startVm({
         image: "",
+        ...(o.arch ? { arch: o.arch } : {}),
         firmware: "bios",
         accel: o.accel,
         ...(target === "netboot" ? { netboot: from } : { iso: from }),
@@ -150,6 +163,7 @@ async function bootOnce(
       eph = await diskCopy(artifact.disk, inject);
       const vm = await startVm({
         image: eph.path,
+        ...(o.arch ? { arch: o.arch } : {}),
         firmware: target,
         accel: o.accel,
         ...(o.seed ? { seed: o.seed } : {}),
