@@ -81,9 +81,11 @@ export const ERROR_CODES = {
     meaning:
       "programs of another architecture cannot run here (qemu-user-static through binfmt_misc)",
   },
-  GRUB_MODULES: {
+  GRUB_MODULES: { exit: 1, meaning: "kiln knows no GRUB UEFI platform for the architecture" },
+  FOREIGN_DEB: {
     exit: 1,
-    meaning: "GRUB's modules for the image's architecture could not be fetched",
+    meaning:
+      "a Debian package for another architecture (GRUB modules, busybox) could not be fetched",
   },
   VM_NO_IMAGE: { exit: 1, meaning: "the disk image to boot does not exist" },
   VM_NO_SEED: { exit: 1, meaning: "the seed to attach does not exist" },
