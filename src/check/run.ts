@@ -13,6 +13,7 @@ import {
 } from "../runtime/ephemeral.js";
 import { startContainer } from "../runtime/nspawn.js";
 import { emulatorFault, type Firmware, startVm } from "../runtime/qemu.js";
+import { ensureBinfmt, hostArch } from "../util/binfmt.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
 
@@ -50,11 +51,18 @@ const FROM: Record<keyof Artifacts, string[]> = {
 /** Targets a machine of each architecture lacks: arm64 has no BIOS. */
 const NOT_ON: Record<string, Target[]> = { arm64: ["bios"] };
 
-/** The targets these artifacts allow on `arch`, in TARGETS order. */
+/**
+ * The targets these artifacts allow on `arch`, in TARGETS order. Another
+ * architecture's image is not booted in nspawn unless asked for (`--on`):
+ * its systemd runs there through qemu-user on the host's kernel, where
+ * seccomp-sandboxed services (systemd-hostnamed) fail for reasons that are
+ * not the image's.
+ */
 export function targetsFor(a: Artifacts, arch = "amd64"): Target[] {
-  return TARGETS.filter((t) => a[t.needs] && !NOT_ON[arch]?.includes(t.target)).map(
-    (t) => t.target,
-  );
+  const foreign = arch !== hostArch();
+  return TARGETS.filter(
+    (t) => a[t.needs] && !NOT_ON[arch]?.includes(t.target) && !(foreign && t.target === "nspawn"),
+  ).map((t) => t.target);
 }
 
 /** Why `target` cannot boot `arch`, if it cannot. */
@@ -124,6 +132,7 @@ async function bootOnce(
     };
     let accel: Accel | undefined;
     if (target === "nspawn") {
+      if (o.arch) await ensureBinfmt(o.arch);
       let dir = artifact.rootfs;
       if (dir && !statSync(dir).isDirectory()) {
         unpacked = await unpackTar(dir);
