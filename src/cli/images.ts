@@ -83,10 +83,12 @@ export function registerImages(program: Command): void {
   program
     .command("rmi")
     .argument("<images...>", "NAME:TAG")
+    .option("--platform <os/arch>", "the stored image of that architecture (linux/arm64)")
     .description("remove images from the local store")
-    .action(async (texts: string[]) => {
+    .action(async (texts: string[], o: { platform?: string }) => {
+      const arch = parsePlatform(o.platform);
       for (const t of texts) {
-        const ref = parseRef(t);
+        const ref = { ...parseRef(t), ...(arch ? { arch } : {}) };
         await removeImage(ref);
         console.log(`Untagged: ${refText(ref)}`);
       }

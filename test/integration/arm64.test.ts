@@ -142,5 +142,16 @@ describe.sequential("arm64 systems", () => {
     expect(images).toMatchObject([{ name: "debian", tag: "bookworm", arch: "arm64" }]);
     // --rm left no container behind.
     expect(JSON.parse(kiln(["ps", "-a", "--json"], env).stdout)).toEqual([]);
+    // kiln probe installs a package in a booted arm64 container (systemd through qemu-user too).
+    const probe = kiln(
+      ["probe", "hello", "--on", "debian:bookworm", "--platform", "linux/arm64", "--json"],
+      env,
+    );
+    const p = JSON.parse(probe.stdout) as { ok: boolean; images: { target: string }[] };
+    expect(p.ok, probe.stdout + probe.stderr).toBe(true);
+    expect(p.images[0]!.target).toBe("debian:bookworm (linux/arm64)");
+    const rmi = kiln(["rmi", "--platform", "linux/arm64", "debian:bookworm"], env);
+    expect(rmi.code, rmi.stderr).toBe(0);
+    expect(JSON.parse(kiln(["images", "--json"], env).stdout)).toEqual([]);
   });
 });
