@@ -94,6 +94,7 @@ export function registerVm(program: Command): void {
           domainXml({
             name: o.name ?? basename(imageArg).replace(/\.(qcow2|raw|img|vmdk|vdi|vhdx)$/, ""),
             image: imageArg,
+            arch: await imageArch(imageArg, o.arch),
             firmware,
             cpus: Number(o.cpus),
             memoryMiB: Number(o.memory),

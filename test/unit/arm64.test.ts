@@ -6,6 +6,7 @@ import { targetsFor, unbootable } from "../../src/check/run.js";
 import { loadSpec } from "../../src/config/load.js";
 import { parsePlatform } from "../../src/containers/store.js";
 import { rootfsRecipe } from "../../src/plan/recipe.js";
+import { domainXml } from "../../src/runtime/libvirt.js";
 import { chooseAccel, machineFor, qemuArgs } from "../../src/runtime/qemu.js";
 import { parseEntry } from "../../src/util/binfmt.js";
 import { SpecError } from "../../src/util/errors.js";
@@ -86,6 +87,15 @@ describe("arm64 VMs", () => {
     const x = qemuArgs({ image: "/x.raw", firmware: "bios", accel: "tcg", qmp: "/q" });
     expect(x.join(" ")).toContain("-machine q35");
     expect(x).not.toContain("-cpu");
+  });
+
+  it("have a libvirt domain for the virt machine, emulated on this host", () => {
+    const o = { name: "a", image: "/a.qcow2", firmware: "uefi" as const, cpus: 2, memoryMiB: 1024 };
+    const arm = domainXml({ ...o, arch: "arm64" });
+    expect(arm).toContain("<type arch='aarch64' machine='virt'>hvm</type>");
+    expect(arm).toContain("<domain type='qemu'>");
+    expect(arm).not.toContain("<apic/>");
+    expect(domainXml(o)).toContain("<type arch='x86_64' machine='q35'>hvm</type>");
   });
 
   it("are emulated on this amd64 host: auto is TCG, KVM is refused", async () => {
