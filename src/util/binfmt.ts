@@ -107,18 +107,31 @@ export async function ensureBinfmt(arch: string): Promise<string[]> {
       hint: `enable it with the F flag (e.g. \`echo -1 > ${BINFMT_DIR}/${name}\` and register ${confFile(arch)}), or run \`update-binfmts --enable ${name}\``,
     });
   const changed: string[] = [];
+  // Another kiln may be doing the same at this moment: what it did first is no failure.
   if (!before.mounted) {
-    await exec("mount", ["-t", "binfmt_misc", "binfmt_misc", BINFMT_DIR], { hint });
-    changed.push(`mounted binfmt_misc on ${BINFMT_DIR}`);
+    const r = await exec("mount", ["-t", "binfmt_misc", "binfmt_misc", BINFMT_DIR], {
+      hint,
+      okCodes: [0, 32],
+    });
+    if (r.code === 0) changed.push(`mounted binfmt_misc on ${BINFMT_DIR}`);
+    else if (!binfmtStatus(arch).mounted)
+      throw new KilnError("BINFMT_MISSING", `cannot mount binfmt_misc: ${r.stderr.trim()}`, {
+        hint,
+      });
   }
   // The kernel decodes the \x escapes of the line itself.
   const line = before.line.includes("F", before.line.lastIndexOf(":"))
     ? before.line
     : `${before.line}F`;
-  await writeFile(`${BINFMT_DIR}/register`, line);
-  changed.push(
-    `registered ${name} (${line.slice(line.lastIndexOf(":") + 1)}) from ${confFile(arch)}`,
-  );
+  try {
+    await writeFile(`${BINFMT_DIR}/register`, line);
+    changed.push(
+      `registered ${name} (flags ${line.slice(line.lastIndexOf(":") + 1)}) from ${confFile(arch)}`,
+    );
+  } catch (err) {
+    // EEXIST: registered by someone else meanwhile; fine if it works.
+    if (!binfmtStatus(arch).ok) throw err;
+  }
   const after = binfmtStatus(arch);
   if (!after.ok)
     throw new KilnError("BINFMT_MISSING", `registering ${name} did not take: ${after.note}`, {
