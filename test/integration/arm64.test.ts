@@ -96,6 +96,9 @@ describe.sequential("arm64 systems", () => {
     );
     expect(r.code, r.stderr).toBe(0);
     console.log(`arm64 uefi/tcg ready in ${t.readySeconds}s`);
+    // kiln vm finds the machine from the manifest beside the image (no --arch needed).
+    const xml = kiln(["vm", artifact("qcow2"), "--print-libvirt"]);
+    expect(xml.stdout).toContain("<type arch='aarch64' machine='virt'>hvm</type>");
   });
 
   it("refuses what an arm64 machine lacks: a BIOS boot, and BIOS in a spec", () => {
