@@ -6,7 +6,10 @@
 // loader, kernel, initrd, userspace: see BootBreakdown in src/runtime/console.ts)
 // as NAME.PHASE figures. The host's load average opens and closes the run,
 // so a figure measured on a busy machine says so.
-// BENCH_COLD=0 skips the cold build; BENCH_RUNS=N boots each N times (default 3).
+// BENCH_COLD=0 skips the cold build; BENCH_RUNS=N boots each N times (default 3);
+// BENCH_ARM64=0 skips the arm64 figures (the minimal example built for arm64
+// through qemu-user, booted under qemu-system-aarch64: emulated, so beside
+// amd64's TCG figures rather than against a target).
 import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
@@ -145,6 +148,18 @@ try {
   run(["build", "examples/netboot.yaml", "-o", nbDir, "-q"]);
   bench("ready.tcg.netboot", ["vm", "--netboot", join(nbDir, "netboot.netboot"), "--accel", "tcg"]);
   emit("size.netboot", dirBytes(join(nbDir, "netboot.netboot")) / 1048576, "MiB");
+  if (process.env.BENCH_ARM64 !== "0") {
+    const armDir = join(out, "arm64");
+    const spec = join(out, "minimal-arm64.yaml");
+    writeFileSync(
+      spec,
+      `extends: ${join(root, "examples/minimal.yaml")}\nname: minimal-arm64\narchitecture: arm64\ndisk: { firmware: [uefi] }\noutputs: [disk, qcow2]\n`,
+    );
+    emit("build.arm64", run(["build", spec, "-o", armDir, "-q"]).seconds, "s");
+    const am = JSON.parse(readFileSync(join(armDir, "manifest.json"), "utf8"));
+    emit("size.installed.arm64", am.sizes.installed / 1048576, "MiB");
+    bench("ready.tcg.arm64.uefi", ["vm", join(armDir, "minimal-arm64.qcow2")]);
+  }
   const rps = await bootScriptRate();
   if (rps !== undefined) emit("serve.boot-script.rps", rps, "req/s");
   load("end");

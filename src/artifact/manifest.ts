@@ -46,6 +46,8 @@ export interface Manifest {
   artifacts: ArtifactRecord[];
   disk?: unknown;
   steps: { id: StepId; seconds: number; note?: string }[];
+  /** What the build changed on the host (e.g. registered qemu-user-static for arm64). */
+  hostChanges?: string[];
   /** The spec's checks, so `kiln test DIR` can run them without the spec. */
   tests: Spec["tests"];
   builtAt: string;

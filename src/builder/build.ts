@@ -7,6 +7,7 @@ import { loadSpec } from "../config/load.js";
 import { parseSize, type Spec } from "../config/schema.js";
 import { listPackages } from "../distro/packages.js";
 import { type Plan, planBuild, type StepId } from "../plan/plan.js";
+import { ensureBinfmt } from "../util/binfmt.js";
 import { onCleanup } from "../util/cleanup.js";
 import { type Credential, writeCredentials } from "../util/credentials.js";
 import { KilnError } from "../util/errors.js";
@@ -144,6 +145,10 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
   const sourceDateEpoch = process.env.SOURCE_DATE_EPOCH;
   await mkdir(ctx.stage, { recursive: true });
   try {
+    // Another architecture's maintainer scripts and hooks run through qemu-user; kiln says what it changed.
+    const changed = await ensureBinfmt(spec.architecture);
+    for (const c of changed) log.warn(`host: ${c}`);
+    if (changed.length) ctx.facts.hostChanges = changed;
     for (const planned of plan.steps) {
       const id = planned.id;
       const fn = STEPS[id];
@@ -267,6 +272,7 @@ function makeManifest(ctx: BuildContext): Manifest {
     artifacts: ctx.artifacts,
     ...(ctx.facts.disk ? { disk: ctx.facts.disk } : {}),
     steps: ctx.steps,
+    ...(ctx.facts.hostChanges ? { hostChanges: ctx.facts.hostChanges } : {}),
     tests: spec.tests,
     builtAt: new Date().toISOString(),
   };

@@ -25,6 +25,8 @@ export interface BuildFacts {
   contents?: string;
   /** disk.layout raid1: the md array's UUID (32 hex digits), chosen before the initrd is made. */
   mirrorUuid?: string;
+  /** What the build changed on the host to run another architecture's programs (binfmt_misc). */
+  hostChanges?: string[];
 }
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */

@@ -15,6 +15,7 @@ import {
 } from "../runtime/ephemeral.js";
 import { startContainer } from "../runtime/nspawn.js";
 import { emulatorFault, type Firmware, startVm } from "../runtime/qemu.js";
+import { ensureBinfmt, hostArch } from "../util/binfmt.js";
 import { evaluate, parseResults } from "./evaluate.js";
 import type { TargetReport } from "./junit.js";
 
@@ -51,12 +52,31 @@ const FROM: Record<Exclude<keyof Artifacts, "mirror">, string[]> = {
   iso: ["iso"],
 };
 
-/** The targets these artifacts allow, in TARGETS order. */
-export function targetsFor(a: Artifacts): Target[] {
-  return TARGETS.filter((t) => a[t.needs]).map((t) => t.target);
+/** Targets a machine of each architecture lacks: arm64 has no BIOS. */
+const NOT_ON: Record<string, Target[]> = { arm64: ["bios"] };
+
+/**
+ * The targets these artifacts allow on `arch`, in TARGETS order. Another
+ * architecture's image is not booted in nspawn unless asked for (`--on`):
+ * its systemd runs there through qemu-user on the host's kernel, where
+ * seccomp-sandboxed services (systemd-hostnamed) fail for reasons that are
+ * not the image's.
+ */
+export function targetsFor(a: Artifacts, arch = "amd64"): Target[] {
+  const foreign = arch !== hostArch();
+  return TARGETS.filter(
+    (t) => a[t.needs] && !NOT_ON[arch]?.includes(t.target) && !(foreign && t.target === "nspawn"),
+  ).map((t) => t.target);
+}
+
+/** Why `target` cannot boot `arch`, if it cannot. */
+export function unbootable(target: Target, arch = "amd64"): string | undefined {
+  return NOT_ON[arch]?.includes(target) ? `${arch} machines have no ${target}` : undefined;
 }
 
 export interface TestOptions {
+  /** The artifact's Debian architecture (default amd64): which QEMU machine boots it. */
+  arch?: string;
   bootTimeoutMs: number;
   checksTimeoutMs: number;
   accel: Accel | "auto";
@@ -123,6 +143,7 @@ async function bootOnce(
     };
     let accel: Accel | undefined;
     if (target === "nspawn") {
+      if (o.arch) await ensureBinfmt(o.arch);
       let dir = artifact.rootfs;
       if (dir && !statSync(dir).isDirectory()) {
         unpacked = await unpackTar(dir);
@@ -146,6 +167,7 @@ async function bootOnce(
         throw new Error(`${target} needs a ${target} artifact (add \`${target}\` to outputs)`);
       const vm = await startVm({
         image: "",
+        ...(o.arch ? { arch: o.arch } : {}),
         firmware: "bios",
         accel: o.accel,
         ...(target === "netboot" ? { netboot: from } : { iso: from }),
@@ -163,6 +185,7 @@ async function bootOnce(
       const vm = await startVm({
         image: disks.paths[0]!,
         disks: disks.paths.slice(1),
+        ...(o.arch ? { arch: o.arch } : {}),
         firmware: target,
         accel: o.accel,
         ...(o.seed ? { seed: o.seed } : {}),

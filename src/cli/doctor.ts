@@ -1,7 +1,11 @@
 import type { Command } from "commander";
 import { kvmStatus } from "../runtime/accel.js";
+import { binfmtStatus, hostArch } from "../util/binfmt.js";
 import { fileStatus, installPackages, packagesToInstall, toolStatus } from "../util/doctor.js";
 import { printJson } from "./output.js";
+
+/** The architectures kiln builds besides the host's own. */
+const FOREIGN = ["amd64", "arm64"].filter((a) => a !== hostArch());
 
 export function registerDoctor(program: Command): void {
   program
@@ -20,8 +24,10 @@ export function registerDoctor(program: Command): void {
       }
       const accel = await kvmStatus(!!o.reprobe);
       const missing = packagesToInstall(tools, files);
+      // Only reported: kiln registers what a build or run needs then, and says so.
+      const binfmt = FOREIGN.map((a) => binfmtStatus(a));
       if (o.json) {
-        printJson({ ok: missing.length === 0, tools, files, accel, missing });
+        printJson({ ok: missing.length === 0, tools, files, accel, binfmt, missing });
       } else {
         for (const t of tools) {
           console.log(
@@ -35,6 +41,8 @@ export function registerDoctor(program: Command): void {
         console.log(
           `\nacceleration: ${accel.usable.toUpperCase()} — KVM ${accel.kvm}: ${accel.reason}`,
         );
+        for (const b of binfmt)
+          console.log(`${b.ok ? "✓" : "·"} ${b.arch} programs (binfmt_misc): ${b.note}`);
         if (missing.length)
           console.log(`\nmissing packages: ${missing.join(" ")}\nrun \`kiln doctor --install\``);
       }

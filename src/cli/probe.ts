@@ -2,7 +2,7 @@ import { writeFile } from "node:fs/promises";
 import type { Command } from "commander";
 import { junitXml } from "../check/junit.js";
 import { probe } from "../containers/probe.js";
-import { parseRef } from "../containers/store.js";
+import { parsePlatform, parseRef } from "../containers/store.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
 import { printJson, printTable } from "./output.js";
@@ -15,6 +15,7 @@ interface ProbeFlags {
   expect?: string;
   junit?: string;
   json?: boolean;
+  platform?: string;
 }
 
 export function registerProbe(program: Command): void {
@@ -29,6 +30,10 @@ export function registerProbe(program: Command): void {
     .option("--port <n>", "a TCP port that must listen")
     .option("--http <url>", "a URL fetched inside the container")
     .option("--expect <status|/regex/>", "HTTP status, or a pattern the body must match", "200")
+    .option(
+      "--platform <os/arch>",
+      "linux/arm64 or linux/amd64: the stored images of that architecture (see kiln pull --platform)",
+    )
     .option("--junit <file>", "write a JUnit XML report")
     .option("--json", "print the reports as JSON")
     .description("install a package in a fresh booted container of each image, start and probe it")
@@ -36,7 +41,10 @@ export function registerProbe(program: Command): void {
       const port = o.port === undefined ? undefined : Number(o.port);
       if (port !== undefined && !(port > 0 && port < 65536))
         throw new KilnError("USAGE", `--port ${o.port} is not a port`, { exitCode: 2 });
-      const images = o.on.split(",").map((s) => parseRef(s.trim()));
+      const arch = parsePlatform(o.platform);
+      const images = o.on
+        .split(",")
+        .map((s) => ({ ...parseRef(s.trim()), ...(arch ? { arch } : {}) }));
       const reports = await probe({
         pkg,
         images,

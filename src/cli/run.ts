@@ -9,7 +9,7 @@ import {
   writeContainer,
 } from "../containers/instances.js";
 import { defaultName, prepareRun, type RunOptions, runContainer } from "../containers/run.js";
-import { parseRef, refText } from "../containers/store.js";
+import { parsePlatform, parseRef, refText } from "../containers/store.js";
 import { KilnError } from "../util/errors.js";
 import { spawnDetached } from "../util/exec.js";
 import { running } from "../util/proc.js";
@@ -24,6 +24,7 @@ interface RunFlags {
   workdir?: string;
   boot?: boolean;
   detach?: boolean;
+  platform?: string;
 }
 
 const collect = (v: string, prev: string[]) => [...prev, v];
@@ -42,10 +43,15 @@ export function registerRun(program: Command): void {
     .option("-v, --volume <HOST:GUEST[:ro]>", "bind mount (repeatable)", collect, [])
     .option("-w, --workdir <dir>", "working directory inside the container")
     .option("--boot", "run systemd as PID 1 and the command as a unit")
+    .option(
+      "--platform <os/arch>",
+      "linux/arm64 or linux/amd64: the stored image of that architecture (another than the host's runs through qemu-user)",
+    )
     .description("run a command in a systemd-nspawn container on an overlay of a stored image")
     .action(async (image: string, command: string[], o: RunFlags) => {
+      const arch = parsePlatform(o.platform);
       const opts: RunOptions = {
-        image: parseRef(image),
+        image: { ...parseRef(image), ...(arch ? { arch } : {}) },
         command,
         interactive: !!o.interactive,
         tty: !!o.tty,
@@ -65,7 +71,16 @@ export function registerRun(program: Command): void {
     });
 }
 
-const TAKES_VALUE = new Set(["--name", "-e", "--env", "-v", "--volume", "-w", "--workdir"]);
+const TAKES_VALUE = new Set([
+  "--name",
+  "-e",
+  "--env",
+  "-v",
+  "--volume",
+  "-w",
+  "--workdir",
+  "--platform",
+]);
 
 /**
  * Docker's rule: everything after the image belongs to the command

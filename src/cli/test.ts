@@ -12,15 +12,26 @@ import {
   TARGETS,
   type Target,
   targetsFor,
+  unbootable,
 } from "../check/run.js";
 import type { Check } from "../config/schema.js";
 import { isDiskImage } from "../runtime/ephemeral.js";
 import { breakdownText } from "../runtime/ready.js";
+import { hostArch } from "../util/binfmt.js";
 import { KilnError } from "../util/errors.js";
 import { log } from "../util/log.js";
 import { printJson } from "./output.js";
 
 const NAMES = TARGETS.map((t) => t.target);
+
+const DEFAULT_TIMEOUT = 240;
+/** An arm64 VM on an amd64 host is emulated instruction by instruction: it boots a few times slower. */
+const EMULATED_TIMEOUT = 720;
+
+function bootTimeout(given: string | undefined, arch: string, target: Target): number {
+  if (given !== undefined) return Number(given);
+  return arch !== hostArch() && target !== "nspawn" ? EMULATED_TIMEOUT : DEFAULT_TIMEOUT;
+}
 
 export function registerTest(program: Command): void {
   program
@@ -36,7 +47,10 @@ export function registerTest(program: Command): void {
     .option("-o, --output <dir>", "build directory for a spec (default: out/NAME)")
     .option("--junit <file>", "write JUnit XML")
     .option("--accel <kind>", "auto, kvm or tcg", "auto")
-    .option("--timeout <seconds>", "boot timeout per target", "240")
+    .option(
+      "--timeout <seconds>",
+      `boot timeout per target (default ${DEFAULT_TIMEOUT}; an emulated arm64 VM ${EMULATED_TIMEOUT})`,
+    )
     .option(
       "--seed <dir-or-iso>",
       "attach a cloud-init NoCloud seed to the VM targets (see `kiln seed`)",
@@ -57,7 +71,7 @@ export function registerTest(program: Command): void {
           output?: string;
           junit?: string;
           accel: string;
-          timeout: string;
+          timeout?: string;
           seed?: string;
           disks?: string;
           json?: boolean;
@@ -74,12 +88,15 @@ export function registerTest(program: Command): void {
           delete artifacts.netboot;
           delete artifacts.iso;
         }
-        const wanted = o.on ? o.on.split(",").map((s) => s.trim()) : targetsFor(artifacts);
+        const arch = manifest.distribution.architecture;
+        const wanted = o.on ? o.on.split(",").map((s) => s.trim()) : targetsFor(artifacts, arch);
         for (const t of wanted) {
           if (!NAMES.includes(t as Target))
             throw new KilnError("USAGE", `unknown target ${t}: use ${NAMES.join(", ")}`, {
               exitCode: 2,
             });
+          const why = unbootable(t as Target, arch);
+          if (why) throw new KilnError("USAGE", `cannot test on ${t}: ${why}`, { exitCode: 2 });
         }
         const disks = o.disks === undefined ? undefined : parseDisks(o.disks);
         const count = artifacts.mirror?.length ?? (artifacts.disk ? 1 : 0);
@@ -119,7 +136,8 @@ export function registerTest(program: Command): void {
           const checks = checksOf(target);
           log.info(`booting ${manifest.name} on ${target}…`);
           const r = await runTarget(target, artifacts, checks, {
-            bootTimeoutMs: Number(o.timeout) * 1000,
+            arch,
+            bootTimeoutMs: bootTimeout(o.timeout, arch, target) * 1000,
             checksTimeoutMs: 180_000,
             accel: o.accel as "auto",
             ...(o.seed ? { seed: o.seed } : {}),

@@ -1,10 +1,12 @@
-import { appendFileSync } from "node:fs";
-import { basename } from "node:path";
+import { appendFileSync, existsSync, readFileSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
+import { diskArch } from "../image/partitions.js";
 import { domainXml } from "../runtime/libvirt.js";
 import {
   emulatorFault,
   type Firmware,
+  MACHINES,
   runVmInteractive,
   startVm,
   type VmOptions,
@@ -18,6 +20,7 @@ import { printJson, printTable } from "./output.js";
 
 interface VmFlags {
   firmware: string;
+  arch?: string;
   accel: string;
   cpus: string;
   memory: string;
@@ -43,6 +46,10 @@ export function registerVm(program: Command): void {
     .command("vm")
     .argument("[image]", "a raw or qcow2 disk image")
     .option("--firmware <kind>", "uefi or bios", "uefi")
+    .option(
+      "--arch <arch>",
+      "amd64 or arm64 (default: from the build's manifest.json beside the image, or the disk's root partition type)",
+    )
     .option("--accel <kind>", "auto (probe KVM, fall back to TCG), kvm or tcg", "auto")
     .option("--cpus <n>", "virtual CPUs", "2")
     .option("--memory <MiB>", "memory", "1024")
@@ -92,6 +99,7 @@ export function registerVm(program: Command): void {
           domainXml({
             name: o.name ?? basename(imageArg).replace(/\.(qcow2|raw|img|vmdk|vdi|vhdx)$/, ""),
             image: imageArg,
+            arch: await imageArch(imageArg, o.arch),
             firmware,
             cpus: Number(o.cpus),
             memoryMiB: Number(o.memory),
@@ -112,8 +120,10 @@ export function registerVm(program: Command): void {
         if (!h || !g) throw usage(`bad --forward ${f}: expected HOST:GUEST`);
         return { host: h, guest: g };
       });
+      const arch = await imageArch(imageArg ?? o.netboot ?? image, o.arch);
       const opts: VmOptions = {
         image,
+        arch,
         firmware,
         accel: o.accel as VmOptions["accel"],
         cpus: Number(o.cpus),
@@ -209,6 +219,34 @@ function registerVmStore(vm: Command): void {
         console.log(n);
       }
     });
+}
+
+/**
+ * The machine an image needs: --arch, else what the build's manifest beside
+ * it says, else the root partition's type on a raw disk, else amd64.
+ */
+async function imageArch(image: string, flag: string | undefined): Promise<string> {
+  if (flag) {
+    if (!MACHINES[flag]) throw usage(`--arch is ${Object.keys(MACHINES).join(" or ")}`);
+    return flag;
+  }
+  if (!image) return "amd64";
+  const full = resolve(image);
+  for (const dir of [full, dirname(full)]) {
+    const mf = join(dir, "manifest.json");
+    if (!existsSync(mf)) continue;
+    try {
+      const m = JSON.parse(readFileSync(mf, "utf8")) as {
+        distribution?: { architecture?: string };
+        artifacts?: { path: string }[];
+      };
+      const ours = dir === full || m.artifacts?.some((a) => a.path === basename(full));
+      if (ours && m.distribution?.architecture) return m.distribution.architecture;
+    } catch {}
+  }
+  if (existsSync(full) && statSync(full).isFile() && !/\.(qcow2|vmdk|vdi|vhdx)$/.test(full))
+    return (await diskArch(full)) ?? "amd64";
+  return "amd64";
 }
 
 function usage(msg: string): KilnError {

@@ -3,7 +3,7 @@ import { type Diagnostic, KilnError, SpecError } from "../util/errors.js";
 import { treeDigest } from "../util/hash.js";
 import { mergeSpecs } from "./merge.js";
 import { checkRules, type Finding } from "./rules.js";
-import { type Spec, specSchema } from "./schema.js";
+import { archDefaults, type Spec, specSchema } from "./schema.js";
 import { diagnosticAt, issuesToDiagnostics, type ParsedYaml, parseYamlFile } from "./yaml.js";
 
 export interface LoadedSpec {
@@ -33,7 +33,7 @@ export function loadSpec(path: string): LoadedSpec {
     merged = mergeSpecs(merged, rest);
   }
   const top = chain[0]!;
-  const result = specSchema.safeParse(merged);
+  const result = specSchema.safeParse(archDefaults(merged));
   if (!result.success)
     throw new SpecError(issuesToDiagnostics(result.error.issues, top, specSchema));
   const spec = result.data;

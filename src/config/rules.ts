@@ -19,6 +19,9 @@ interface Rule {
   check(spec: Spec): Omit<Finding, "rule">[];
 }
 
+/** Outputs kiln does not make for arm64. */
+const ARM64_UNSUPPORTED = new Set<string>(["iso"]);
+
 const isDiskFormat = (o: string) =>
   o === "disk" || (DISK_CONVERSIONS as readonly string[]).includes(o);
 
@@ -26,6 +29,35 @@ const isDiskFormat = (o: string) =>
 const SINGLE_DISK = new Set<string>(["gce", "azure", "aws", "iso"]);
 
 export const RULES: readonly Rule[] = [
+  {
+    name: "arm64-uefi-only",
+    level: "error",
+    check: (s) =>
+      s.architecture === "arm64" && s.disk.firmware.includes("bios")
+        ? [
+            {
+              path: ["disk", "firmware"],
+              message: "arm64 machines boot through UEFI only: set disk.firmware: [uefi]",
+            },
+          ]
+        : [],
+  },
+  {
+    name: "arm64-outputs",
+    level: "error",
+    check: (s) => {
+      const odd =
+        s.architecture === "arm64" ? s.outputs.filter((o) => ARM64_UNSUPPORTED.has(o)) : [];
+      return odd.length
+        ? [
+            {
+              path: ["outputs"],
+              message: `kiln makes no arm64 ${odd.join(", ")} yet (its ISO is a BIOS + x86-64 UEFI one)`,
+            },
+          ]
+        : [];
+    },
+  },
   {
     name: "update-needs-ab",
     level: "error",

@@ -231,7 +231,14 @@ export const specSchema = z
       })
       .prefault({}),
     console: z
-      .strictObject({ serial: z.string().default("ttyS0,115200").describe('"" for none') })
+      .strictObject({
+        serial: z
+          .string()
+          .default("ttyS0,115200")
+          .describe(
+            '"" for none; arm64 default: ttyAMA0,115200 (the PL011 of QEMU\'s virt machine)',
+          ),
+      })
       .prefault({}),
     disk: z
       .strictObject({
@@ -254,7 +261,8 @@ export const specSchema = z
         firmware: z
           .array(z.enum(["uefi", "bios"]))
           .min(1)
-          .default(["uefi", "bios"]),
+          .default(["uefi", "bios"])
+          .describe("arm64: uefi only (its default)"),
       })
       .prefault({}),
     outputs: z.array(z.enum(OUTPUT_FORMATS)).min(1).default(["disk", "qcow2"]),
@@ -360,6 +368,26 @@ export const specSchema = z
     tests: z.array(check).default([]),
   })
   .describe("A kiln spec: one declarative description of a minimal Linux system.");
+
+/**
+ * The defaults that depend on the architecture, filled in before the schema
+ * gives its own: an arm64 machine has no BIOS, and its first serial port is
+ * a PL011 (ttyAMA0), not a 16550 (ttyS0).
+ */
+export function archDefaults(input: unknown): unknown {
+  if (!isRecord(input) || input.architecture !== "arm64") return input;
+  const console = isRecord(input.console) ? input.console : {};
+  const disk = isRecord(input.disk) ? input.disk : {};
+  return {
+    ...input,
+    console: { serial: "ttyAMA0,115200", ...console },
+    disk: { firmware: ["uefi"], ...disk },
+  };
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
 
 export type Spec = z.output<typeof specSchema>;
 export type SpecInput = z.input<typeof specSchema>;

@@ -61,7 +61,12 @@ export async function pullOci(
     if (src.transport === "docker") {
       layout = `${join(scratch, "layout")}:${src.ref.tag}`;
       const verify = o.tlsVerify ?? !loopbackRegistry(src.ref.name);
-      await exec("skopeo", ["copy", `--src-tls-verify=${verify}`, src.url, `oci:${layout}`], {
+      // A multi-platform index: skopeo picks the host's entry unless told another architecture.
+      const platform = src.ref.arch
+        ? ["--override-arch", src.ref.arch, "--override-os", "linux"]
+        : [];
+      const args = ["copy", ...platform, `--src-tls-verify=${verify}`, src.url, `oci:${layout}`];
+      await exec("skopeo", args, {
         ...(o.onLine ? { onLine: o.onLine } : {}),
       }).catch((err) => {
         throw new KilnError(

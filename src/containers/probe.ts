@@ -38,9 +38,13 @@ export interface ProbeReport extends TargetReport {
 export async function probe(o: ProbeOptions): Promise<ProbeReport[]> {
   for (const ref of o.images)
     if (!findImage(ref))
-      throw new KilnError("PROBE_NO_IMAGE", `Unable to find image '${refText(ref)}' locally`, {
-        hint: `kiln pull ${refText(ref)}`,
-      });
+      throw new KilnError(
+        "PROBE_NO_IMAGE",
+        `Unable to find image '${refText(ref)}'${ref.arch ? ` for linux/${ref.arch}` : ""} locally`,
+        {
+          hint: `kiln pull ${ref.arch ? `--platform linux/${ref.arch} ` : ""}${refText(ref)}`,
+        },
+      );
   const deb = o.pkg.endsWith(".deb") ? resolve(o.pkg) : undefined;
   if (deb && !existsSync(deb)) throw new KilnError("PROBE_NO_DEB", `${deb} does not exist`);
   const pkgName = deb ? (await exec("dpkg-deb", ["-f", deb, "Package"])).stdout.trim() : o.pkg;
@@ -136,7 +140,7 @@ async function probeOne(image: ImageRef, dir: string, o: ProbeOptions): Promise<
   if (!passed && results.every((r) => r.passed))
     add("run", "probe", "exit 0", failure ?? `exit ${code}`, false);
   return {
-    target: refText(image),
+    target: `${refText(image)}${image.arch ? ` (linux/${image.arch})` : ""}`,
     ready: true,
     readySeconds: null,
     results,

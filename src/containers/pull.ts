@@ -9,8 +9,10 @@ import "../distro/index.js";
 import { specSchema } from "../config/schema.js";
 import { rootfsKey } from "../plan/plan.js";
 import { rootfsRecipe } from "../plan/recipe.js";
+import { ensureBinfmt, hostArch } from "../util/binfmt.js";
 import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";
+import { log } from "../util/log.js";
 import { storeDir } from "../util/paths.js";
 import { addImage, findImage, type ImageRecord, type ImageRef } from "./store.js";
 
@@ -41,10 +43,14 @@ export async function pullDistro(
   if (existing && !o.force) return { image: existing, fresh: false };
   const driver = distroDriver(ref.name);
   const release = ref.tag === "latest" ? driver.releases[0]! : ref.tag;
+  const arch = ref.arch ?? hostArch();
   const spec = specSchema.parse({
     name: `${ref.name}-${release}`,
     distribution: { id: ref.name, release },
+    architecture: arch,
   });
+  // mmdebstrap runs the image's maintainer scripts: another architecture's go through qemu-user.
+  for (const c of await ensureBinfmt(arch)) log.warn(`host: ${c}`);
   const recipe = rootfsRecipe(spec, { container: true });
   await mkdir(storeDir("tmp"), { recursive: true });
   const scratch = await mkdtemp(join(storeDir("tmp"), "mmdebstrap-"));

@@ -13,10 +13,12 @@ import { constants, tmpdir } from "node:os";
 import { isAbsolute, join, resolve } from "node:path";
 import { overlayDir } from "../runtime/ephemeral.js";
 import { NSPAWN_BASE } from "../runtime/nspawn.js";
+import { ensureBinfmt } from "../util/binfmt.js";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
 import { removeTree } from "../util/fsx.js";
+import { log as kilnLog } from "../util/log.js";
 import { shellQuote } from "../util/shell.js";
 import {
   type ContainerRecord,
@@ -100,12 +102,14 @@ export function bindArg(spec: string): string {
 export function prepareRun(o: RunOptions): { rootfs: string; command: string[]; binds: string[] } {
   const image = findImage(o.image);
   if (!image)
-    throw new KilnError("RUN_NO_IMAGE", `Unable to find image '${refText(o.image)}' locally`, {
-      hint: pullable(o.image)
-        ? `kiln pull ${refText(o.image)}`
-        : `kiln pull docker://${refText(o.image)} (or oci:DIR:TAG)`,
-      exitCode: 125,
-    });
+    throw new KilnError(
+      "RUN_NO_IMAGE",
+      `Unable to find image '${refText(o.image)}'${o.image.arch ? ` for linux/${o.image.arch}` : ""} locally`,
+      {
+        hint: `kiln pull ${o.image.arch ? `--platform linux/${o.image.arch} ` : ""}${pullable(o.image) ? refText(o.image) : `docker://${refText(o.image)} (or oci:DIR:TAG)`}`,
+        exitCode: 125,
+      },
+    );
   const rootfs = imageRootfs(o.image);
   const command = o.command.length ? o.command : (image.config?.cmd ?? ["/bin/bash"]);
   if (!resolvesInImage(rootfs, command[0]!))
@@ -136,6 +140,8 @@ export function defaultName(ref: ImageRef): string {
 export async function runContainer(o: RunOptions): Promise<number> {
   const { rootfs, command, binds } = prepareRun(o);
   const image = findImage(o.image)!;
+  // Another architecture's programs run through qemu-user (binfmt_misc's F flag: nothing is copied in).
+  if (image.arch) for (const c of await ensureBinfmt(image.arch)) kilnLog.warn(`host: ${c}`);
   const name = o.name ?? defaultName(o.image);
   if (!o.claimed) await claimName(name);
   const rec: ContainerRecord = {

@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rmdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { hostArch } from "../util/binfmt.js";
 import { KilnError } from "../util/errors.js";
 import { removeTree } from "../util/fsx.js";
 import { storeDir } from "../util/paths.js";
@@ -8,6 +9,8 @@ import { storeDir } from "../util/paths.js";
 export interface ImageRef {
   name: string;
   tag: string;
+  /** The Debian architecture when it is not the host's (`--platform linux/arm64`). */
+  arch?: string;
 }
 
 export interface ImageRecord extends ImageRef {
@@ -15,6 +18,8 @@ export interface ImageRecord extends ImageRef {
   source: string;
   created: string;
   bytes: number;
+  /** Set for an image of another architecture than the host's; it runs through qemu-user. */
+  arch?: string;
   /** From an OCI image's config: what `kiln run` uses when not told otherwise. */
   config?: { cmd?: string[]; env?: string[]; workdir?: string };
 }
@@ -35,8 +40,22 @@ export function parseRef(text: string): ImageRef {
 
 export const refText = (r: ImageRef) => `${r.name}:${r.tag}`;
 
+/** "linux/arm64" (docker's --platform) → "arm64"; the host's own architecture → undefined. */
+export function parsePlatform(text: string | undefined): string | undefined {
+  if (text === undefined) return undefined;
+  const m = /^linux\/(amd64|arm64)(?:\/v8)?$/.exec(text);
+  if (!m)
+    throw new KilnError("IMAGE_REF", `unsupported platform ${text}`, {
+      hint: "use linux/amd64 or linux/arm64",
+      exitCode: 125,
+    });
+  return m[1] === hostArch() ? undefined : m[1];
+}
+
+/** An image of another architecture is stored beside the host's one of the same tag, never over it. */
 function imageDir(r: ImageRef): string {
-  return storeDir("images", encodeURIComponent(r.name), encodeURIComponent(r.tag));
+  const tag = r.arch && r.arch !== hostArch() ? `${r.tag}@${r.arch}` : r.tag;
+  return storeDir("images", encodeURIComponent(r.name), encodeURIComponent(tag));
 }
 
 export function imageRootfs(r: ImageRef): string {
@@ -55,7 +74,8 @@ export function listImages(): ImageRecord[] {
   const out: ImageRecord[] = [];
   for (const n of readdirSync(root))
     for (const t of readdirSync(join(root, n))) {
-      const rec = findImage({ name: decodeURIComponent(n), tag: decodeURIComponent(t) });
+      const [tag, arch] = decodeURIComponent(t).split("@");
+      const rec = findImage({ name: decodeURIComponent(n), tag: tag!, ...(arch ? { arch } : {}) });
       if (rec) out.push(rec);
     }
   return out.sort((a, b) => refText(a).localeCompare(refText(b)));
@@ -79,7 +99,9 @@ export async function addImage(
     await mkdir(join(scratch, "rootfs"));
     const bytes = await fill(join(scratch, "rootfs"));
     const rec: ImageRecord = {
-      ...ref,
+      name: ref.name,
+      tag: ref.tag,
+      ...(ref.arch && ref.arch !== hostArch() ? { arch: ref.arch } : {}),
       source,
       created: new Date().toISOString(),
       bytes,

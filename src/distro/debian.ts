@@ -8,7 +8,8 @@ registerDistro({
   releases: ["bookworm", "trixie", "sid"],
   defaultMirror: () => "http://deb.debian.org/debian",
   components: ["main"],
-  defaultKernel: (arch) => (arch === "amd64" ? "linux-image-cloud-amd64" : `linux-image-${arch}`),
+  // The cloud flavour (virtio, no desktop hardware) exists for amd64 and arm64 alike.
+  defaultKernel: (arch) => `linux-image-cloud-${arch}`,
   bootPackages: ["systemd-sysv", "udev", "kmod"],
   // dbus-broker (436 KB) rather than dbus-daemon (dbus, dbus-bin, dbus-daemon, libdbus: ~1.2 MB);
   // both use dbus-system-bus-common's policy, and dbus-broker is systemd's own choice.

@@ -3,7 +3,13 @@ import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exec } from "../util/exec.js";
-import { earlyConfig, GRUB_MODULES_BIOS, GRUB_MODULES_EFI } from "./grubcfg.js";
+import {
+  earlyConfig,
+  GRUB_MODULES_BIOS,
+  GRUB_MODULES_EFI,
+  GRUB_MODULES_EFI_ARM64,
+} from "./grubcfg.js";
+import { GRUB_EFI, grubModules } from "./grubmods.js";
 
 const GRUB_LIB = "/usr/lib/grub";
 // grub-pc-bin ships the tool beside its modules; /usr/sbin has it only with grub-pc, which kiln must not need.
@@ -13,20 +19,26 @@ const BIOS_SETUP = existsSync(`${GRUB_LIB}/i386-pc/grub-bios-setup`)
 
 /** A GRUB core image for `platform` with the early config and every module it needs built in. */
 async function mkimage(
-  platform: "x86_64-efi" | "i386-pc",
+  platform: "x86_64-efi" | "arm64-efi" | "i386-pc",
   out: string,
   espVolumeUuid: string,
   serial: boolean,
   scratch: string,
+  moduleDir = `${GRUB_LIB}/${platform}`,
 ): Promise<void> {
   const cfg = join(scratch, "early.cfg");
   await writeFile(cfg, earlyConfig(espVolumeUuid, serial));
-  const modules = platform === "x86_64-efi" ? GRUB_MODULES_EFI : GRUB_MODULES_BIOS;
+  const modules =
+    platform === "i386-pc"
+      ? GRUB_MODULES_BIOS
+      : platform === "arm64-efi"
+        ? GRUB_MODULES_EFI_ARM64
+        : GRUB_MODULES_EFI;
   await exec("grub-mkimage", [
     "-O",
     platform,
     "-d",
-    `${GRUB_LIB}/${platform}`,
+    moduleDir,
     "-o",
     out,
     "-p",
@@ -46,9 +58,16 @@ async function withScratch<T>(fn: (dir: string) => Promise<T>): Promise<T> {
   }
 }
 
-/** A standalone GRUB EFI binary (for the removable-media path on the ESP). */
-export function makeEfiImage(out: string, espVolumeUuid: string, serial: boolean): Promise<void> {
-  return withScratch((dir) => mkimage("x86_64-efi", out, espVolumeUuid, serial, dir));
+/** A standalone GRUB EFI binary for `arch` (for the removable-media path on the ESP). */
+export async function makeEfiImage(
+  out: string,
+  espVolumeUuid: string,
+  serial: boolean,
+  arch = "amd64",
+): Promise<void> {
+  const platform = GRUB_EFI[arch]?.platform as "x86_64-efi" | "arm64-efi";
+  const modules = await grubModules(arch);
+  return withScratch((dir) => mkimage(platform, out, espVolumeUuid, serial, dir, modules));
 }
 
 /**

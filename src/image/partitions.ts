@@ -57,3 +57,11 @@ export async function rootPartition(image: string) {
 export async function rootPartitionOffset(image: string): Promise<number> {
   return (await rootPartition(image)).offset;
 }
+
+/** The architecture a raw disk's root partition type names (the Discoverable Partitions types), if any. */
+export async function diskArch(image: string): Promise<"amd64" | "arm64" | undefined> {
+  const parts = await partitions(image).catch(() => []);
+  if (parts.some((p) => p.type === PART_TYPES.rootArm64)) return "arm64";
+  if (parts.some((p) => p.type === PART_TYPES.rootX86_64)) return "amd64";
+  return undefined;
+}

@@ -106,7 +106,8 @@ async function findProbeKernel(): Promise<string | undefined> {
   const apt = cacheDir("apt");
   if (!existsSync(apt)) return undefined;
   for (const d of readdirSync(apt)) {
-    const deb = readdirSync(join(apt, d)).find((f) => /^linux-image-\d.*\.deb$/.test(f));
+    // Only the host's own architecture: the cache holds arm64 kernels too, which KVM here cannot boot.
+    const deb = readdirSync(join(apt, d)).find((f) => /^linux-image-\d.*_amd64\.deb$/.test(f));
     if (!deb) continue;
     const dir = await mkdtemp(join(tmpdir(), "kiln-probe-"));
     try {

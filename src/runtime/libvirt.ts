@@ -1,4 +1,5 @@
 import { resolve } from "node:path";
+import { hostArch } from "../util/binfmt.js";
 import type { Firmware } from "./qemu.js";
 
 export interface DomainOptions {
@@ -7,6 +8,8 @@ export interface DomainOptions {
   firmware: Firmware;
   cpus: number;
   memoryMiB: number;
+  /** The guest's Debian architecture (default amd64). */
+  arch?: string;
 }
 
 const esc = (s: string) =>
@@ -24,20 +27,28 @@ export function diskFormat(image: string): string {
  * Load it with `virsh define FILE`; the serial console is `virsh console NAME`.
  */
 export function domainXml(o: DomainOptions): string {
+  const arm = o.arch === "arm64";
+  // An arm64 guest: QEMU's virt machine, and on another architecture's host emulated (domain type qemu).
+  const type = arm
+    ? "<type arch='aarch64' machine='virt'>hvm</type>"
+    : "<type arch='x86_64' machine='q35'>hvm</type>";
   const os =
     o.firmware === "uefi"
-      ? "  <os firmware='efi'>\n    <type arch='x86_64' machine='q35'>hvm</type>\n    <boot dev='hd'/>\n  </os>"
-      : "  <os>\n    <type arch='x86_64' machine='q35'>hvm</type>\n    <boot dev='hd'/>\n  </os>";
-  return `<domain type='kvm'>
+      ? `  <os firmware='efi'>\n    ${type}\n    <boot dev='hd'/>\n  </os>`
+      : `  <os>\n    ${type}\n    <boot dev='hd'/>\n  </os>`;
+  const native = !arm || hostArch() === "arm64";
+  const cpu = native
+    ? "<cpu mode='host-passthrough'/>"
+    : "<cpu mode='custom'><model>cortex-a57</model></cpu>";
+  return `<domain type='${native ? "kvm" : "qemu"}'>
   <name>${esc(o.name)}</name>
   <memory unit='MiB'>${o.memoryMiB}</memory>
   <vcpu>${o.cpus}</vcpu>
 ${os}
   <features>
-    <acpi/>
-    <apic/>
+    <acpi/>${arm ? "" : "\n    <apic/>"}
   </features>
-  <cpu mode='host-passthrough'/>
+  ${cpu}
   <devices>
     <disk type='file' device='disk'>
       <driver name='qemu' type='${diskFormat(o.image)}'/>

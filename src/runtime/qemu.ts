@@ -4,6 +4,7 @@ import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { seedIso } from "../image/cidata.js";
+import { hostArch } from "../util/binfmt.js";
 import { acquire } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec, type Started, start } from "../util/exec.js";
@@ -25,17 +26,68 @@ export const OVMF_CANDIDATES: [string, string][] = [
   ["/usr/share/qemu/edk2-x86_64-code.fd", "/usr/share/qemu/edk2-i386-vars.fd"],
 ];
 
-export function findOvmf(candidates = OVMF_CANDIDATES): { code: string; vars: string } {
+/** The same for arm64 (AAVMF): 64 MiB pflash images, code and a variable store. */
+export const AAVMF_CANDIDATES: [string, string][] = [
+  ["/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd"],
+  [
+    "/usr/share/edk2/aarch64/QEMU_EFI-pflash.raw",
+    "/usr/share/edk2/aarch64/vars-template-pflash.raw",
+  ],
+  ["/usr/share/qemu/edk2-aarch64-code.fd", "/usr/share/qemu/edk2-arm-vars.fd"],
+];
+
+export function findOvmf(
+  candidates = OVMF_CANDIDATES,
+  pkg = "ovmf",
+): { code: string; vars: string } {
   for (const [code, vars] of candidates)
     if (existsSync(code) && existsSync(vars)) return { code, vars };
-  throw new KilnError("OVMF_MISSING", "no UEFI firmware (OVMF) found", {
-    hint: "install it with `kiln doctor --install` (Debian package ovmf)",
+  const name = pkg === "ovmf" ? "OVMF" : "AAVMF";
+  throw new KilnError("OVMF_MISSING", `no UEFI firmware (${name}) found`, {
+    hint: `install it with \`kiln doctor --install\` (Debian package ${pkg})`,
   });
+}
+
+/** How QEMU emulates a machine of each Debian architecture. */
+export interface Machine {
+  binary: string;
+  machine: string;
+  /** The CPU under TCG (KVM takes the host's). */
+  tcgCpu?: string;
+  /** The kernel's name for the first serial port. */
+  console: string;
+  firmware(): { code: string; vars: string };
+}
+
+export const MACHINES: Record<string, Machine> = {
+  amd64: {
+    binary: "qemu-system-x86_64",
+    machine: "q35",
+    console: "ttyS0",
+    firmware: () => findOvmf(),
+  },
+  arm64: {
+    binary: "qemu-system-aarch64",
+    machine: "virt",
+    // A plain ARMv8.0 core: "max" adds pointer authentication, whose emulation
+    // costs TCG much of its speed, and nothing in a server image needs it.
+    tcgCpu: "cortex-a57",
+    console: "ttyAMA0",
+    firmware: () => findOvmf(AAVMF_CANDIDATES, "qemu-efi-aarch64"),
+  },
+};
+
+export function machineFor(arch = "amd64"): Machine {
+  const m = MACHINES[arch];
+  if (!m) throw new KilnError("USAGE", `kiln boots amd64 and arm64 machines, not ${arch}`);
+  return m;
 }
 
 export interface VmOptions {
   /** The disk; may be empty with `netboot`. */
   image: string;
+  /** The guest's Debian architecture (default amd64); another than the host's runs under TCG. */
+  arch?: string;
   firmware: Firmware;
   accel: Accel | "auto";
   cpus?: number;
@@ -80,7 +132,16 @@ export interface Vm {
 }
 
 /** Resolve `auto` with the cached KVM probe; say so once when falling back. */
-export async function chooseAccel(want: Accel | "auto"): Promise<Accel> {
+export async function chooseAccel(want: Accel | "auto", arch = "amd64"): Promise<Accel> {
+  // KVM runs guests of the host's own architecture only.
+  if (arch !== hostArch()) {
+    if (want === "kvm")
+      throw new KilnError("USAGE", `an ${arch} guest cannot use KVM on this ${hostArch()} host`, {
+        hint: "leave --accel out (or use tcg): it is emulated",
+        exitCode: 2,
+      });
+    return "tcg";
+  }
   if (want !== "auto") return want;
   const s = await kvmStatus();
   if (s.usable === "tcg" && s.kvm !== "absent")
@@ -100,9 +161,10 @@ export interface QemuArgsInput extends VmOptions {
 }
 
 export function qemuArgs(o: QemuArgsInput): string[] {
+  const m = machineFor(o.arch);
   const args = [
     "-machine",
-    "q35",
+    m.machine,
     // QEMU 7.2's multi-threaded TCG now and then loses a vCPU's timer interrupts
     // (RCU stalls, or a guest that hangs silently); one thread for all vCPUs
     // does not, and measured no slower on 2-core hosts (update test: 588 s vs 547-581 s).
@@ -128,6 +190,7 @@ export function qemuArgs(o: QemuArgsInput): string[] {
       `file=${disk},if=virtio,format=${disk.endsWith(".qcow2") ? "qcow2" : "raw"}${o.persist ? "" : ",snapshot=on"}`,
     );
   if (o.accel === "kvm") args.push("-cpu", "host");
+  else if (m.tcgCpu) args.push("-cpu", m.tcgCpu);
   // On virtio-scsi rather than q35's AHCI: Debian's cloud kernels have no AHCI driver. It
   // boots first (bootindex), as when someone picks the CD in a boot menu: a disk with a
   // partition table but no boot code would otherwise stop SeaBIOS before it gets there.
@@ -176,7 +239,12 @@ async function prepare(
 ): Promise<{ args: string[]; accel: Accel; dir: string; qmp: string; dispose(): Promise<void> }> {
   for (const disk of o.image ? [o.image, ...(o.disks ?? [])] : [])
     if (!existsSync(disk)) throw new KilnError("VM_NO_IMAGE", `${disk} does not exist`);
-  const accel = await chooseAccel(o.accel);
+  if (o.arch === "arm64" && o.firmware === "bios" && !o.directKernel && !o.netboot && !o.iso)
+    throw new KilnError("USAGE", "arm64 machines have no BIOS: boot them with UEFI", {
+      exitCode: 2,
+    });
+  const accel = await chooseAccel(o.accel, o.arch);
+  const m = machineFor(o.arch);
   const dir = await mkdtemp(join(tmpdir(), "kiln-vm-"));
   const qmp = join(dir, "qmp.sock");
   let http: Awaited<ReturnType<typeof serveDirectory>> | undefined;
@@ -187,7 +255,7 @@ async function prepare(
   const { value: args, dispose } = await acquire(`VM scratch ${dir}`, undo, async () => {
     const extra: Partial<QemuArgsInput> = {};
     if (o.firmware === "uefi" && !o.directKernel) {
-      const ovmf = findOvmf();
+      const ovmf = m.firmware();
       // Each boot gets its own writable copy of the variable store, unless it is kept.
       const vars = o.varsFile ?? join(dir, "vars.fd");
       if (!o.varsFile || !existsSync(vars)) await copyFile(ovmf.vars, vars);
@@ -199,7 +267,7 @@ async function prepare(
     if (o.netboot) {
       // The guest reaches the host's loopback as 10.0.2.2 on QEMU user networking.
       http = await serveDirectory(o.netboot);
-      const console = "console=tty0 console=ttyS0,115200";
+      const console = `console=tty0 console=${m.console},115200`;
       extra.kernel = {
         kernel: join(o.netboot, "vmlinuz"),
         initrd: join(o.netboot, "initrd.img"),
@@ -230,7 +298,7 @@ export async function startVm(o: VmOptions): Promise<Vm> {
   const watcher = new ConsoleWatcher({ silenceMs: SILENCE_MS });
   let proc: Started;
   try {
-    proc = await start("qemu-system-x86_64", p.args, {
+    proc = await start(machineFor(o.arch).binary, p.args, {
       onData: (t) => {
         watcher.feed(t);
         o.onConsole?.(t);
@@ -278,7 +346,7 @@ export async function startVm(o: VmOptions): Promise<Vm> {
 export async function runVmInteractive(o: VmOptions): Promise<Accel> {
   const p = await prepare(o, "mon:stdio");
   try {
-    await exec("qemu-system-x86_64", p.args, { inherit: true });
+    await exec(machineFor(o.arch).binary, p.args, { inherit: true });
   } finally {
     await p.dispose();
   }

@@ -91,7 +91,18 @@ export const ERROR_CODES = {
     exit: 2,
     meaning: "nothing to test: no output kiln test can boot, or a target with no checks",
   },
-  OVMF_MISSING: { exit: 1, meaning: "no UEFI firmware (OVMF) is installed" },
+  OVMF_MISSING: { exit: 1, meaning: "no UEFI firmware (OVMF, or AAVMF for arm64) is installed" },
+  BINFMT_MISSING: {
+    exit: 1,
+    meaning:
+      "programs of another architecture cannot run here (qemu-user-static through binfmt_misc)",
+  },
+  GRUB_MODULES: { exit: 1, meaning: "kiln knows no GRUB UEFI platform for the architecture" },
+  FOREIGN_DEB: {
+    exit: 1,
+    meaning:
+      "a Debian package for another architecture (GRUB modules, busybox) could not be fetched",
+  },
   VM_NO_IMAGE: { exit: 1, meaning: "the disk image to boot does not exist" },
   VM_NO_SEED: { exit: 1, meaning: "the seed to attach does not exist" },
   VM_BAD_SEED: { exit: 1, meaning: "a seed directory lacks user-data or meta-data" },

@@ -26,6 +26,19 @@ export const HOST_TOOLS: readonly HostTool[] = [
     version: ["--version"],
     purpose: "VM boots",
   },
+  {
+    name: "qemu-system-aarch64",
+    pkg: "qemu-system-arm",
+    version: ["--version"],
+    purpose: "arm64 VM boots",
+  },
+  {
+    name: "qemu-aarch64-static",
+    pkg: "qemu-user-static",
+    version: ["--version"],
+    purpose: "arm64 programs on this host (binfmt_misc)",
+  },
+  { name: "arch-test", pkg: "arch-test", purpose: "mmdebstrap: foreign architectures" },
   { name: "qemu-img", pkg: "qemu-utils", version: ["--version"], purpose: "qcow2 and VM formats" },
   { name: "sfdisk", pkg: "fdisk", version: ["--version"], purpose: "GPT partition tables" },
   { name: "mkfs.ext4", pkg: "e2fsprogs", version: ["-V"], purpose: "root filesystems on disk" },
@@ -98,6 +111,7 @@ export const HOST_FILES: readonly { path: string; pkg: string; purpose: string }
   { path: "/usr/lib/grub/x86_64-efi", pkg: "grub-efi-amd64-bin", purpose: "GRUB for UEFI" },
   { path: "/usr/lib/grub/i386-pc/grub-bios-setup", pkg: "grub-pc-bin", purpose: "GRUB for BIOS" },
   { path: "/usr/share/OVMF", pkg: "ovmf", purpose: "UEFI firmware for VMs" },
+  { path: "/usr/share/AAVMF", pkg: "qemu-efi-aarch64", purpose: "UEFI firmware for arm64 VMs" },
   { path: "/usr/lib/ipxe/undionly.kpxe", pkg: "ipxe", purpose: "network boot loaders" },
   // cloud-init's schema check (kiln seed) runs from Debian's cloud-init package unpacked into
   // kiln's cache, on the host's Python with these modules; cloud-init itself is never installed.

@@ -7,6 +7,9 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 const SECONDS: Record<string, number> = {
   update: 835,
   install: 581,
+  // Cold: the arm64 bootstrap through qemu-user (~180 s), the arm64 container's (~110 s), one
+  // UEFI boot under qemu-system-aarch64; 176 s with warm caches.
+  arm64: 450,
   cloud: 500,
   agent: 400,
   iso: 353,

@@ -123,6 +123,8 @@ export async function sysextStep(ctx: BuildContext): Promise<string> {
         `VERSION_ID=${os.VERSION_ID ?? ""}`,
         `IMAGE_ID=${spec.name}`,
         `IMAGE_VERSION=${spec.version}`,
+        // systemd-sysext merges it only on a machine of this architecture (systemd's names).
+        `ARCHITECTURE=${spec.architecture === "amd64" ? "x86-64" : spec.architecture}`,
         "",
       ].join("\n"),
     );

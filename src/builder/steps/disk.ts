@@ -12,6 +12,7 @@ import {
 import { installBiosGrub, makeEfiImage } from "../../image/grub.js";
 import { abGrubConfig, grubConfig, type Slot } from "../../image/grubcfg.js";
 import { formatGrubenv } from "../../image/grubenv.js";
+import { GRUB_EFI } from "../../image/grubmods.js";
 import { md10SuperOffset } from "../../image/mdraid.js";
 import { KilnError } from "../../util/errors.js";
 import { exec } from "../../util/exec.js";
@@ -106,7 +107,9 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
   const slots: Slot[] = [
     { id: "a", title: `${spec.name} ${spec.version} (slot A)`, fsUuid: uuids.a },
   ];
-  const serial = spec.console.serial !== "";
+  // On arm64 the firmware's own console is the serial port (AAVMF, and arm64 servers'
+  // UEFI): GRUB writes there through it, and a serial terminal of its own would double it.
+  const serial = spec.console.serial !== "" && spec.architecture !== "arm64";
   const partNumber = (name: string) => layout.partitions.findIndex((p) => p.name === name) + 1;
   const tmp = await mkdtemp(join(ctx.work, "esp-"));
   try {
@@ -140,8 +143,9 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
       { from: join(tmp, "grubenv"), to: "/grub/grubenv" },
     ];
     if (spec.disk.firmware.includes("uefi")) {
-      await makeEfiImage(join(tmp, "BOOTX64.EFI"), espFsUuid(espVolume), serial);
-      files.push({ from: join(tmp, "BOOTX64.EFI"), to: "/EFI/BOOT/BOOTX64.EFI" });
+      const removable = GRUB_EFI[spec.architecture]!.removable;
+      await makeEfiImage(join(tmp, removable), espFsUuid(espVolume), serial, spec.architecture);
+      files.push({ from: join(tmp, removable), to: `/EFI/BOOT/${removable}` });
     }
     await fatPut(image, esp.offset, files, ctx.epoch);
     if (spec.disk.firmware.includes("bios"))

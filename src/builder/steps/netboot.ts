@@ -1,8 +1,10 @@
 import { chmod, copyFile, mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { readAsset } from "../../util/assets.js";
+import { hostArch } from "../../util/binfmt.js";
 import { KilnError, ToolMissingError } from "../../util/errors.js";
 import { exec, which } from "../../util/exec.js";
+import { foreignDeb } from "../../util/foreign-deb.js";
 import { sha256File } from "../../util/hash.js";
 import { packageFor } from "../../util/tools.js";
 import type { BuildContext } from "../context.js";
@@ -90,7 +92,7 @@ export function ipxeScript(cmdline: string): string {
 }
 
 /**
- * A busybox initrd: the host's static busybox, the given scripts (made
+ * A busybox initrd: a static busybox of the image's architecture, the given scripts (made
  * executable) and texts and the kernel modules listed with their dependencies, loaded
  * in order by /init from /etc/kiln-modules.
  */
@@ -105,8 +107,7 @@ export async function makeInitrd(
     name?: string;
   },
 ): Promise<void> {
-  const busybox = (await which("busybox")) ?? "";
-  if (!busybox) throw new ToolMissingError("busybox", packageFor("busybox"));
+  const busybox = await busyboxFor(ctx.spec.architecture);
   const tree = join(ctx.work, o.name ?? "netboot-initrd");
   for (const d of ["bin", "etc", `lib/modules`]) await mkdir(join(tree, d), { recursive: true });
   await copyFile(busybox, join(tree, "bin/busybox"));
@@ -177,4 +178,13 @@ export function moduleLoadOrder(
     if (m) visit(m.path);
   }
   return order;
+}
+
+/** The host's static busybox, or for another architecture Debian's busybox-static of that one. */
+async function busyboxFor(arch: string): Promise<string> {
+  if (arch !== hostArch())
+    return join(await foreignDeb("busybox-static", arch, "bin/busybox"), "bin/busybox");
+  const busybox = (await which("busybox")) ?? "";
+  if (!busybox) throw new ToolMissingError("busybox", packageFor("busybox"));
+  return busybox;
 }
