@@ -5,27 +5,25 @@ import { BaseSequencer, type TestSpecification } from "vitest/node";
 // first. Two files run at once, and starting the longest first keeps both
 // lanes busy to the end (a file not listed here goes last).
 const SECONDS: Record<string, number> = {
-  update: 835,
-  install: 581,
-  // Cold: the arm64 bootstrap through qemu-user (~180 s), the arm64 container's (~110 s), one
-  // UEFI boot under qemu-system-aarch64; 176 s with warm caches.
-  arm64: 450,
-  cloud: 500,
-  agent: 400,
-  iso: 353,
-  raid1: 345,
-  test: 234,
-  netboot: 213,
-  containers: 184,
-  reproducible: 300,
-  build: 113,
-  "netboot-integrity": 79,
-  publish: 50,
+  update: 730,
+  install: 610,
+  agent: 437,
+  cloud: 422,
+  arm64: 404,
+  iso: 354,
+  raid1: 292,
+  test: 264,
+  containers: 183,
+  netboot: 177,
+  reproducible: 117,
+  build: 101,
+  "netboot-integrity": 78,
   fleet: 49,
-  "serve-flood": 42,
-  dashboard: 15,
+  publish: 30,
+  "serve-flood": 22,
+  dashboard: 6,
   cli: 2,
-  "fleet-postgres": 2,
+  "fleet-postgres": 1,
 };
 
 const weight = (s: TestSpecification) =>
