@@ -22,7 +22,7 @@ interface VmFlags {
   firmware: string;
   arch?: string;
   accel: string;
-  cpus: string;
+  cpus?: string;
   memory: string;
   persist?: boolean;
   forward?: string[];
@@ -51,7 +51,7 @@ export function registerVm(program: Command): void {
       "amd64 or arm64 (default: from the build's manifest.json beside the image, or the disk's root partition type)",
     )
     .option("--accel <kind>", "auto (probe KVM, fall back to TCG), kvm or tcg", "auto")
-    .option("--cpus <n>", "virtual CPUs", "2")
+    .option("--cpus <n>", "virtual CPUs (default 2 with KVM, 1 under TCG)")
     .option("--memory <MiB>", "memory", "1024")
     .option("--persist", "write changes to the image (default: thrown away)")
     .option("--forward <host:guest...>", "TCP port forwards on user networking, e.g. 8080:80")
@@ -101,7 +101,7 @@ export function registerVm(program: Command): void {
             image: imageArg,
             arch: await imageArch(imageArg, o.arch),
             firmware,
-            cpus: Number(o.cpus),
+            cpus: o.cpus ? Number(o.cpus) : 2,
             memoryMiB: Number(o.memory),
           }),
         );
@@ -126,7 +126,7 @@ export function registerVm(program: Command): void {
         arch,
         firmware,
         accel: o.accel as VmOptions["accel"],
-        cpus: Number(o.cpus),
+        ...(o.cpus ? { cpus: Number(o.cpus) } : {}),
         memoryMiB: Number(o.memory),
         persist: !!o.persist || !!named,
         forwards,
