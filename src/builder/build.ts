@@ -121,9 +121,9 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
   const owner = sudoOwner();
   const firstMade = await mkdir(dirname(outDir), { recursive: true });
   const work = await mkdtemp(join(dirname(outDir), `.${basename(outDir)}.kiln-work-`));
-  const dropCleanup = onCleanup(`build work directory ${work}`, () =>
-    rm(work, { recursive: true, force: true }),
-  );
+  // The same removal as the normal end: mmdebstrap stopped mid-setup can leave
+  // /proc, /sys and /dev mounted in its chroot under work, which rm -r cannot remove.
+  const dropCleanup = onCleanup(`build work directory ${work}`, () => removeTree(work));
   const ctx: BuildContext = {
     loaded,
     spec,

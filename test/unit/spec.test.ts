@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { SCHEMA_FILE, STARTER_SPEC } from "../../src/cli/init.js";
 import { specJsonSchema } from "../../src/config/jsonschema.js";
 import { loadSpec } from "../../src/config/load.js";
@@ -112,6 +112,7 @@ describe("JSON Schema", () => {
 
 describe("spec rules", () => {
   const dir = mkdtempSync(join(tmpdir(), "kiln-rules-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const write = (name: string, text: string) => {
     writeFileSync(join(dir, name), text);
     return join(dir, name);
