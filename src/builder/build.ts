@@ -31,7 +31,7 @@ import { ociStep } from "./steps/oci.js";
 import { conversionSteps, directoryStep, tarStep } from "./steps/outputs.js";
 import { rootfsStep } from "./steps/rootfs.js";
 import { usersStep } from "./steps/users.js";
-import { buildKey, upToDate } from "./up-to-date.js";
+import { buildKey, rootSource, upToDate } from "./up-to-date.js";
 
 export interface BuildOptions {
   outDir?: string;
@@ -112,7 +112,8 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
   const spec = loaded.spec;
   const outDir = resolve(opts.outDir ?? join("out", spec.name));
   // Nothing changed since the build in outDir (same code, spec and root): keep it.
-  const key = await buildKey(plan, loaded.files[0]!, opts.addOutputs ?? []);
+  const source = await rootSource(plan, loaded.files[0]!);
+  const key = buildKey(plan, source, opts.addOutputs ?? []);
   const kept = key && !opts.refresh ? upToDate(outDir, key) : undefined;
   if (kept) {
     log.info(`  ✓ up to date: nothing changed since ${kept.builtAt} (--refresh rebuilds)`);
@@ -138,6 +139,7 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     facts: {},
     steps: [],
     seed: plan.specHash,
+    source,
     ...(key ? { buildKey: key } : {}),
     detail: () => {},
   };

@@ -5,6 +5,7 @@ import type { Spec } from "../config/schema.js";
 import type { PackageInfo } from "../distro/packages.js";
 import type { Plan } from "../plan/plan.js";
 import type { Credential } from "../util/credentials.js";
+import type { RootSource } from "./up-to-date.js";
 
 /** What steps find out and later steps (or the manifest) read. */
 export interface BuildFacts {
@@ -53,6 +54,8 @@ export interface BuildContext {
    * hash seeds) is derived from: the spec and the root it starts from.
    */
   seed: string;
+  /** The root's lock, or the suites' dates the build was planned against (asked once). */
+  source: RootSource;
   /** The cached root the build started from (its cache file's name), for caches keyed by it. */
   rootId?: string;
   /** The build's key (see up-to-date.ts), recorded in the manifest. */

@@ -2,25 +2,39 @@ import { createHash } from "node:crypto";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type Manifest, manifestPath } from "../artifact/manifest.js";
-import { lockHash, lockPath, readLock } from "../distro/lock.js";
-import { suiteStates } from "../distro/release.js";
+import { type Lock, lockHash, lockPath, readLock } from "../distro/lock.js";
+import { type SuiteState, suiteStates } from "../distro/release.js";
 import type { Plan } from "../plan/plan.js";
 import { cacheKey } from "../util/hash.js";
 
+/** Where a build's root comes from, read once per build: its lock, or the suites as published now. */
+export interface RootSource {
+  lockFile: string;
+  lock?: Lock;
+  /** The suites' Release dates now (unlocked builds); null when the mirror did not answer. */
+  suites?: SuiteState[] | null;
+}
+
+export async function rootSource(plan: Plan, specFile: string): Promise<RootSource> {
+  const lockFile = lockPath(specFile);
+  const lock = readLock(lockFile);
+  if (lock) return { lockFile, lock };
+  if (plan.base) return { lockFile };
+  return { lockFile, suites: (await suiteStates(plan.recipe.sources)) ?? null };
+}
+
 /**
  * What a build's bytes follow from: kiln's own code and assets, the spec,
- * and the root it starts from (the lock, or the suites' Release dates as
- * the mirror publishes them now). Undefined when that cannot be known
+ * and the root it starts from. Undefined when that cannot be known
  * (customised imports; a mirror that does not answer): then the build runs.
  */
-export async function buildKey(
+export function buildKey(
   plan: Plan,
-  specFile: string,
+  source: RootSource,
   extraOutputs: string[],
-): Promise<string | undefined> {
+): string | undefined {
   if (plan.base) return undefined;
-  const lock = readLock(lockPath(specFile));
-  const root = lock ? `lock:${lockHash(lock)}` : await suiteStates(plan.recipe.sources);
+  const root = source.lock ? `lock:${lockHash(source.lock)}` : source.suites;
   if (!root) return undefined;
   return cacheKey(codeHash(), plan.specHash, plan.steps, root, extraOutputs);
 }

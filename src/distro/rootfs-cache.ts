@@ -18,6 +18,8 @@ export interface CachedRootfsOptions {
   refresh: boolean;
   /** mmdebstrap's scratch space; the caller removes it. */
   scratch: string;
+  /** The suites' Release dates when the caller asked the mirror already (null: it did not answer; absent: ask). */
+  suites?: SuiteState[] | null | undefined;
   /** `kiln lock` needs the package list a bootstrap records beside its tar (older roots lack it). */
   requireDebs?: boolean;
   onLine?: (line: string) => void;
@@ -48,7 +50,8 @@ function epochOf(suites: SuiteState[] | undefined, tar: string): number {
  */
 export async function cachedRootfs(o: CachedRootfsOptions): Promise<CachedRootfs> {
   const dir = cacheDir("rootfs");
-  const suites = await suiteStates(o.recipe.sources);
+  const suites =
+    o.suites === undefined ? await suiteStates(o.recipe.sources) : (o.suites ?? undefined);
   if (!suites) {
     const newest = entriesOf(dir, o.key)[0];
     if (newest && !o.refresh) {

@@ -1,6 +1,7 @@
 import { mkdir } from "node:fs/promises";
 import { basename, join } from "node:path";
-import { type Lock, lockHash, lockPath, readLock } from "../../distro/lock.js";
+import type { Manifest } from "../../artifact/manifest.js";
+import { type Lock, lockHash } from "../../distro/lock.js";
 import { lockedRootfs } from "../../distro/locked-rootfs.js";
 import { age, cachedRootfs } from "../../distro/rootfs-cache.js";
 import { cacheKey } from "../../util/hash.js";
@@ -15,29 +16,21 @@ import type { BuildContext } from "../context.js";
  */
 export async function rootfsStep(ctx: BuildContext): Promise<string> {
   const key = ctx.plan.steps.find((s) => s.id === "rootfs")!.key;
-  const lockFile = lockPath(ctx.loaded.files[0]!);
-  const lock = readLock(lockFile);
+  const { lock, lockFile, suites } = ctx.source;
   if (lock) return lockedStep(ctx, key, lock, lockFile);
   const r = await cachedRootfs({
     recipe: ctx.plan.recipe,
     distro: ctx.spec.distribution.id,
     key,
+    suites,
     refresh: ctx.refresh,
     scratch: join(ctx.work, "tmp"),
     onLine: (l) => ctx.detail(l),
   });
-  // Everything after is derived from the root it starts from: ids from its
-  // name (recipe + suites), times from the suites' newest Release.
-  ctx.rootId = basename(r.tar);
-  ctx.seed = cacheKey(ctx.plan.specHash, ctx.rootId);
-  ctx.epoch = r.epoch;
-  process.env.SOURCE_DATE_EPOCH = String(r.epoch);
-  ctx.facts.root = {
+  await startFrom(ctx, r.tar, r.epoch, {
     bootstrappedAt: r.bootstrappedAt,
     suites: r.suites ?? "unknown (mirror unreachable)",
-  };
-  await mkdir(ctx.root, { recursive: true });
-  await extractTree(r.tar, ctx.root);
+  });
   return r.bootstrapped ? "bootstrapped" : `cached, ${age(r.bootstrappedAt)} old`;
 }
 
@@ -53,16 +46,30 @@ async function lockedStep(ctx: BuildContext, key: string, lock: Lock, lockFile: 
     scratch: join(ctx.work, "tmp"),
     onLine: (l) => ctx.detail(l),
   });
-  ctx.rootId = basename(r.tar);
-  ctx.seed = cacheKey(ctx.plan.specHash, ctx.rootId);
-  ctx.epoch = lock.sourceDateEpoch;
-  process.env.SOURCE_DATE_EPOCH = String(lock.sourceDateEpoch);
-  ctx.facts.root = {
+  await startFrom(ctx, r.tar, lock.sourceDateEpoch, {
     bootstrappedAt: new Date(lock.sourceDateEpoch * 1000).toISOString(),
     suites: lock.suites,
     lock: { file: basename(lockFile), hash: lockHash(lock), packages: lock.packages.length },
-  };
-  await mkdir(ctx.root, { recursive: true });
-  await extractTree(r.tar, ctx.root);
+  });
   return `${r.bootstrapped ? "installed" : "cached"} from ${basename(lockFile)} (${lock.packages.length} packages)`;
+}
+
+/**
+ * Unpack the root and fix what everything after derives from it: ids from
+ * its cache name (recipe + suites or lock), times from its epoch, which every
+ * tool the build runs sees as SOURCE_DATE_EPOCH.
+ */
+async function startFrom(
+  ctx: BuildContext,
+  tar: string,
+  epoch: number,
+  root: NonNullable<Manifest["root"]>,
+): Promise<void> {
+  ctx.rootId = basename(tar);
+  ctx.seed = cacheKey(ctx.plan.specHash, ctx.rootId);
+  ctx.epoch = epoch;
+  process.env.SOURCE_DATE_EPOCH = String(epoch);
+  ctx.facts.root = root;
+  await mkdir(ctx.root, { recursive: true });
+  await extractTree(tar, ctx.root);
 }
