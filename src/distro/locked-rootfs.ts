@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { createReadStream, createWriteStream, existsSync } from "node:fs";
+import { createWriteStream, existsSync } from "node:fs";
 import { copyFile, link, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { basename, join } from "node:path";
 import { Readable } from "node:stream";
@@ -7,6 +7,7 @@ import { pipeline } from "node:stream/promises";
 import { onCleanup } from "../util/cleanup.js";
 import { KilnError } from "../util/errors.js";
 import { exec } from "../util/exec.js";
+import { sha256File } from "../util/hash.js";
 import { cacheDir } from "../util/paths.js";
 import { debLine } from "./driver.js";
 import { debFileName, type Lock, type LockedPackage, lockHash, staleness } from "./lock.js";
@@ -151,7 +152,7 @@ async function fetchLocked(
   const worker = async () => {
     for (let p = queue.shift(); p; p = queue.shift()) {
       const file = join(apt, debFileName(p));
-      if (existsSync(file) && (await sha256Of(file)) === p.sha256) {
+      if (existsSync(file) && (await sha256File(file)) === p.sha256) {
         files.push({ file, size: p.size, sha256: p.sha256 });
         continue;
       }
@@ -214,12 +215,6 @@ async function download(p: LockedPackage, file: string): Promise<"ok" | "gone" |
   } finally {
     await rm(part, { force: true });
   }
-}
-
-async function sha256Of(file: string): Promise<string> {
-  const h = createHash("sha256");
-  for await (const c of createReadStream(file)) h.update(c as Buffer);
-  return h.digest("hex");
 }
 
 /** The bootstrapped root holds exactly the locked packages, or the build stops. */

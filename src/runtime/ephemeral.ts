@@ -108,47 +108,40 @@ export async function overlayDir(
  */
 export async function diskCopy(image: string, inject: Injected[] = []): Promise<Ephemeral> {
   if (!existsSync(image)) throw new KilnError("VM_NO_IMAGE", `${image} does not exist`);
-  const base = await mkdtemp(join(scratchDir(), "kiln-disk-"));
-  const copy = join(base, "disk.raw");
-  const { dispose } = await acquire(
-    `disk copy ${base}`,
-    () => rm(base, { recursive: true, force: true }),
-    async () => {
-      await rawCopy(image, copy);
-      if (!inject.length) return;
-      const root = await rootPartition(copy);
-      const fs = `${copy}?offset=${root.offset}`;
-      // A disk from a machine that was switched off has a journal to replay; debugfs
-      // writes around it and the kernel's replay at boot would undo what was injected.
-      // (e2fsck replays it only on a device: it reopens by name, which loses ?offset=.)
-      const features = await exec("debugfs", ["-R", "features", fs]);
-      if (/\bneeds_recovery\b/.test(features.stdout)) {
-        const dev = await loopPartition(copy, root);
-        try {
-          await exec("e2fsck", ["-E", "journal_only", "-y", dev], { okCodes: [0, 1] });
-        } finally {
-          await detachLoop(dev);
-        }
+  return scratchDisk("disk copy", "kiln-disk-", async (copy, base) => {
+    await rawCopy(image, copy);
+    if (!inject.length) return;
+    const root = await rootPartition(copy);
+    const fs = `${copy}?offset=${root.offset}`;
+    // A disk from a machine that was switched off has a journal to replay; debugfs
+    // writes around it and the kernel's replay at boot would undo what was injected.
+    // (e2fsck replays it only on a device: it reopens by name, which loses ?offset=.)
+    const features = await exec("debugfs", ["-R", "features", fs]);
+    if (/\bneeds_recovery\b/.test(features.stdout)) {
+      const dev = await loopPartition(copy, root);
+      try {
+        await exec("e2fsck", ["-E", "journal_only", "-y", dev], { okCodes: [0, 1] });
+      } finally {
+        await detachLoop(dev);
       }
-      const cmds: string[] = [];
-      for (const [i, f] of inject.entries()) {
-        for (const d of parents(f.path)) cmds.push(`mkdir ${d}`);
-        if (f.linkTo) {
-          cmds.push(`symlink ${f.path} ${f.linkTo}`);
-        } else {
-          const src = join(base, `inject-${i}`);
-          await writeFile(src, f.content ?? "");
-          cmds.push(
-            `write ${src} ${f.path}`,
-            `sif ${f.path} mode 0${(0o100000 | (f.mode ?? 0o644)).toString(8)}`,
-          );
-        }
+    }
+    const cmds: string[] = [];
+    for (const [i, f] of inject.entries()) {
+      for (const d of parents(f.path)) cmds.push(`mkdir ${d}`);
+      if (f.linkTo) {
+        cmds.push(`symlink ${f.path} ${f.linkTo}`);
+      } else {
+        const src = join(base, `inject-${i}`);
+        await writeFile(src, f.content ?? "");
+        cmds.push(
+          `write ${src} ${f.path}`,
+          `sif ${f.path} mode 0${(0o100000 | (f.mode ?? 0o644)).toString(8)}`,
+        );
       }
-      await writeFile(join(base, "debugfs.cmds"), `${cmds.join("\n")}\n`);
-      await exec("debugfs", ["-w", "-f", join(base, "debugfs.cmds"), fs]);
-    },
-  );
-  return { path: copy, dispose };
+    }
+    await writeFile(join(base, "debugfs.cmds"), `${cmds.join("\n")}\n`);
+    await exec("debugfs", ["-w", "-f", join(base, "debugfs.cmds"), fs]);
+  });
 }
 
 /**
@@ -180,20 +173,28 @@ export async function mirrorRootInto(from: string, to: string): Promise<void> {
 
 /** A throw-away blank disk (a replacement for a mirror's member) of `bytes`. */
 export async function blankDisk(bytes: number): Promise<Ephemeral> {
-  const base = await mkdtemp(join(scratchDir(), "kiln-blank-"));
-  const path = join(base, "blank.raw");
+  return scratchDisk("blank disk", "kiln-blank-", async (path) => {
+    const fh = await open(path, "w");
+    await fh.truncate(bytes);
+    await fh.close();
+  });
+}
+
+/** A disk file in its own scratch directory, removed on dispose, on failure and on a signal. */
+async function scratchDisk(
+  what: string,
+  prefix: string,
+  make: (path: string, dir: string) => Promise<void>,
+): Promise<Ephemeral> {
+  const base = await mkdtemp(join(scratchDir(), prefix));
+  const path = join(base, "disk.raw");
   const { dispose } = await acquire(
-    `blank disk ${base}`,
+    `${what} ${base}`,
     () => rm(base, { recursive: true, force: true }),
-    async () => {
-      const fh = await open(path, "w");
-      await fh.truncate(bytes);
-      await fh.close();
-    },
+    () => make(path, base),
   );
   return { path, dispose };
 }
-
 /** Disk image formats kiln boots from a raw copy, by file name (qemu-img's names). */
 const FORMATS: [RegExp, string][] = [
   [/\.qcow2$/, "qcow2"],
