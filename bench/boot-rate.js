@@ -43,7 +43,9 @@ export async function bootServer(port = PORT, db = undefined, name = undefined) 
     [
       join(import.meta.dirname, "boot-server.js"),
       String(port),
-      ...(db ? [db] : []),
+      // An empty DB argument means "a temporary SQLite file", so NAME stays third
+      // (it once became the database's file name, in the working directory).
+      db ?? "",
       ...(name ? [name] : []),
     ],
     { stdio: ["ignore", "pipe", "inherit"] },

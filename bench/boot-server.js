@@ -19,7 +19,7 @@ writeFileSync(
   "profiles:\n  p: { artifact: /nonexistent }\ngroups:\n  - { name: g, profile: p }\n",
 );
 const port = Number(process.argv[2] ?? 18099);
-const fleet = await openFleet(process.argv[3] ?? join(dir, "machines.sqlite"));
+const fleet = await openFleet(process.argv[3] || join(dir, "machines.sqlite"));
 const server = new BootServer({
   inventoryFile: join(dir, "inventory.yaml"),
   publicUrl: "http://bench",
