@@ -2,6 +2,7 @@ import { appendFileSync, existsSync, readFileSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import type { Command } from "commander";
 import { diskArch } from "../image/partitions.js";
+import { reportingBoot } from "../runtime/boot-report.js";
 import { domainXml } from "../runtime/libvirt.js";
 import {
   emulatorFault,
@@ -11,7 +12,7 @@ import {
   startVm,
   type VmOptions,
 } from "../runtime/qemu.js";
-import { bootFailure, bootUntilReady, breakdownText } from "../runtime/ready.js";
+import { bootFailure, bootUntilReady, breakdownText, slowestText } from "../runtime/ready.js";
 import { freePort, recordVm, vmKey } from "../runtime/ssh.js";
 import { listNamedVms, openNamedVm, removeNamedVm } from "../runtime/vmstore.js";
 import { KilnError } from "../util/errors.js";
@@ -40,6 +41,13 @@ interface VmFlags {
   timeout: string;
   json?: boolean;
 }
+
+/**
+ * How long after the login prompt to wait for the guest's boot report: it
+ * follows within a few seconds on an idle TCG host (the last units settle,
+ * then systemd-analyze runs).
+ */
+const REPORT_MS = 30_000;
 
 export function registerVm(program: Command): void {
   const vm = program
@@ -152,19 +160,38 @@ export function registerVm(program: Command): void {
       }
       try {
         if (o.untilReady) {
-          let vm = await startVm(opts);
-          let r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
-          const fault = r.ready ? undefined : emulatorFault(vm.proc, r.reason);
-          if (fault) {
-            log.warn(`${fault}: not the image's fault; booting again`);
-            vm = await startVm(opts);
-            r = await bootUntilReady(`${firmware} (${vm.accel})`, vm, Number(o.timeout) * 1000);
+          const rb = await reportingBoot(opts);
+          const timeout = Number(o.timeout) * 1000;
+          const boot = async () => {
+            const vm = await startVm(rb.opts);
+            const r = await bootUntilReady(
+              `${firmware} (${vm.accel})`,
+              vm,
+              timeout,
+              rb.reports ? REPORT_MS : 0,
+            );
+            return { vm, r };
+          };
+          let run: Awaited<ReturnType<typeof boot>>;
+          try {
+            run = await boot();
+            const fault = run.r.ready ? undefined : emulatorFault(run.vm.proc, run.r.reason);
+            if (fault) {
+              log.warn(`${fault}: not the image's fault; booting again`);
+              run = await boot();
+            }
+          } finally {
+            await rb.dispose();
           }
+          const { vm, r } = run;
           if (o.json) printJson({ ...r, accel: vm.accel, firmware });
-          else if (r.ready)
+          else if (r.ready) {
             console.log(
               `${firmware}/${vm.accel}: ready in ${r.seconds}s${breakdownText(r.breakdown)}`,
             );
+            const slow = slowestText(r);
+            if (slow) console.log(`  ${slow}`);
+          }
           if (!r.ready) {
             // With --json the report (reason and console tail included) is the whole answer.
             if (o.json) process.exitCode = 2;

@@ -238,6 +238,12 @@ export const specSchema = z
           .describe(
             '"" for none; arm64 default: ttyAMA0,115200 (the PL011 of QEMU\'s virt machine)',
           ),
+        quiet: z
+          .boolean()
+          .default(true)
+          .describe(
+            "`quiet` on the kernel command line: the kernel and systemd print only warnings and errors on the console (the journal keeps everything); under emulation each console line costs boot time",
+          ),
       })
       .prefault({}),
     disk: z
@@ -263,6 +269,15 @@ export const specSchema = z
           .min(1)
           .default(["uefi", "bios"])
           .describe("arm64: uefi only (its default)"),
+        menu_timeout: z
+          .number()
+          .int()
+          .min(0)
+          .max(300)
+          .default(0)
+          .describe(
+            "seconds GRUB shows its menu; 0: boot the chosen slot at once (the menu follows only if it cannot boot)",
+          ),
       })
       .prefault({}),
     outputs: z.array(z.enum(OUTPUT_FORMATS)).min(1).default(["disk", "qcow2"]),

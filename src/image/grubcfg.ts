@@ -82,16 +82,52 @@ export function grubConfig(input: GrubConfigInput): string {
     "set default=slot-$kiln_slot",
     "",
   );
-  for (const s of input.slots) {
+  const slots = input.slots.map((s) => ({
+    id: s.id,
+    title: s.title,
+    body: [
+      `search --no-floppy --fs-uuid --set=root ${s.fsUuid}`,
+      `linux /vmlinuz root=UUID=${s.fsUuid} rw ${input.cmdline}`.trimEnd(),
+      "initrd /initrd.img",
+    ],
+  }));
+  out.push(...slotEntries(slots, input.timeoutSeconds));
+  return `${out.join("\n")}\n`;
+}
+
+/**
+ * One function per slot, a menu entry calling each, and, without a menu
+ * timeout, the chosen slot booted straight away: GRUB's menu code costs ~3 s
+ * of an emulated CPU even hidden with a timeout of 0 (BIOS/TCG, measured by
+ * echo marks: config read at 0.97 s, `Booting` at 3.97 s; straight: kernel
+ * loading at 1.02 s). A slot that does not boot (no kernel, say) falls
+ * through to the menu.
+ */
+function slotEntries(
+  slots: { id: string; title: string; body: string[] }[],
+  timeoutSeconds: number,
+): string[] {
+  const out: string[] = [];
+  for (const s of slots)
     out.push(
+      `function kiln_boot_${s.id} {`,
+      ...s.body.map((l) => `  ${l}`),
+      "}",
       `menuentry '${s.title}' --id slot-${s.id} {`,
-      `  search --no-floppy --fs-uuid --set=root ${s.fsUuid}`,
-      `  linux /vmlinuz root=UUID=${s.fsUuid} rw ${input.cmdline}`.trimEnd(),
-      "  initrd /initrd.img",
+      `  kiln_boot_${s.id}`,
       "}",
     );
-  }
-  return `${out.join("\n")}\n`;
+  if (timeoutSeconds === 0)
+    out.push(
+      "",
+      "# No menu timeout: boot the chosen slot now; if it cannot boot, the menu follows.",
+      ...slots.map(
+        (s, i) =>
+          `${i === 0 ? "if" : "elif"} [ "$kiln_slot" = ${s.id} ]; then kiln_boot_${s.id}; boot`,
+      ),
+      "fi",
+    );
+  return out;
 }
 
 export interface AbGrubConfigInput {
@@ -159,20 +195,23 @@ export function abGrubConfig(input: AbGrubConfigInput): string {
     "set default=slot-$kiln_slot",
     "",
   );
-  for (const [slot, part] of [
-    ["A", input.partA],
-    ["B", input.partB],
-  ] as const) {
-    out.push(
-      `menuentry '${input.title} (slot ${slot})' --id slot-${slot} {`,
-      `  set root=($kiln_disk,gpt${part})`,
-      "  probe --set=kiln_uuid --fs-uuid $root",
-      "  set kiln_cmdline=",
-      "  load_env -f /boot/kiln/kernel.env kiln_cmdline",
-      `  linux /vmlinuz root=UUID=$kiln_uuid rw rauc.slot=${slot} panic=10 ${input.cmdline} $kiln_cmdline`,
-      "  initrd /initrd.img",
-      "}",
-    );
-  }
+  const slots = (
+    [
+      ["A", input.partA],
+      ["B", input.partB],
+    ] as const
+  ).map(([slot, part]) => ({
+    id: slot,
+    title: `${input.title} (slot ${slot})`,
+    body: [
+      `set root=($kiln_disk,gpt${part})`,
+      "probe --set=kiln_uuid --fs-uuid $root",
+      "set kiln_cmdline=",
+      "load_env -f /boot/kiln/kernel.env kiln_cmdline",
+      `linux /vmlinuz root=UUID=$kiln_uuid rw rauc.slot=${slot} panic=10 ${input.cmdline} $kiln_cmdline`,
+      "initrd /initrd.img",
+    ],
+  }));
+  out.push(...slotEntries(slots, input.timeoutSeconds));
   return `${out.join("\n")}\n`;
 }

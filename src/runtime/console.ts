@@ -1,3 +1,5 @@
+import { type BootReport, parseBootReport } from "./boot-report.js";
+
 /**
  * Reads a guest's console as it arrives and decides, as early as the text
  * allows, whether the boot is ready, failed, or still going: a login prompt
@@ -21,6 +23,7 @@ export type BootBreakdown = Partial<
   Record<"firmware" | "loader" | "kernel" | "initrd" | "userspace", number>
 >;
 
+const REPORT_UPTIME = "kiln-boot-report: uptime ";
 const LOADER = /GNU GRUB {2}version|Welcome to GRUB!|Booting `[^'\n]*'/;
 const KERNEL_LINE = /^\[\s*(\d+\.\d+)\] /gm;
 const RUN_INIT = /Run \/\S*init as init process/;
@@ -72,8 +75,14 @@ export class ConsoleWatcher {
   private readonly listeners: ((s: BootState) => void)[] = [];
   private silence: NodeJS.Timeout | undefined;
   /** Host seconds since start at which each milestone first showed. */
-  private readonly marks: { loader?: number; kernel?: number; init?: number; systemd?: number } =
-    {};
+  private readonly marks: {
+    loader?: number;
+    kernel?: number;
+    init?: number;
+    systemd?: number;
+    /** When the guest's boot report (see boot-report.ts) began to arrive. */
+    report?: number;
+  } = {};
 
   /** `silenceMs`: fail a boot whose console says nothing for this long (a hung guest). */
   /** `clock`: milliseconds, performance.now() unless a test gives its own. */
@@ -128,11 +137,25 @@ export class ConsoleWatcher {
       if (RUN_INIT.test(recent)) m.init = now;
     }
     if (m.systemd === undefined && SYSTEMD.test(recent)) m.systemd = now;
+    if (m.report === undefined && recent.includes(REPORT_UPTIME)) m.report = now;
+  }
+
+  /** The guest's boot report, once it has all arrived. */
+  bootReport(): BootReport | undefined {
+    return this.marks.report === undefined ? undefined : parseBootReport(this.text);
   }
 
   /** Where the seconds went so far (see BootBreakdown); complete once ready. */
   breakdown(readyAt?: number): BootBreakdown {
-    const m = this.marks;
+    const m = { ...this.marks };
+    // A quiet console hides the kernel's lines; the guest's report has their stamps.
+    const r = this.bootReport();
+    if (r && m.report !== undefined) {
+      const kernelAt = Math.max(0, m.report - r.uptime);
+      m.kernel ??= kernelAt;
+      if (r.init !== undefined) m.init ??= kernelAt + r.init;
+      if (r.systemd !== undefined) m.systemd ??= kernelAt + r.systemd;
+    }
     const end = readyAt ?? (this.result.state === "ready" ? this.result.seconds : undefined);
     const b: BootBreakdown = {};
     const put = (k: keyof BootBreakdown, a: number | undefined, z: number | undefined) => {

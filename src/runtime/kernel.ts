@@ -34,9 +34,11 @@ export async function extractBoot(
     })
   ).stdout;
   const slot = /^kiln_slot=(\w+)$/m.exec(envText)?.[1] ?? "a";
-  const entry = new RegExp(
-    `--id slot-${slot} \\{[\\s\\S]*?linux (\\S+) ([^\\n]*)\\n\\s*initrd (\\S+)`,
-  ).exec(cfg);
+  // A slot's commands are in its function (images before it: in its menu entry).
+  const body = `\\{[^}]*?linux (\\S+) ([^\\n]*)\\n\\s*initrd (\\S+)`;
+  const entry =
+    new RegExp(`function kiln_boot_${slot} ${body}`).exec(cfg) ??
+    new RegExp(`--id slot-${slot} ${body}`).exec(cfg);
   if (!entry)
     throw new KilnError("VM_NO_ENTRY", `grub.cfg of ${image} has no entry for slot ${slot}`);
   const [, kernelPath, cmdline, initrdPath] = entry as unknown as [string, string, string, string];

@@ -1,5 +1,5 @@
 import { existsSync } from "node:fs";
-import { copyFile, mkdtemp, rm } from "node:fs/promises";
+import { copyFile, mkdtemp, readFile, rm } from "node:fs/promises";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -269,11 +269,15 @@ async function prepare(
     if (o.netboot) {
       // The guest reaches the host's loopback as 10.0.2.2 on QEMU user networking.
       http = await serveDirectory(o.netboot);
-      const console = `console=tty0 console=${m.console},115200`;
+      // The bundle's own kernel arguments (its console, `quiet`), as `kiln serve` hands them out.
+      const own = join(o.netboot, "cmdline");
+      const args = existsSync(own)
+        ? (await readFile(own, "utf8")).trim()
+        : `console=tty0 console=${m.console},115200`;
       extra.kernel = {
         kernel: join(o.netboot, "vmlinuz"),
         initrd: join(o.netboot, "initrd.img"),
-        cmdline: `kiln.root=http://10.0.2.2:${http.port}/root.squashfs ${console}`,
+        cmdline: `kiln.root=http://10.0.2.2:${http.port}/root.squashfs ${args}`.trimEnd(),
       };
     }
     if (o.iso) {
@@ -288,11 +292,13 @@ async function prepare(
 }
 
 /**
- * A booting guest that prints nothing for this long has hung (kernels and
- * systemd print all the way to the login prompt); failing it then, rather
- * than at the boot time-out, leaves time to boot it again.
+ * A booting guest that prints nothing for this long has hung; failing it
+ * then, rather than at the boot time-out, leaves time to boot it again.
+ * With `quiet` nothing is printed between the boot loader and the login
+ * prompt, a stretch that takes ~25 s on an idle TCG host and several times
+ * that on one running the test suite beside it.
  */
-const SILENCE_MS = 120_000;
+const SILENCE_MS = 180_000;
 
 /** Start a VM whose console kiln reads (tests, --until-ready). */
 export async function startVm(o: VmOptions): Promise<Vm> {

@@ -1,4 +1,5 @@
 import { KilnError } from "../util/errors.js";
+import { REPORT_END } from "./boot-report.js";
 import type { BootBreakdown, ConsoleWatcher } from "./console.js";
 
 export interface ReadyReport {
@@ -7,25 +8,38 @@ export interface ReadyReport {
   seconds: number | null;
   /** Where the seconds went (see BootBreakdown). */
   breakdown?: BootBreakdown;
+  /** The guest's slowest units (systemd-analyze blame), when it reported them. */
+  slowest?: { unit: string; seconds: number }[];
   reason?: string;
   consoleTail?: string;
 }
 
-/** Wait for a started guest to be ready, always stopping it; failures carry the console tail. */
+/**
+ * Wait for a started guest to be ready, always stopping it; failures carry
+ * the console tail. `reportMs`: the guest had the boot report injected
+ * (boot-report.ts); wait this long after ready for it to arrive.
+ */
 export async function bootUntilReady(
   target: string,
   guest: { watcher: ConsoleWatcher; stop(): Promise<void> },
   timeoutMs: number,
+  reportMs = 0,
 ): Promise<ReadyReport> {
   try {
     const s = await guest.watcher.wait(timeoutMs);
-    if (s.state === "ready")
+    if (s.state === "ready") {
+      // Ready is measured at the login prompt; the report only adds detail, so a
+      // guest that never sends it still counts as ready.
+      if (reportMs) await guest.watcher.waitForText(REPORT_END, reportMs);
+      const slowest = guest.watcher.bootReport()?.slowest;
       return {
         target,
         ready: true,
         seconds: Math.round(s.seconds * 10) / 10,
-        breakdown: guest.watcher.breakdown(),
+        breakdown: guest.watcher.breakdown(s.seconds),
+        ...(slowest?.length ? { slowest } : {}),
       };
+    }
     const reason = s.state === "failed" ? s.reason : "unknown";
     return { target, ready: false, seconds: null, reason, consoleTail: guest.watcher.tail(50) };
   } finally {
@@ -45,4 +59,10 @@ export function bootFailure(r: ReadyReport): KilnError {
 export function breakdownText(b: BootBreakdown | undefined): string {
   const parts = Object.entries(b ?? {}).map(([k, v]) => `${k} ${v}s`);
   return parts.length ? ` (${parts.join(", ")})` : "";
+}
+
+/** "slowest units: systemd-networkd.service 5.1s, …" */
+export function slowestText(r: ReadyReport, count = 5): string {
+  const u = (r.slowest ?? []).slice(0, count).map((x) => `${x.unit} ${x.seconds}s`);
+  return u.length ? `slowest units: ${u.join(", ")}` : "";
 }

@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -113,6 +113,39 @@ describe("grub.cfg", () => {
     expect(cfg).toContain("  search --no-floppy --fs-uuid --set=root bbbb");
     expect(cfg).toContain("load_env -f ($esp)/grub/grubenv");
     expect(cfg).toContain("set default=slot-$kiln_slot");
+  });
+
+  it("boots the chosen slot straight away without a menu timeout, the menu only as a fallback", () => {
+    const direct = grubConfig({
+      slots: [
+        { id: "a", title: "sys (slot A)", fsUuid: "aaaa" },
+        { id: "b", title: "sys (slot B)", fsUuid: "bbbb" },
+      ],
+      cmdline: "quiet",
+      serial: false,
+      timeoutSeconds: 0,
+    });
+    expect(direct).toContain('if [ "$kiln_slot" = a ]; then kiln_boot_a; boot');
+    expect(direct).toContain('elif [ "$kiln_slot" = b ]; then kiln_boot_b; boot');
+    // The direct boot comes after every entry, so a failed one still has the menu.
+    expect(direct.lastIndexOf("menuentry")).toBeLessThan(direct.indexOf("then kiln_boot_a"));
+    expect(cfg).not.toContain("then kiln_boot_a; boot");
+  });
+
+  it("is a script GRUB's own parser accepts", () => {
+    // grub-script-check ships with grub-common, which every disk build needs.
+    for (const timeoutSeconds of [0, 1]) {
+      const r = spawnSync("grub-script-check", [], {
+        input: grubConfig({
+          slots: [{ id: "a", title: "sys", fsUuid: "aaaa" }],
+          cmdline: "",
+          serial: true,
+          timeoutSeconds,
+        }),
+      });
+      expect(r.error).toBeUndefined();
+      expect(r.status, String(r.stderr)).toBe(0);
+    }
   });
 
   it("the embedded config finds the ESP by volume id", () => {

@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { probeKvm } from "../../src/runtime/accel.js";
+import { parseBootReport, parseSpan } from "../../src/runtime/boot-report.js";
 import { ConsoleWatcher, SILENT, STALL } from "../../src/runtime/console.js";
 import { emulatorFault, findOvmf, qemuArgs } from "../../src/runtime/qemu.js";
 import { findVm } from "../../src/runtime/ssh.js";
@@ -72,6 +73,47 @@ describe("console watcher", () => {
     u = 700;
     n.feed("Reached target multi-user.target - Multi-User System.\n");
     expect(n.breakdown()).toEqual({ userspace: 0.4 });
+  });
+  it("fills in a quiet console's kernel, initrd and systemd from the guest's boot report", () => {
+    let t = 0;
+    const w = new ConsoleWatcher({ clock: () => t });
+    t = 1000;
+    w.feed("Booting `Debian'\n");
+    // quiet: nothing from the kernel or systemd until the login prompt.
+    t = 9000;
+    w.feed("minimal login: ");
+    // Where the loader ends and the kernel begins is unknown until the report comes.
+    expect(w.breakdown()).toEqual({ firmware: 1 });
+    // The guest's uptime is 8.5 s at 10.0 s on the host: the kernel started at 1.5 s.
+    t = 10_000;
+    w.feed(
+      [
+        "kiln-boot-report: uptime 8.50",
+        "kiln-boot-report: init 2.00",
+        "kiln-boot-report: systemd 2.75",
+        "kiln-boot-report: systemd 3.10",
+        "kiln-boot-report: unit 1min 2.5s slow.service",
+        "kiln-boot-report: unit 523ms systemd-networkd.service",
+        "kiln-boot-report: end",
+        "",
+      ].join("\n"),
+    );
+    expect(w.bootReport()).toEqual({
+      uptime: 8.5,
+      init: 2,
+      systemd: 2.75,
+      slowest: [
+        { unit: "slow.service", seconds: 62.5 },
+        { unit: "systemd-networkd.service", seconds: 0.52 },
+      ],
+    });
+    expect(w.breakdown(9)).toEqual({
+      firmware: 1,
+      loader: 0.5,
+      kernel: 2,
+      initrd: 0.8,
+      userspace: 4.8,
+    });
   });
   it("fails at once on a kernel panic or emergency shell", async () => {
     const w = new ConsoleWatcher();
@@ -204,3 +246,21 @@ describe("kiln ssh's VM records", () => {
 async function until(ok: () => boolean): Promise<void> {
   for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 50));
 }
+
+describe("systemd time spans and the boot report", () => {
+  it("reads systemd's spans and refuses what is not one", () => {
+    expect(parseSpan("1min 2.345s")).toBeCloseTo(62.345);
+    expect(parseSpan("523ms")).toBeCloseTo(0.523);
+    expect(parseSpan("87us")).toBeCloseTo(0.000087);
+    expect(parseSpan("1h 2min")).toBe(3720);
+    expect(parseSpan("fast")).toBeUndefined();
+    expect(parseSpan("")).toBeUndefined();
+  });
+  it("takes a report only when it has all arrived, and skips lines it cannot read", () => {
+    expect(parseBootReport("kiln-boot-report: uptime 3.0\n")).toBeUndefined();
+    const r = parseBootReport(
+      "noise\nkiln-boot-report: uptime 3.0\nkiln-boot-report: unit soon foo.service\nkiln-boot-report: init x\nkiln-boot-report: end\n",
+    );
+    expect(r).toEqual({ uptime: 3, slowest: [] });
+  });
+});

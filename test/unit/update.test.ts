@@ -85,8 +85,26 @@ describe("A/B GRUB script", () => {
       expect(cfg).not.toContain(`"$${slot}_TRY" = 3 ]`);
     }
     expect(cfg.indexOf("save_env -f ($esp)/grub/grubenv A_TRY B_TRY")).toBeLessThan(
-      cfg.indexOf("menuentry"),
+      cfg.indexOf("function kiln_boot_A"),
     );
+  });
+
+  it("is a script GRUB's own parser accepts, booting the counted slot without a menu at timeout 0", () => {
+    const direct = abGrubConfig({
+      title: "sys",
+      partA: 3,
+      partB: 4,
+      cmdline: "",
+      tries: 3,
+      serial: false,
+      timeoutSeconds: 0,
+    });
+    expect(direct).toContain('if [ "$kiln_slot" = A ]; then kiln_boot_A; boot');
+    for (const c of [cfg, direct]) {
+      const r = spawnSync("grub-script-check", [], { input: c });
+      expect(r.error).toBeUndefined();
+      expect(r.status, String(r.stderr)).toBe(0);
+    }
   });
 
   it("finds slots by partition number and their filesystems by probing", () => {

@@ -123,7 +123,7 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
           cmdline: consoleCmdline(spec),
           tries: spec.update?.tries ?? 3,
           serial,
-          timeoutSeconds: 1,
+          timeoutSeconds: spec.disk.menu_timeout,
         }),
       );
       // Slot A holds this build and is good; slot B is empty until the first update.
@@ -134,7 +134,12 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
     } else {
       await writeFile(
         join(tmp, "grub.cfg"),
-        grubConfig({ slots, cmdline: kernelCmdline(spec), serial, timeoutSeconds: 1 }),
+        grubConfig({
+          slots,
+          cmdline: kernelCmdline(spec),
+          serial,
+          timeoutSeconds: spec.disk.menu_timeout,
+        }),
       );
       await writeFile(join(tmp, "grubenv"), formatGrubenv({ kiln_slot: "a" }));
     }
@@ -239,5 +244,8 @@ export function kernelCmdline(spec: BuildContext["spec"]): string {
 
 /** The kernel arguments that belong to the machine rather than to a version of the system. */
 export function consoleCmdline(spec: BuildContext["spec"]): string {
-  return spec.console.serial ? `console=tty0 console=${spec.console.serial}` : "";
+  const consoles = spec.console.serial ? `console=tty0 console=${spec.console.serial}` : "";
+  // Each status line the kernel or PID 1 writes to a serial console waits on an emulated
+  // UART: direct kernel boot to login, TCG, 26.8 s without `quiet`, 22.9 s with it.
+  return [consoles, spec.console.quiet ? "quiet" : ""].filter(Boolean).join(" ");
 }
