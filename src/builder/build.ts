@@ -19,6 +19,7 @@ import type { BuildContext } from "./context.js";
 import { baseStep, customisedDiskStep, customiseStep } from "./customise.js";
 import { handOver, sudoOwner } from "./ownership.js";
 import { portableStep, sysextStep } from "./steps/addons.js";
+import { trimBootWork } from "./steps/boot-work.js";
 import { cloudSteps } from "./steps/clouds.js";
 import { configureStep, filesStep } from "./steps/configure.js";
 import { diskStep } from "./steps/disk.js";
@@ -69,6 +70,10 @@ const STEPS: Record<StepId, StepFn> = {
   kernel: kernelStep,
   minimize: async (ctx) => {
     await minimizeStep(ctx);
+    if (ctx.spec.profile === "minimal") {
+      const cut = await trimBootWork(ctx);
+      if (cut.length) log.debug(`boot work done at build time or ruled out: ${cut.join(", ")}`);
+    }
     // The tree is final now: nothing the build wrote is dated after the epoch.
     if (ctx.epoch !== undefined) await clampTimes(ctx.root, ctx.epoch);
     ctx.facts.contents = CONTENTS_FILE;

@@ -1,11 +1,21 @@
 import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { verify } from "unixcrypt";
 import { describe, expect, it } from "vitest";
 import { handOver, sudoOwner } from "../../src/builder/ownership.js";
 import { addedPaths, parseEnvFile } from "../../src/builder/steps/addons.js";
+import { dropEmptyModulesList, idleGenerators } from "../../src/builder/steps/boot-work.js";
 import { growFiles } from "../../src/builder/steps/grow.js";
 import { initrdModules, parseMadison } from "../../src/builder/steps/kernel.js";
 import { loadSpec } from "../../src/config/load.js";
@@ -387,6 +397,67 @@ describe("outputs for the user behind sudo", () => {
       expect(owner("a/b/out/x.rootfs/etc/shadow")).toEqual([0, 0]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("boot work ruled out at build time", () => {
+  const fakeRoot = () => {
+    const root = mkdtempSync(join(tmpdir(), "kiln-bootwork-"));
+    const gens = join(root, "usr/lib/systemd/system-generators");
+    mkdirSync(gens, { recursive: true });
+    for (const g of [
+      "systemd-sysv-generator",
+      "systemd-rc-local-generator",
+      "systemd-cryptsetup-generator",
+      "systemd-hibernate-resume-generator",
+      "systemd-fstab-generator",
+      "systemd-getty-generator",
+    ])
+      writeFileSync(join(gens, g), "");
+    mkdirSync(join(root, "etc/init.d"), { recursive: true });
+    mkdirSync(join(root, "usr/lib/systemd/system"), { recursive: true });
+    writeFileSync(join(root, "etc/init.d/ssh"), "");
+    writeFileSync(join(root, "usr/lib/systemd/system/ssh.service"), "");
+    // A mask counts as a native unit: hwclock.sh has one, a link to /dev/null.
+    writeFileSync(join(root, "etc/init.d/hwclock.sh"), "");
+    symlinkSync("/dev/null", join(root, "usr/lib/systemd/system/hwclock.service"));
+    return root;
+  };
+  it("masks only generators with nothing to read, never fstab's or getty's", () => {
+    const root = fakeRoot();
+    try {
+      expect(idleGenerators(root, "")).toEqual([
+        "systemd-cryptsetup-generator",
+        "systemd-hibernate-resume-generator",
+        "systemd-rc-local-generator",
+        "systemd-sysv-generator",
+      ]);
+      // What the image or its command line has keeps its generator.
+      writeFileSync(join(root, "etc/rc.local"), "#!/bin/sh\n");
+      writeFileSync(join(root, "etc/init.d/legacyd"), "");
+      expect(idleGenerators(root, "resume=/dev/vda4 rd.luks.uuid=x")).toEqual([]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+  it("drops Debian's modules.conf link only while /etc/modules names nothing", async () => {
+    const root = fakeRoot();
+    try {
+      mkdirSync(join(root, "etc/modules-load.d"));
+      const link = join(root, "etc/modules-load.d/modules.conf");
+      symlinkSync("../modules", link);
+      writeFileSync(join(root, "etc/modules"), "# /etc/modules\nbr_netfilter # bridges\n");
+      expect(await dropEmptyModulesList(root)).toBe(false);
+      expect(existsSync(join(root, "etc/modules"))).toBe(true);
+      writeFileSync(
+        join(root, "etc/modules"),
+        "# /etc/modules: kernel modules to load at boot\n\n",
+      );
+      expect(await dropEmptyModulesList(root)).toBe(true);
+      expect(() => statSync(link)).toThrow();
+    } finally {
+      rmSync(root, { recursive: true, force: true });
     }
   });
 });
