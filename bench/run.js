@@ -4,7 +4,8 @@
 // median as value with "min", "max" and "runs"; "target" where the
 // engineering issue set one. Boots also give their breakdown (firmware,
 // loader, kernel, initrd, userspace: see BootBreakdown in src/runtime/console.ts)
-// as NAME.PHASE figures. The host's load average opens and closes the run,
+// as NAME.PHASE figures, and the guest's five slowest units in the median
+// run as NAME.slowest. The host's load average opens and closes the run,
 // so a figure measured on a busy machine says so.
 // BENCH_COLD=0 skips the cold build; BENCH_RUNS=N boots each N times (default 3);
 // BENCH_ARM64=0 skips the arm64 figures (the minimal example built for arm64
@@ -80,6 +81,13 @@ function bench(name, args) {
     const values = reports.map((r) => r.breakdown?.[phase]).filter((v) => v !== undefined);
     emitSpread(`${name}.${phase}`, values, "s");
   }
+  // The guest's slowest units (systemd-analyze blame) in the median run.
+  const byTime = reports.filter((r) => r.slowest?.length).sort((a, b) => a.seconds - b.seconds);
+  const mid = byTime[Math.floor((byTime.length - 1) / 2)];
+  if (mid)
+    console.log(
+      JSON.stringify({ name: `${name}.slowest`, value: mid.slowest.slice(0, 5), unit: "s" }),
+    );
 }
 
 const load = (when) => {

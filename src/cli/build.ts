@@ -35,7 +35,7 @@ export function registerBuild(program: Command): void {
             );
           for (const s of plan.steps)
             console.log(
-              `  ${s.id.padEnd(10)} ${s.key}${s.cached ? " (cached by key)" : ""}  ${s.title}`,
+              `  ${s.id.padEnd(10)} ${s.key}${s.cached ? " (cached by key)" : ""}  ${s.title}${s.reuses ? `; reuses ${s.reuses}` : ""}`,
             );
           if (plan.base) return;
           console.log(

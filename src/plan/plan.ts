@@ -53,6 +53,8 @@ export interface PlannedStep {
   /** Content hash of the step's inputs; `cached` steps are skipped when it is already stored. */
   key: string;
   cached: boolean;
+  /** What of the step a build takes from kiln's cache when its key is there, for --plan. */
+  reuses?: string;
 }
 
 export interface Plan {
@@ -109,6 +111,9 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
             title: `kernel and ${spec.kernel.initrd} initrd`,
             key: cacheKey(rootKey, spec.kernel),
             cached: false,
+            ...(spec.kernel.initrd === "tiny"
+              ? { reuses: "the initrd made from the same root and modules" }
+              : {}),
           },
         ]),
     {
@@ -116,6 +121,9 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
       title: `minimize (${spec.profile} profile)`,
       key: cacheKey(rootKey, spec.profile),
       cached: false,
+      ...(spec.profile === "minimal"
+        ? { reuses: "the kernel modules compressed for the same root" }
+        : {}),
     },
   ];
   const outputs = new Set(spec.outputs);

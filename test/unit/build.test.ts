@@ -3,6 +3,7 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -14,6 +15,7 @@ import { join } from "node:path";
 import { verify } from "unixcrypt";
 import { describe, expect, it } from "vitest";
 import { handOver, sudoOwner } from "../../src/builder/ownership.js";
+import { StepCache } from "../../src/builder/step-cache.js";
 import { addedPaths, parseEnvFile } from "../../src/builder/steps/addons.js";
 import { dropEmptyModulesList, idleGenerators } from "../../src/builder/steps/boot-work.js";
 import { growFiles } from "../../src/builder/steps/grow.js";
@@ -458,6 +460,34 @@ describe("boot work ruled out at build time", () => {
       expect(() => statSync(link)).toThrow();
     } finally {
       rmSync(root, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("step cache", () => {
+  it("restores what was saved under a key, dated as asked, and keeps only the newest", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-stepcache-"));
+    const before = process.env.KILN_CACHE;
+    process.env.KILN_CACHE = join(dir, "cache");
+    try {
+      const cache = new StepCache("thing", 2);
+      const dest = join(dir, "out");
+      expect(await cache.restore("k1", dest)).toBe(false);
+      for (const k of ["k1", "k2", "k3"]) {
+        writeFileSync(join(dir, "src"), `made for ${k}`);
+        await cache.save(k, join(dir, "src"));
+        // Distinct times, so which is newest is not left to the clock's resolution.
+        const t = { k1: 1000, k2: 2000, k3: 3000 }[k]!;
+        utimesSync(join(dir, "cache/thing", k), t, t);
+      }
+      expect(await cache.restore("k1", dest)).toBe(false);
+      expect(await cache.restore("k2", dest, 1_700_000_000)).toBe(true);
+      expect(readFileSync(dest, "utf8")).toBe("made for k2");
+      expect(statSync(dest).mtimeMs).toBe(1_700_000_000_000);
+    } finally {
+      if (before === undefined) delete process.env.KILN_CACHE;
+      else process.env.KILN_CACHE = before;
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

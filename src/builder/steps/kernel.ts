@@ -4,14 +4,16 @@ import { join } from "node:path";
 import { CLOUDS, cloudsOf } from "../../config/clouds.js";
 import { APT_OFFERS } from "../../distro/mmdebstrap.js";
 import { KilnError } from "../../util/errors.js";
+import { cacheKey } from "../../util/hash.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
+import { StepCache } from "../step-cache.js";
 
 /**
  * Kernel version, initrd and the stable /vmlinuz and /initrd.img links GRUB
  * boots through (so an updated slot may carry another kernel version).
  */
-export async function kernelStep(ctx: BuildContext): Promise<void> {
+export async function kernelStep(ctx: BuildContext): Promise<string | undefined> {
   const { root, spec } = ctx;
   const versions = readdirSync(join(root, "boot"))
     .filter((f) => f.startsWith("vmlinuz-"))
@@ -34,16 +36,21 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     };
   }
 
+  let note: string | undefined;
   if (spec.kernel.initrd === "tiny") {
     const conf = join(root, "etc/tiny-initramfs");
     await mkdir(conf, { recursive: true });
     // Automatic detection reads the build host's mounts, which say nothing about the target machine.
-    await writeFile(
-      join(conf, "tiny-initramfs.conf"),
-      `# Written by kiln from kernel.modules\nAUTO_MODULES=no\nINCLUDE_MODULES="${initrdModules(spec).join(",")}"\nMICROCODE=no\n`,
-    );
-    await inRoot(root, "mktirfs", ["-o", `/boot/initrd.img-${version}`, version]);
-    if (ctx.epoch !== undefined) await reproducibleTinyInitrd(root, `/boot/initrd.img-${version}`);
+    const text = `# Written by kiln from kernel.modules\nAUTO_MODULES=no\nINCLUDE_MODULES="${initrdModules(spec).join(",")}"\nMICROCODE=no\n`;
+    await writeFile(join(conf, "tiny-initramfs.conf"), text);
+    const initrd = `/boot/initrd.img-${version}`;
+    const key = tinyInitrdKey(ctx, version, text);
+    if (key && (await INITRDS.restore(key, join(root, initrd), ctx.epoch))) note = "initrd cached";
+    else {
+      await inRoot(root, "mktirfs", ["-o", initrd, version]);
+      if (ctx.epoch !== undefined) await reproducibleTinyInitrd(root, initrd);
+      if (key) await INITRDS.save(key, join(root, initrd));
+    }
   } else if (!existsSync(join(root, `boot/initrd.img-${version}`))) {
     await inRoot(root, "update-initramfs", ["-c", "-k", version]);
   } else if (ctx.facts.mirrorUuid) {
@@ -58,6 +65,22 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     await rm(join(root, link), { force: true });
     await symlink(target, join(root, link));
   }
+  return note;
+}
+
+const INITRDS = new StepCache("initrd");
+
+/**
+ * What a tiny initrd is made from: the root the build started from (its
+ * kernel, modules and mktirfs), the configuration and the epoch. Undefined,
+ * so made afresh, for a root of unknown origin (a customised import) or one
+ * whose spec writes into what mktirfs reads.
+ */
+function tinyInitrdKey(ctx: BuildContext, version: string, conf: string): string | undefined {
+  const reads =
+    /^\/(usr\/)?(lib\/modules|share\/tiny-initramfs|lib\/tiny-initramfs)\/|^\/etc\/tiny-initramfs\//;
+  if (!ctx.rootId || ctx.spec.files.some((f) => reads.test(f.path))) return undefined;
+  return cacheKey("tiny-initrd-1", ctx.rootId, version, conf, ctx.epoch ?? "now");
 }
 
 /**
