@@ -60,14 +60,6 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
     input: sfdiskScript(layout, id("disk")),
   });
 
-  // BIOS GRUB goes on first: it needs only the partition table (core.img finds the ESP
-  // by UUID at boot), and grub-bios-setup flushes the image file, which before the
-  // root filesystem is written costs nothing (after it, ~1.5 s of writeback).
-  // On arm64 the firmware's own console is the serial port (AAVMF, and arm64 servers'
-  // UEFI): GRUB writes there through it, and a serial terminal of its own would double it.
-  const serial = spec.console.serial !== "" && spec.architecture !== "arm64";
-  if (spec.disk.firmware.includes("bios"))
-    await installBiosGrub(image, espFsUuid(espVolume), serial);
   const esp = part("esp");
   await mkfsVfat({
     image,
@@ -115,6 +107,9 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
   const slots: Slot[] = [
     { id: "a", title: `${spec.name} ${spec.version} (slot A)`, fsUuid: uuids.a },
   ];
+  // On arm64 the firmware's own console is the serial port (AAVMF, and arm64 servers'
+  // UEFI): GRUB writes there through it, and a serial terminal of its own would double it.
+  const serial = spec.console.serial !== "" && spec.architecture !== "arm64";
   const partNumber = (name: string) => layout.partitions.findIndex((p) => p.name === name) + 1;
   const tmp = await mkdtemp(join(ctx.work, "esp-"));
   try {
@@ -158,6 +153,8 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
       files.push({ from: join(tmp, removable), to: `/EFI/BOOT/${removable}` });
     }
     await fatPut(image, esp.offset, files, ctx.epoch);
+    if (spec.disk.firmware.includes("bios"))
+      await installBiosGrub(image, espFsUuid(espVolume), serial);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
