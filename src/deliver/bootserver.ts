@@ -2,6 +2,7 @@ import { existsSync, readFileSync, statSync, watch } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { dirname, isAbsolute, join, resolve } from "node:path";
+import { QueueFull } from "../fleet/batch.js";
 import type { Attached, FleetStore } from "../fleet/store.js";
 import { SpecError } from "../util/errors.js";
 import { send, serveFile } from "../util/http-files.js";
@@ -234,14 +235,22 @@ export class BootServer {
     const profileName = group?.profile ?? null;
     const artifact = profileName ? this.inventory.profiles[profileName]?.artifact : undefined;
     // Answered only once the boot is committed: a server killed after this answer has it on record.
-    const recorded = await this.o.fleet.recordBoot({
-      machine: id,
-      facts,
-      group: group?.name ?? null,
-      profile: profileName,
-      artifact: artifact ? this.artifactLabel(artifact) : null,
-      server: this.serverName,
-    });
+    let recorded: boolean;
+    try {
+      recorded = await this.o.fleet.recordBoot({
+        machine: id,
+        facts,
+        group: group?.name ?? null,
+        profile: profileName,
+        artifact: artifact ? this.artifactLabel(artifact) : null,
+        server: this.serverName,
+      });
+    } catch (err) {
+      // Too many boots wait for the database already: a flood is shed, not queued without end.
+      if (err instanceof QueueFull)
+        return void this.refuse(req, res, 503, "busy", { "Retry-After": "1" }, "busy");
+      throw err;
+    }
     if (!recorded)
       this.logs.line(
         "discovery",
