@@ -128,30 +128,38 @@ export class SqlFleetStore implements FleetStore {
     const ids = [...byMachine.keys()].sort();
     return this.db.tx(async (t) => {
       const recorded = new Set<string>();
+      const toTrim: string[] = [];
       let machines: number | undefined;
       for (const id of ids) {
         const { e, first, at, n } = byMachine.get(id)!;
         const facts = JSON.stringify(e.facts);
-        const updated = await t.run(
+        let rows = await t.all<{ requests: number | string }>(
           `UPDATE machines SET facts = ?, last_seen = ?, grp = ?, profile = ?, requests = requests + ?
-           WHERE id = ?`,
+           WHERE id = ? RETURNING requests`,
           [facts, at, e.group, e.profile, n, id],
         );
-        if (!updated) {
+        if (!rows.length) {
           // Counted once a batch; each new machine after adds one (an insert that
           // turns out an update, another replica's, counts too: the cap errs low).
           machines ??= await count(t, "SELECT COUNT(*) AS n FROM machines");
           if (machines >= this.limits.maxMachines) continue;
           machines++;
           // Another replica may insert the same machine at the same moment: then it is an update.
-          await t.run(
+          rows = await t.all(
             `INSERT INTO machines (${MACHINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (id) DO UPDATE SET facts = excluded.facts, last_seen = excluded.last_seen,
-               grp = excluded.grp, profile = excluded.profile, requests = machines.requests + ?`,
+               grp = excluded.grp, profile = excluded.profile, requests = machines.requests + ?
+             RETURNING requests`,
             [id, facts, first, at, e.group, e.profile, n, n],
           );
         }
         recorded.add(id);
+        // History is trimmed each time the machine's count of boots passes a multiple
+        // of bootHistory, not at every boot: it holds bootHistory to 2×bootHistory−1
+        // rows (reads show the newest bootHistory), for a twentieth of the deletes.
+        const h = this.limits.bootHistory;
+        const r = Number(rows[0]?.requests ?? 0);
+        if (Math.floor((r - n) / h) !== Math.floor(r / h)) toTrim.push(id);
       }
       for (const { e, at } of batch)
         if (recorded.has(e.machine))
@@ -159,8 +167,7 @@ export class SqlFleetStore implements FleetStore {
             "INSERT INTO boots (machine, at, grp, profile, artifact, server) VALUES (?, ?, ?, ?, ?, ?)",
             [e.machine, at, e.group, e.profile, e.artifact, e.server],
           );
-      for (const id of ids)
-        if (recorded.has(id)) await trim(t, "boots", "machine", id, this.limits.bootHistory);
+      for (const id of toTrim) await trim(t, "boots", "machine", id, this.limits.bootHistory);
       if (recorded.size) await this.bump(t);
       return batch.map(({ e }) => recorded.has(e.machine));
     });

@@ -143,7 +143,7 @@ export interface FleetLimits {
   maxReportTotalBytes: number;
   /** Reports older than this are dropped. */
   maxReportAgeMs: number;
-  /** Boots kept per machine. */
+  /** Boots shown per machine (up to twice as many are stored: history is trimmed in steps). */
   bootHistory: number;
   /** Reports kept per machine. */
   reportHistory: number;

@@ -167,6 +167,17 @@ describe("boots through the fleet store's batch", () => {
     await s.close();
   });
 
+  it("history is trimmed in steps: the newest bootHistory shown, at most twice that stored", async () => {
+    const { s } = await store({ bootHistory: 5 });
+    for (let i = 0; i < 23; i++)
+      await s.recordBoot(boot(1, { artifact: `a${i}`, facts: { serial: String(i) } }));
+    const m = (await s.get(boot(1).machine))!;
+    expect(m.requests).toBe(23);
+    expect(m.boots.map((b) => b.artifact)).toEqual(["a22", "a21", "a20", "a19", "a18"]);
+    expect(m.lastBoot?.artifact).toBe("a22");
+    await s.close();
+  });
+
   it("the machine cap holds within one batch: beyond it, served but not recorded", async () => {
     const { s } = await store({ maxMachines: 3 });
     const out = await Promise.all([0, 1, 2, 3, 4, 1].map((i) => s.recordBoot(boot(i))));
