@@ -2,15 +2,20 @@
 // Boot scripts (and agent reports) per second from kiln's boot server on
 // loopback (bench/boot-server.js), measured with wrk (2 threads, 32
 // connections, 10 s; each request a different machine of 5,000, every one
-// committed to the fleet database). Part of `npm run bench`;
-// `node bench/boot-rate.js` runs it alone (after `npm run build`).
+// committed to the fleet database), RUNS times (BENCH_RUNS, default 3), each
+// on a fresh server and database. Part of `npm run bench`;
+// `node bench/boot-rate.js` runs it alone (after `npm run build`), with the
+// netboot-artifact figures of bench/artifact-rate.js after it.
 import { spawn, spawnSync } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
+import { artifactRate } from "./artifact-rate.js";
+import { figure } from "./stats.js";
 
 const PORT = 18099;
+const RUNS = Math.max(1, Number(process.env.BENCH_RUNS ?? 3));
 
 export const hasWrk = () => spawnSync("sh", ["-c", "command -v wrk"]).status === 0;
 
@@ -36,8 +41,16 @@ function request()
 end`,
 };
 
-/** A boot server on PORT with fleet database DB; resolves once it is ready. */
-export async function bootServer(port = PORT, db = undefined, name = undefined) {
+/**
+ * A boot server on PORT with fleet database DB; resolves once it is ready.
+ * ARTIFACT, a directory, is what its profile serves under /artifacts/p/.
+ */
+export async function bootServer(
+  port = PORT,
+  db = undefined,
+  name = undefined,
+  artifact = undefined,
+) {
   const srv = spawn(
     process.execPath,
     [
@@ -48,11 +61,15 @@ export async function bootServer(port = PORT, db = undefined, name = undefined) 
       db ?? "",
       ...(name ? [name] : []),
     ],
-    { stdio: ["ignore", "pipe", "inherit"] },
+    {
+      stdio: ["ignore", "pipe", "inherit"],
+      env: artifact ? { ...process.env, KILN_BENCH_ARTIFACT: artifact } : process.env,
+    },
   );
   await ready(srv);
   return {
     port,
+    pid: srv.pid,
     stop: async () => {
       srv.kill("SIGTERM");
       await once(srv, "close");
@@ -92,18 +109,25 @@ export async function wrkRate(ports, what = "boots", seconds = 10) {
   }
 }
 
-/** The boot-script rate on SQLite in requests/s, or undefined (with a note) when wrk is not installed. */
-export async function bootScriptRate() {
+/**
+ * The boot-script rate on SQLite in requests/s, one per run (a fresh server
+ * and database each), or undefined (with a note) when wrk is not installed.
+ */
+export async function bootScriptRate(runs = RUNS) {
   if (!hasWrk()) {
     console.error("bench: wrk not installed (apt-get install wrk); skipping boot-script rate");
     return undefined;
   }
-  const s = await bootServer(PORT);
-  try {
-    return await wrkRate([PORT], "boots");
-  } finally {
-    await s.stop();
+  const out = [];
+  for (let i = 0; i < runs; i++) {
+    const s = await bootServer(PORT);
+    try {
+      out.push(await wrkRate([PORT], "boots"));
+    } finally {
+      await s.stop();
+    }
   }
+  return out;
 }
 
 /** Resolves once the server prints "ready"; rejects if it exits first or takes over 20 s. */
@@ -126,9 +150,19 @@ function ready(srv) {
 }
 
 if (import.meta.filename === process.argv[1]) {
+  // The host's load opens and closes the run (as in bench/run.js): a figure from a busy machine says so.
+  const load = (when) =>
+    console.log(JSON.stringify({ name: `host.load1.${when}`, value: loadavg()[0], unit: "load" }));
+  load("start");
   const rps = await bootScriptRate();
   if (rps !== undefined)
     console.log(
-      JSON.stringify({ name: "serve.boot-script.rps", value: Math.round(rps), unit: "req/s" }),
+      JSON.stringify({ ...figure("serve.boot-script.rps", rps, "req/s"), target: 10_000 }),
     );
+  const art = await artifactRate();
+  if (art) {
+    console.log(JSON.stringify(figure(art.rate.name, art.rate.values, art.rate.unit)));
+    for (const f of art.memory) console.log(JSON.stringify(f));
+  }
+  load("end");
 }

@@ -1,7 +1,8 @@
 // A kiln boot server on 127.0.0.1:PORT with a one-group inventory, for the
 // boot-script and report rate benchmarks (driven with wrk). Every boot and
 // report is committed to the fleet database DB (a SQLite file, default a
-// temporary one, or a postgres:// URL) before it is answered.
+// temporary one, or a postgres:// URL) before it is answered. Its profile p
+// serves the directory KILN_BENCH_ARTIFACT names, if set, under /artifacts/p/.
 //   node bench/boot-server.js PORT [DB] [NAME]
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -16,7 +17,7 @@ setQuiet(true);
 const dir = mkdtempSync(join(tmpdir(), "kiln-bench-"));
 writeFileSync(
   join(dir, "inventory.yaml"),
-  "profiles:\n  p: { artifact: /nonexistent }\ngroups:\n  - { name: g, profile: p }\n",
+  `profiles:\n  p: { artifact: ${JSON.stringify(process.env.KILN_BENCH_ARTIFACT ?? "/nonexistent")} }\ngroups:\n  - { name: g, profile: p }\n`,
 );
 const port = Number(process.argv[2] ?? 18099);
 const fleet = await openFleet(process.argv[3] || join(dir, "machines.sqlite"));

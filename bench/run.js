@@ -15,7 +15,9 @@ import { spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { artifactRate } from "./artifact-rate.js";
 import { bootScriptRate } from "./boot-rate.js";
+import { spread } from "./stats.js";
 
 const root = resolve(import.meta.dirname, "..");
 const kiln = join(root, "bin/kiln.js");
@@ -44,14 +46,6 @@ function emit(name, value, unit, extra = {}) {
   const o = { name, value: round(value), unit, ...extra };
   if (target !== undefined) o.target = target;
   console.log(JSON.stringify(o));
-}
-
-/** Median, min and max of several measurements. */
-function spread(values) {
-  const s = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  const median = s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
-  return { median, min: s[0], max: s[s.length - 1] };
 }
 
 function emitSpread(name, values, unit) {
@@ -169,7 +163,12 @@ try {
     bench("ready.tcg.arm64.uefi", ["vm", join(armDir, "minimal-arm64.qcow2")]);
   }
   const rps = await bootScriptRate();
-  if (rps !== undefined) emit("serve.boot-script.rps", rps, "req/s");
+  if (rps !== undefined) emitSpread("serve.boot-script.rps", rps, "req/s");
+  const art = await artifactRate();
+  if (art) {
+    emitSpread(art.rate.name, art.rate.values, art.rate.unit);
+    for (const f of art.memory) emit(f.name, f.value, f.unit);
+  }
   load("end");
 } finally {
   rmSync(out, { recursive: true, force: true });

@@ -21,6 +21,14 @@ export const BOOT_TOKEN = /^[0-9a-f]{32}$/;
  */
 export class BootTokens {
   private readonly byToken = new Map<string, Boot & { ms: number }>();
+  // Issue order, oldest at `head`: expiry and eviction take from the front of
+  // this array. (Taking the oldest from the Map itself walks past every
+  // deleted entry V8 has not compacted yet: thousands once the table is full.)
+  private order: string[] = [];
+  private head = 0;
+  // Random bytes drawn 4 KiB at a time: one call per 256 tokens, not one each.
+  private pool = Buffer.alloc(0);
+  private poolAt = 0;
 
   constructor(
     private readonly max: number,
@@ -29,13 +37,11 @@ export class BootTokens {
   ) {}
 
   issue(boot: Boot): string {
-    const token = randomBytes(16).toString("hex");
+    const token = this.random();
     this.expire();
-    while (this.byToken.size >= this.max) {
-      const first = this.byToken.keys().next().value!;
-      this.byToken.delete(first);
-    }
+    while (this.byToken.size >= this.max) this.dropOldest();
     this.byToken.set(token, { ...boot, facts: { ...boot.facts }, ms: this.now() });
+    this.order.push(token);
     return token;
   }
 
@@ -50,11 +56,31 @@ export class BootTokens {
     return this.byToken.size;
   }
 
+  private random(): string {
+    if (this.poolAt + 16 > this.pool.length) {
+      this.pool = randomBytes(4096);
+      this.poolAt = 0;
+    }
+    const t = this.pool.toString("hex", this.poolAt, this.poolAt + 16);
+    this.poolAt += 16;
+    return t;
+  }
+
+  private dropOldest(): void {
+    this.byToken.delete(this.order[this.head++]!);
+    // Compact now and then, so the array holds about what the table does.
+    if (this.head > 1024 && this.head * 2 > this.order.length) {
+      this.order = this.order.slice(this.head);
+      this.head = 0;
+    }
+  }
+
   private expire(): void {
     const cutoff = this.now() - this.ttlMs;
-    for (const [t, b] of this.byToken) {
-      if (b.ms >= cutoff) break;
-      this.byToken.delete(t);
+    while (this.head < this.order.length) {
+      const b = this.byToken.get(this.order[this.head]!);
+      if (b && b.ms >= cutoff) break;
+      this.dropOldest();
     }
   }
 }

@@ -1,13 +1,15 @@
-import { existsSync, readFileSync, statSync, watch } from "node:fs";
+import { watch } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { dirname, isAbsolute, join, resolve } from "node:path";
+import { isAbsolute, join, resolve } from "node:path";
+import { QueueFull } from "../fleet/batch.js";
 import type { Attached, FleetStore } from "../fleet/store.js";
 import { SpecError } from "../util/errors.js";
 import { send, serveFile } from "../util/http-files.js";
 import { log } from "../util/log.js";
 import { AddonService } from "./addons.js";
 import { BootTokens } from "./boots.js";
+import { BundleFactsCache } from "./bundlefacts.js";
 import { InstallService } from "./install.js";
 import {
   type Facts,
@@ -234,14 +236,22 @@ export class BootServer {
     const profileName = group?.profile ?? null;
     const artifact = profileName ? this.inventory.profiles[profileName]?.artifact : undefined;
     // Answered only once the boot is committed: a server killed after this answer has it on record.
-    const recorded = await this.o.fleet.recordBoot({
-      machine: id,
-      facts,
-      group: group?.name ?? null,
-      profile: profileName,
-      artifact: artifact ? this.artifactLabel(artifact) : null,
-      server: this.serverName,
-    });
+    let recorded: boolean;
+    try {
+      recorded = await this.o.fleet.recordBoot({
+        machine: id,
+        facts,
+        group: group?.name ?? null,
+        profile: profileName,
+        artifact: artifact ? this.artifactLabel(artifact) : null,
+        server: this.serverName,
+      });
+    } catch (err) {
+      // Too many boots wait for the database already: a flood is shed, not queued without end.
+      if (err instanceof QueueFull)
+        return void this.refuse(req, res, 503, "busy", { "Retry-After": "1" }, "busy");
+      throw err;
+    }
     if (!recorded)
       this.logs.line(
         "discovery",
@@ -360,28 +370,11 @@ export class BootServer {
     return this.o.serverName ?? `${this.o.host ?? "0.0.0.0"}:${this.o.port ?? 8080}`;
   }
 
-  private labels = new Map<string, { key: string; label: string }>();
+  private readonly bundles = new BundleFactsCache();
 
   /** "NAME VERSION" of the build a netboot bundle came from (its manifest.json), else the directory's name. */
   private artifactLabel(artifact: string): string {
-    const dir = this.artifactDir(artifact);
-    const mf = join(dirname(dir), "manifest.json");
-    let key = "none";
-    try {
-      const st = statSync(mf);
-      key = `${st.size}:${st.mtimeMs}`;
-    } catch {}
-    const hit = this.labels.get(dir);
-    if (hit?.key === key) return hit.label;
-    let label = dir.split("/").pop() ?? artifact;
-    try {
-      const m = JSON.parse(readFileSync(mf, "utf8")) as { name?: unknown; version?: unknown };
-      if (typeof m.name === "string" && typeof m.version === "string")
-        label = `${m.name} ${m.version}`;
-    } catch {}
-    if (this.labels.size > 1000) this.labels.clear();
-    this.labels.set(dir, { key, label });
-    return label;
+    return this.bundles.get(this.artifactDir(artifact)).label;
   }
 
   private artifactDir(artifact: string): string {
@@ -390,8 +383,7 @@ export class BootServer {
 
   /** Kernel arguments the bundle was built with (console settings), if it recorded them. */
   private bundleCmdline(artifact: string): string {
-    const f = join(this.artifactDir(artifact), "cmdline");
-    return existsSync(f) ? readFileSync(f, "utf8").trim() : "";
+    return this.bundles.get(this.artifactDir(artifact)).cmdline;
   }
 
   private refuse(

@@ -1,3 +1,4 @@
+import { Batcher } from "./batch.js";
 import type { Driver, Param } from "./driver.js";
 import {
   type Attached,
@@ -83,6 +84,11 @@ export class SqlFleetStore implements FleetStore {
   ) {
     this.kind = db.dialect;
     this.limits = { ...DEFAULT_FLEET_LIMITS, ...limits };
+    this.bootQueue = new Batcher((b) => this.writeBoots(b), {
+      maxBatch: this.limits.bootBatch,
+      maxPending: this.limits.maxPendingBoots,
+      what: "boots",
+    });
   }
 
   private iso(): string {
@@ -97,33 +103,73 @@ export class SqlFleetStore implements FleetStore {
       : t.all("SELECT nextval('kiln_seq')");
   }
 
+  /** Boots wait here for the transaction that commits them with others (see Batcher). */
+  private readonly bootQueue: Batcher<{ e: BootEvent; at: string }, boolean>;
+
   async recordBoot(e: BootEvent): Promise<boolean> {
-    const at = this.iso();
-    const facts = JSON.stringify(e.facts);
+    // Stamped when asked, not when committed: the batch may commit a few ms later.
+    return this.bootQueue.add({ e, at: this.iso() });
+  }
+
+  /**
+   * A batch of boots in one transaction, in the order asked. Machines are
+   * written once each, in id order: two replicas' batches on PostgreSQL then
+   * lock shared rows in the same order and cannot deadlock. Their boots
+   * follow in the order asked, so a machine's history stays in order.
+   */
+  private writeBoots(batch: { e: BootEvent; at: string }[]): Promise<boolean[]> {
+    const byMachine = new Map<string, { e: BootEvent; first: string; at: string; n: number }>();
+    for (const { e, at } of batch) {
+      const m = byMachine.get(e.machine);
+      // The last boot asked for says what the machine is now (facts, group, profile).
+      if (m) Object.assign(m, { e, at, n: m.n + 1 });
+      else byMachine.set(e.machine, { e, first: at, at, n: 1 });
+    }
+    const ids = [...byMachine.keys()].sort();
     return this.db.tx(async (t) => {
-      const updated = await t.run(
-        `UPDATE machines SET facts = ?, last_seen = ?, grp = ?, profile = ?, requests = requests + 1
-         WHERE id = ?`,
-        [facts, at, e.group, e.profile, e.machine],
-      );
-      if (!updated) {
-        const n = await count(t, "SELECT COUNT(*) AS n FROM machines");
-        if (n >= this.limits.maxMachines) return false;
-        // Another replica may insert the same machine at the same moment: then it is an update.
-        await t.run(
-          `INSERT INTO machines (${MACHINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 1)
-           ON CONFLICT (id) DO UPDATE SET facts = excluded.facts, last_seen = excluded.last_seen,
-             grp = excluded.grp, profile = excluded.profile, requests = machines.requests + 1`,
-          [e.machine, facts, at, at, e.group, e.profile],
+      const recorded = new Set<string>();
+      const toTrim: string[] = [];
+      let machines: number | undefined;
+      for (const id of ids) {
+        const { e, first, at, n } = byMachine.get(id)!;
+        const facts = JSON.stringify(e.facts);
+        let rows = await t.all<{ requests: number | string }>(
+          `UPDATE machines SET facts = ?, last_seen = ?, grp = ?, profile = ?, requests = requests + ?
+           WHERE id = ? RETURNING requests`,
+          [facts, at, e.group, e.profile, n, id],
         );
+        if (!rows.length) {
+          // Counted once a batch; each new machine after adds one (an insert that
+          // turns out an update, another replica's, counts too: the cap errs low).
+          machines ??= await count(t, "SELECT COUNT(*) AS n FROM machines");
+          if (machines >= this.limits.maxMachines) continue;
+          machines++;
+          // Another replica may insert the same machine at the same moment: then it is an update.
+          rows = await t.all(
+            `INSERT INTO machines (${MACHINE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO UPDATE SET facts = excluded.facts, last_seen = excluded.last_seen,
+               grp = excluded.grp, profile = excluded.profile, requests = machines.requests + ?
+             RETURNING requests`,
+            [id, facts, first, at, e.group, e.profile, n, n],
+          );
+        }
+        recorded.add(id);
+        // History is trimmed each time the machine's count of boots passes a multiple
+        // of bootHistory, not at every boot: it holds bootHistory to 2×bootHistory−1
+        // rows (reads show the newest bootHistory), for a twentieth of the deletes.
+        const h = this.limits.bootHistory;
+        const r = Number(rows[0]?.requests ?? 0);
+        if (Math.floor((r - n) / h) !== Math.floor(r / h)) toTrim.push(id);
       }
-      await t.run(
-        "INSERT INTO boots (machine, at, grp, profile, artifact, server) VALUES (?, ?, ?, ?, ?, ?)",
-        [e.machine, at, e.group, e.profile, e.artifact, e.server],
-      );
-      await trim(t, "boots", "machine", e.machine, this.limits.bootHistory);
-      await this.bump(t);
-      return true;
+      for (const { e, at } of batch)
+        if (recorded.has(e.machine))
+          await t.run(
+            "INSERT INTO boots (machine, at, grp, profile, artifact, server) VALUES (?, ?, ?, ?, ?, ?)",
+            [e.machine, at, e.group, e.profile, e.artifact, e.server],
+          );
+      for (const id of toTrim) await trim(t, "boots", "machine", id, this.limits.bootHistory);
+      if (recorded.size) await this.bump(t);
+      return batch.map(({ e }) => recorded.has(e.machine));
     });
   }
 
@@ -413,7 +459,9 @@ export class SqlFleetStore implements FleetStore {
     return String(rows[0]?.v ?? "0");
   }
 
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    // Boots already asked for are committed (and answered) before the connection goes.
+    await this.bootQueue.drained();
     return this.db.close();
   }
 }

@@ -21,6 +21,13 @@ export function openSqlite(file: string): Driver {
     db.exec("PRAGMA busy_timeout = 5000");
     db.exec("PRAGMA journal_mode = WAL");
     db.exec("PRAGMA synchronous = NORMAL");
+    // A checkpoint (the WAL copied back into the file, then an fsync) every 4,000
+    // pages rather than SQLite's 1,000: a page a busy boot server rewrites in every
+    // batch (the change counter, index nodes, the boots table's tail) is copied once
+    // per checkpoint, not four times, with a quarter of the fsyncs; the checkpoint
+    // runs inside a commit, on the event loop. The WAL stays under ~16 MiB. What a
+    // commit wrote is in the WAL either way: durability is as before.
+    db.exec("PRAGMA wal_autocheckpoint = 4000");
   } catch (err) {
     throw new KilnError(
       "FLEET_DB_BAD",

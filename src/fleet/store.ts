@@ -143,10 +143,14 @@ export interface FleetLimits {
   maxReportTotalBytes: number;
   /** Reports older than this are dropped. */
   maxReportAgeMs: number;
-  /** Boots kept per machine. */
+  /** Boots shown per machine (up to twice as many are stored: history is trimmed in steps). */
   bootHistory: number;
   /** Reports kept per machine. */
   reportHistory: number;
+  /** Boots committed in one transaction at most (see Batcher). */
+  bootBatch: number;
+  /** Boots waiting for their commit at most; beyond, recordBoot rejects with QueueFull. */
+  maxPendingBoots: number;
 }
 
 export const DEFAULT_FLEET_LIMITS: FleetLimits = {
@@ -156,6 +160,10 @@ export const DEFAULT_FLEET_LIMITS: FleetLimits = {
   maxReportAgeMs: 7 * 24 * 3600_000,
   bootHistory: 20,
   reportHistory: 20,
+  bootBatch: 256,
+  // Each waiting boot is an open request with its facts (≤ a few KiB): 4,096 is
+  // a few MiB at most, and ~0.4 s of work at 10,000 boots/s.
+  maxPendingBoots: 4096,
 };
 
 export interface MachineFilter {
@@ -206,7 +214,12 @@ export interface FleetStore {
   readonly kind: "sqlite" | "postgres";
   /** The file, or the URL without its password: for messages. */
   readonly where: string;
-  /** Record a boot; false when the machine is new and the table is full (nothing written). */
+  /**
+   * Record a boot; false when the machine is new and the table is full (nothing
+   * written). Boots asked for together are committed in one transaction; this
+   * resolves once that has committed, and rejects with QueueFull (batch.ts) when
+   * too many wait already.
+   */
   recordBoot(e: BootEvent): Promise<boolean>;
   /** Keep an agent's report (the oldest go when full); resolves once committed. */
   recordReport(e: ReportEvent): Promise<void>;

@@ -202,5 +202,23 @@ export function fleetSuite(
       );
       expect((await a.get(mac(50)))!.requests).toBe(20);
     });
+
+    it("boots asked for at once go in batches; two replicas' batches over the same machines, in opposite orders, all commit", async () => {
+      const a = await fresh();
+      const b = await fresh();
+      const ids = Array.from({ length: 30 }, (_, i) => mac(100 + i));
+      const round = () =>
+        Promise.all([
+          ...ids.map((id) => a.recordBoot(boot(id, { server: "a" }))),
+          ...[...ids].reverse().map((id) => b.recordBoot(boot(id, { server: "b" }))),
+        ]);
+      const out = [...(await round()), ...(await round())];
+      expect(out.every(Boolean)).toBe(true);
+      for (const id of ids) {
+        const m = (await a.get(id))!;
+        expect(m.requests).toBe(4);
+        expect(m.boots.map((x) => x.server).sort()).toEqual(["a", "a", "b", "b"]);
+      }
+    });
   });
 }

@@ -94,6 +94,25 @@ describe("per-boot tokens", () => {
     expect(t.get(c3)).toBeUndefined();
     expect(t.get("../x")).toBeUndefined();
   });
+  it("a full table evicts in issue order over many rounds (the oldest always first)", () => {
+    const c = clock();
+    const t = new BootTokens(100, 1_000_000, c.now);
+    const boot = { facts: {}, group: "g", profile: "p" };
+    const issued: string[] = [];
+    for (let i = 0; i < 5000; i++) {
+      issued.push(t.issue(boot));
+      c.t += 1;
+    }
+    expect(t.size).toBe(100);
+    expect(new Set(issued).size).toBe(5000);
+    expect(t.get(issued[4899]!)).toBeUndefined();
+    for (const k of issued.slice(4900)) expect(t.get(k)).toEqual(boot);
+    // Expiry takes the oldest first too, and stops at the first one still young.
+    c.t += 1_000_000 - 50;
+    expect(t.get(issued[4949]!)).toBeUndefined();
+    expect(t.get(issued[4950]!)).toEqual(boot);
+    expect(t.size).toBe(50);
+  });
 });
 
 describe("admin token", () => {
