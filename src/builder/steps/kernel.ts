@@ -6,6 +6,9 @@ import { APT_OFFERS } from "../../distro/mmdebstrap.js";
 import { KilnError } from "../../util/errors.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
+import { initrdModules, pruneModules } from "./modules.js";
+
+export { initrdModules };
 
 /**
  * Kernel version, initrd and the stable /vmlinuz and /initrd.img links GRUB
@@ -34,6 +37,9 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     };
   }
 
+  // Before the initrd, which is made from (and must match) the modules that stay.
+  await pruneModules(ctx, version);
+  const pruned = ctx.facts.modules !== undefined;
   if (spec.kernel.initrd === "tiny") {
     const conf = join(root, "etc/tiny-initramfs");
     await mkdir(conf, { recursive: true });
@@ -46,8 +52,9 @@ export async function kernelStep(ctx: BuildContext): Promise<void> {
     if (ctx.epoch !== undefined) await reproducibleTinyInitrd(root, `/boot/initrd.img-${version}`);
   } else if (!existsSync(join(root, `boot/initrd.img-${version}`))) {
     await inRoot(root, "update-initramfs", ["-c", "-k", version]);
-  } else if (ctx.facts.mirrorUuid) {
-    // The initrd made at bootstrap has mdadm but not the array kiln wrote to mdadm.conf since.
+  } else if (ctx.facts.mirrorUuid || pruned) {
+    // The initrd made at bootstrap has mdadm but not the array kiln wrote to mdadm.conf
+    // since, and modules the root no longer has.
     await inRoot(root, "update-initramfs", ["-u", "-k", version]);
   }
   await checkCloudDrivers(ctx, version);
@@ -90,11 +97,6 @@ export function parseMadison(text: string, pkg: string): { version: string; suit
     if (suite) out.push({ version, suite });
   }
   return out;
-}
-
-/** The spec's initrd modules, and what its clouds' disks need to be found. */
-export function initrdModules(spec: BuildContext["spec"]): string[] {
-  return [...new Set([...spec.kernel.modules, ...cloudsOf(spec).flatMap((c) => CLOUDS[c].boot)])];
 }
 
 /** An image for a cloud without that cloud's disk or network driver would not come up there. */
