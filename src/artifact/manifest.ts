@@ -25,6 +25,17 @@ export interface Manifest {
   kernel: string | undefined;
   /** The kernel metapackage, its version, and what each suite offered when the root was made. */
   kernelPackage?: { name: string; version: string; offered: { version: string; suite: string }[] };
+  /**
+   * kernel.keep_modules: needed: the modules kept (with their dependencies),
+   * how many were deleted and their bytes, and where the image lists them.
+   */
+  modules?: {
+    policy: "needed";
+    kept: string[];
+    dropped: number;
+    droppedBytes: number;
+    list: string;
+  };
   /** When the root filesystem was bootstrapped, and the Release dates of the suites it came from. */
   root?: {
     bootstrappedAt: string;

@@ -259,6 +259,7 @@ function makeManifest(ctx: BuildContext): Manifest {
     },
     kernel: ctx.facts.kernelVersion,
     ...(ctx.facts.kernelPackage ? { kernelPackage: ctx.facts.kernelPackage } : {}),
+    ...(ctx.facts.modules ? { modules: ctx.facts.modules } : {}),
     ...(ctx.facts.root ? { root: ctx.facts.root } : {}),
     ...(ctx.epoch !== undefined
       ? {

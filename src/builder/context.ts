@@ -26,6 +26,8 @@ export interface BuildFacts {
   contents?: string;
   /** disk.layout raid1: the md array's UUID (32 hex digits), chosen before the initrd is made. */
   mirrorUuid?: string;
+  /** kernel.keep_modules: needed: what the kernel step kept and dropped (for the manifest). */
+  modules?: Manifest["modules"];
   /** What the build changed on the host to run another architecture's programs (binfmt_misc). */
   hostChanges?: string[];
 }

@@ -228,6 +228,16 @@ export const specSchema = z
           .array(z.string())
           .default(["virtio_pci", "virtio_blk", "virtio_scsi", "sd_mod", "ahci"])
           .describe("modules the tiny initrd loads to find the root disk"),
+        keep_modules: z
+          .enum(["needed", "all"])
+          .optional()
+          .describe(
+            "needed: only the modules of virtual and cloud hardware, the image's filesystems and layout, `modules` and `extra_modules` (with their dependencies) stay in /usr/lib/modules; all: every module the kernel package ships (default: needed with profile minimal, all otherwise)",
+          ),
+        extra_modules: z
+          .array(z.string().regex(/^[A-Za-z0-9_-]+$/, "a module name"))
+          .default([])
+          .describe("modules (and their dependencies) kept besides the needed ones"),
       })
       .prefault({}),
     console: z
@@ -405,6 +415,11 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 }
 
 export type Spec = z.output<typeof specSchema>;
+
+/** `kernel.keep_modules` as the build applies it: needed by default with the minimal profile. */
+export function keepModulesPolicy(spec: Pick<Spec, "kernel" | "profile">): "needed" | "all" {
+  return spec.kernel.keep_modules ?? (spec.profile === "minimal" ? "needed" : "all");
+}
 export type SpecInput = z.input<typeof specSchema>;
 export type Check = Spec["tests"][number];
 export type User = Spec["users"][number];

@@ -1,5 +1,10 @@
 import { CLOUD_OUTPUTS, CLOUDS, cloudsOf } from "../config/clouds.js";
-import { DISK_CONVERSIONS, type OutputFormat, type Spec } from "../config/schema.js";
+import {
+  DISK_CONVERSIONS,
+  keepModulesPolicy,
+  type OutputFormat,
+  type Spec,
+} from "../config/schema.js";
 import type { RootfsRecipe } from "../distro/mmdebstrap.js";
 import { cacheKey } from "../util/hash.js";
 import { rootfsRecipe } from "./recipe.js";
@@ -108,7 +113,7 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
       : [
           {
             id: "kernel" as const,
-            title: `kernel and ${spec.kernel.initrd} initrd`,
+            title: `kernel${keepModulesPolicy(spec) === "needed" ? " (needed modules only)" : ""} and ${spec.kernel.initrd} initrd`,
             key: cacheKey(rootKey, spec.kernel),
             cached: false,
             ...(spec.kernel.initrd === "tiny"

@@ -25,6 +25,7 @@ export const ERROR_CODES = {
   SPEC_EXTENDS_CYCLE: { exit: 1, meaning: "specs extend each other in a circle" },
   SPEC_TIMEZONE: { exit: 1, meaning: "the spec's time zone is not in the image's tzdata" },
   SPEC_FILE_SOURCE: { exit: 1, meaning: "a files: source does not exist" },
+  SPEC_KERNEL_MODULE: { exit: 1, meaning: "a kernel.extra_modules name the kernel does not have" },
   TOOL_MISSING: {
     exit: 1,
     meaning: "a host program kiln needs is not installed (kiln doctor --install)",

@@ -8,6 +8,9 @@ import { cacheKey } from "../../util/hash.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 import { StepCache } from "../step-cache.js";
+import { initrdModules, pruneModules } from "./modules.js";
+
+export { initrdModules };
 
 /**
  * Kernel version, initrd and the stable /vmlinuz and /initrd.img links GRUB
@@ -37,6 +40,9 @@ export async function kernelStep(ctx: BuildContext): Promise<string | undefined>
   }
 
   let note: string | undefined;
+  // Before the initrd, which is made from (and must match) the modules that stay.
+  await pruneModules(ctx, version);
+  const pruned = ctx.facts.modules !== undefined;
   if (spec.kernel.initrd === "tiny") {
     const conf = join(root, "etc/tiny-initramfs");
     await mkdir(conf, { recursive: true });
@@ -53,8 +59,9 @@ export async function kernelStep(ctx: BuildContext): Promise<string | undefined>
     }
   } else if (!existsSync(join(root, `boot/initrd.img-${version}`))) {
     await inRoot(root, "update-initramfs", ["-c", "-k", version]);
-  } else if (ctx.facts.mirrorUuid) {
-    // The initrd made at bootstrap has mdadm but not the array kiln wrote to mdadm.conf since.
+  } else if (ctx.facts.mirrorUuid || pruned) {
+    // The initrd made at bootstrap has mdadm but not the array kiln wrote to mdadm.conf
+    // since, and modules the root no longer has.
     await inRoot(root, "update-initramfs", ["-u", "-k", version]);
   }
   await checkCloudDrivers(ctx, version);
@@ -80,7 +87,9 @@ function tinyInitrdKey(ctx: BuildContext, version: string, conf: string): string
   const reads =
     /^\/(usr\/)?(lib\/modules|share\/tiny-initramfs|lib\/tiny-initramfs)\/|^\/etc\/tiny-initramfs\//;
   if (!ctx.rootId || ctx.spec.files.some((f) => reads.test(f.path))) return undefined;
-  return cacheKey("tiny-initrd-1", ctx.rootId, version, conf, ctx.epoch ?? "now");
+  // The modules kept (kernel.keep_modules) decide the modules.dep mktirfs resolves against.
+  const kept = ctx.facts.modules?.kept ?? "all";
+  return cacheKey("tiny-initrd-2", ctx.rootId, version, conf, kept, ctx.epoch ?? "now");
 }
 
 /**
@@ -113,11 +122,6 @@ export function parseMadison(text: string, pkg: string): { version: string; suit
     if (suite) out.push({ version, suite });
   }
   return out;
-}
-
-/** The spec's initrd modules, and what its clouds' disks need to be found. */
-export function initrdModules(spec: BuildContext["spec"]): string[] {
-  return [...new Set([...spec.kernel.modules, ...cloudsOf(spec).flatMap((c) => CLOUDS[c].boot)])];
 }
 
 /** An image for a cloud without that cloud's disk or network driver would not come up there. */

@@ -58,7 +58,9 @@ async function compressModules(ctx: BuildContext, version: string): Promise<void
   const dir = join(ctx.root, "usr/lib/modules", version);
   // A spec file inside the module tree makes it the spec's own: no cache then.
   const own = ctx.spec.files.some((f) => f.path.startsWith("/usr/lib/modules"));
-  const key = ctx.rootId && !own ? cacheKey(ctx.rootId, version, "zstd-9") : undefined;
+  // Pruned trees differ by the modules the spec keeps.
+  const kept = ctx.facts.modules?.kept ?? "all";
+  const key = ctx.rootId && !own ? cacheKey(ctx.rootId, version, "zstd-9", kept) : undefined;
   const cached = key ? cacheDir("modules", `${key}.tar`) : undefined;
   if (cached && existsSync(cached)) {
     await rm(dir, { recursive: true, force: true });
