@@ -12,7 +12,13 @@ import {
   startVm,
   type VmOptions,
 } from "../runtime/qemu.js";
-import { bootFailure, bootUntilReady, breakdownText, slowestText } from "../runtime/ready.js";
+import {
+  bootFailure,
+  bootUntilReady,
+  breakdownText,
+  chainText,
+  slowestText,
+} from "../runtime/ready.js";
 import { freePort, recordVm, vmKey } from "../runtime/ssh.js";
 import { listNamedVms, openNamedVm, removeNamedVm } from "../runtime/vmstore.js";
 import { KilnError } from "../util/errors.js";
@@ -191,6 +197,8 @@ export function registerVm(program: Command): void {
             );
             const slow = slowestText(r);
             if (slow) console.log(`  ${slow}`);
+            const chain = chainText(r);
+            if (chain) console.log(`  ${chain}`);
           }
           if (!r.ready) {
             // With --json the report (reason and console tail included) is the whole answer.

@@ -38,6 +38,7 @@ dmesg 2>/dev/null | sed -n \\
   -e 's/^\\[ *\\([0-9.]*\\)\\] Run \\/[^ ]*init as init process.*/${P} init \\1/p' \\
   -e 's/^\\[ *\\([0-9.]*\\)\\] systemd\\[1\\]: systemd [0-9][^ ]* running in system mode.*/${P} systemd \\1/p'
 systemd-analyze blame --no-pager 2>/dev/null | head -n ${SLOWEST_UNITS} | sed 's/^ */${P} unit /'
+systemd-analyze critical-chain --no-pager getty.target 2>/dev/null | grep '[@+][0-9]' | sed 's/^/${P} chain /'
 echo '${REPORT_END}'
 `;
 
@@ -60,6 +61,32 @@ export interface BootReport {
   systemd?: number;
   /** systemd-analyze blame: the slowest units, slowest first. */
   slowest: { unit: string; seconds: number }[];
+  /**
+   * What the login prompt waited for (systemd-analyze critical-chain
+   * getty.target), the prompt's side first: when each unit was active (`at`,
+   * seconds since systemd started) and how long it took to start (`took`).
+   */
+  chain?: ChainLink[];
+}
+
+export interface ChainLink {
+  unit: string;
+  at?: number;
+  took?: number;
+}
+
+/** One line of critical-chain: "  └─systemd-networkd.service @7.301s +4.012s". */
+export function parseChainLine(line: string): ChainLink | undefined {
+  const m = /^[\s└├│─|`-]*([\w@.:\\-]+\.[a-z]+)((?:\s+[@+][^@+]+)*)$/.exec(line.trim());
+  if (!m) return undefined;
+  const link: ChainLink = { unit: m[1]! };
+  // A span may have several words ("1min 2.3s"); each starts at its sign.
+  for (const t of m[2]!.matchAll(/([@+])([^@+]+)/g)) {
+    const v = parseSpan(t[2]!);
+    if (v === undefined) return undefined;
+    link[t[1] === "@" ? "at" : "took"] = Math.round(v * 100) / 100;
+  }
+  return link;
 }
 
 /** systemd's time spans: "1min 2.345s", "523ms", "1.2s", "87us". */
@@ -91,10 +118,13 @@ export function parseBootReport(text: string): BootReport | undefined {
   if (start < 0) return undefined;
   const r: BootReport = { uptime: Number.NaN, slowest: [] };
   for (const line of text.slice(start, end).split("\n")) {
-    const m = /^kiln-boot-report: (uptime|init|systemd|unit) (.*)$/.exec(line.trim());
+    const m = /^kiln-boot-report: (uptime|init|systemd|unit|chain) (.*)$/.exec(line.trim());
     if (!m) continue;
     const [, key, value] = m as unknown as [string, string, string];
-    if (key === "unit") {
+    if (key === "chain") {
+      const link = parseChainLine(value);
+      if (link) r.chain = [...(r.chain ?? []), link];
+    } else if (key === "unit") {
       // "4.123s systemd-networkd.service" or "1min 2.3s foo.service"
       const u = /^(.*\S)\s+(\S+)$/.exec(value);
       const seconds = u ? parseSpan(u[1]!) : undefined;

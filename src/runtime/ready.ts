@@ -1,5 +1,5 @@
 import { KilnError } from "../util/errors.js";
-import { REPORT_END } from "./boot-report.js";
+import { type ChainLink, REPORT_END } from "./boot-report.js";
 import type { BootBreakdown, ConsoleWatcher } from "./console.js";
 
 export interface ReadyReport {
@@ -10,6 +10,8 @@ export interface ReadyReport {
   breakdown?: BootBreakdown;
   /** The guest's slowest units (systemd-analyze blame), when it reported them. */
   slowest?: { unit: string; seconds: number }[];
+  /** What the login prompt waited for (systemd-analyze critical-chain), the prompt's side first. */
+  chain?: ChainLink[];
   reason?: string;
   consoleTail?: string;
 }
@@ -31,13 +33,16 @@ export async function bootUntilReady(
       // Ready is measured at the login prompt; the report only adds detail, so a
       // guest that never sends it still counts as ready.
       if (reportMs) await guest.watcher.waitForText(REPORT_END, reportMs);
-      const slowest = guest.watcher.bootReport()?.slowest;
+      const report = guest.watcher.bootReport();
+      const slowest = report?.slowest;
+      const chain = report?.chain;
       return {
         target,
         ready: true,
         seconds: Math.round(s.seconds * 10) / 10,
         breakdown: guest.watcher.breakdown(s.seconds),
         ...(slowest?.length ? { slowest } : {}),
+        ...(chain?.length ? { chain } : {}),
       };
     }
     const reason = s.state === "failed" ? s.reason : "unknown";
@@ -65,4 +70,13 @@ export function breakdownText(b: BootBreakdown | undefined): string {
 export function slowestText(r: ReadyReport, count = 5): string {
   const u = (r.slowest ?? []).slice(0, count).map((x) => `${x.unit} ${x.seconds}s`);
   return u.length ? `slowest units: ${u.join(", ")}` : "";
+}
+
+/** "critical chain: getty.target @12.1s ← … ← systemd-networkd.service @7.3s +4.0s ← …" */
+export function chainText(r: ReadyReport): string {
+  const links = (r.chain ?? []).map(
+    (l) =>
+      `${l.unit}${l.at !== undefined ? ` @${l.at}s` : ""}${l.took !== undefined ? ` +${l.took}s` : ""}`,
+  );
+  return links.length ? `critical chain: ${links.join(" ← ")}` : "";
 }

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { probeKvm } from "../../src/runtime/accel.js";
-import { parseBootReport, parseSpan } from "../../src/runtime/boot-report.js";
+import { parseBootReport, parseChainLine, parseSpan } from "../../src/runtime/boot-report.js";
 import { ConsoleWatcher, SILENT, STALL } from "../../src/runtime/console.js";
 import { emulatorFault, findOvmf, qemuArgs } from "../../src/runtime/qemu.js";
 import { findVm } from "../../src/runtime/ssh.js";
@@ -262,5 +262,26 @@ describe("systemd time spans and the boot report", () => {
       "noise\nkiln-boot-report: uptime 3.0\nkiln-boot-report: unit soon foo.service\nkiln-boot-report: init x\nkiln-boot-report: end\n",
     );
     expect(r).toEqual({ uptime: 3, slowest: [] });
+  });
+  it("reads the critical chain the login prompt waited for", () => {
+    const r = parseBootReport(
+      [
+        "kiln-boot-report: uptime 14.2",
+        "kiln-boot-report: chain getty.target @12.101s",
+        "kiln-boot-report: chain └─serial-getty@ttyS0.service @12.090s",
+        "kiln-boot-report: chain   └─systemd-user-sessions.service @11.9s +150ms",
+        "kiln-boot-report: chain     └─systemd-networkd.service @7.301s +1min 4.012s",
+        "kiln-boot-report: chain       └─not a unit line",
+        "kiln-boot-report: end",
+      ].join("\n"),
+    );
+    expect(r?.chain).toEqual([
+      { unit: "getty.target", at: 12.1 },
+      { unit: "serial-getty@ttyS0.service", at: 12.09 },
+      { unit: "systemd-user-sessions.service", at: 11.9, took: 0.15 },
+      { unit: "systemd-networkd.service", at: 7.3, took: 64.01 },
+    ]);
+    expect(parseChainLine("└─foo.service @soon")).toBeUndefined();
+    expect(parseChainLine("systemd-journald.socket")).toEqual({ unit: "systemd-journald.socket" });
   });
 });
