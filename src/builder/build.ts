@@ -2,7 +2,12 @@ import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
 import { CONTENTS_FILE, treeListing } from "../artifact/contents.js";
-import { type Manifest, manifestPath, readManifest } from "../artifact/manifest.js";
+import {
+  type ArtifactRecord,
+  type Manifest,
+  manifestPath,
+  readManifest,
+} from "../artifact/manifest.js";
 import { loadSpec } from "../config/load.js";
 import { parseSize, type Spec } from "../config/schema.js";
 import { listPackages } from "../distro/packages.js";
@@ -141,6 +146,7 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     refresh: opts.refresh ?? false,
     credentials: [],
     artifacts: [],
+    hashing: [],
     facts: {},
     steps: [],
     seed: plan.specHash,
@@ -205,6 +211,7 @@ async function manifestStep(ctx: BuildContext): Promise<void> {
     for (const raw of mirrorImages(ctx.stage, spec.name, mirrorsOf(spec)))
       await rm(raw, { force: true });
   checkCompressedLimit(ctx);
+  await Promise.all(ctx.hashing);
   if (ctx.credentials.length)
     await writeCredentials(join(ctx.stage, "credentials"), ctx.credentials);
   const manifest = makeManifest(ctx);
@@ -219,13 +226,23 @@ async function recordArtifact(
 ): Promise<void> {
   const st = await stat(path);
   const isDir = st.isDirectory();
-  ctx.artifacts.push({
+  const record: ArtifactRecord = {
     format,
     path: basename(path),
     size: isDir ? await treeBytes(path) : st.size,
-    sha256: isDir ? "" : await sha256File(path),
+    sha256: "",
     ...(disk ? { disk } : {}),
-  });
+  };
+  ctx.artifacts.push(record);
+  // Later steps only read an artifact (a conversion, an ISO of the disk), so it can be hashed beside them.
+  if (!isDir) {
+    const hashed = sha256File(path).then((h) => {
+      record.sha256 = h;
+    });
+    // Awaited by the manifest step; until then a failure must not count as unhandled.
+    hashed.catch(() => {});
+    ctx.hashing.push(hashed);
+  }
 }
 
 function isPaths(r: unknown): r is string[] {

@@ -1,5 +1,5 @@
-import { existsSync } from "node:fs";
-import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { constants, existsSync } from "node:fs";
+import { copyFile, mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exec } from "../util/exec.js";
@@ -76,17 +76,29 @@ export async function makeEfiImage(
  * and looks up the device behind its module directory in
  * /proc/self/mountinfo, so it runs in a private mount namespace where that
  * file is replaced by one line naming the image (see HOST-FACTS.md).
+ *
+ * It runs on a sparse twin of the image holding only its first `headBytes`
+ * (the partition table through the BIOS boot partition) and its backup GPT,
+ * and that head is copied back: grub-bios-setup fsyncs the file it writes,
+ * and on the real image that flushes the root filesystem mkfs has just
+ * written (1.47 s of a 6.1 s rebuild, against a few ms on the twin).
  */
 export function installBiosGrub(
   image: string,
   espVolumeUuid: string,
   serial: boolean,
+  headBytes: number,
 ): Promise<void> {
   return withScratch(async (dir) => {
     await mkimage("i386-pc", join(dir, "core.img"), espVolumeUuid, serial, dir);
     await copyFile(`${GRUB_LIB}/i386-pc/boot.img`, join(dir, "boot.img"));
+    const twin = join(dir, "twin.raw");
+    const size = (await stat(image)).size;
+    const tail = Math.min(BACKUP_GPT_BYTES, size - headBytes);
+    await copyRange(image, twin, 0, headBytes, size);
+    await copyRange(image, twin, size - tail, tail, size);
     const fake = join(dir, "mountinfo");
-    await writeFile(fake, `1 0 1:1 / / - fat ${image}\n`);
+    await writeFile(fake, `1 0 1:1 / / - fat ${twin}\n`);
     // `exec` keeps the shell's pid, so the bind over /proc/$$/mountinfo is the one grub-bios-setup reads.
     const script = 'mount --bind "$1" /proc/$$/mountinfo && exec "$4" --skip-fs-probe -d "$2" "$3"';
     await exec(
@@ -101,12 +113,42 @@ export function installBiosGrub(
         "sh",
         fake,
         dir,
-        image,
+        twin,
         BIOS_SETUP,
       ],
       {
         hint: "grub-bios-setup comes from grub-pc-bin",
       },
     );
+    await copyRange(twin, image, 0, headBytes);
   });
+}
+
+/** The backup GPT: its 128 entries and header at the end of the disk. */
+const BACKUP_GPT_BYTES = 33 * 512;
+
+/** Copy `length` bytes at `offset` from one file to the same place in another (made `size` long). */
+async function copyRange(
+  from: string,
+  to: string,
+  offset: number,
+  length: number,
+  size?: number,
+): Promise<void> {
+  const src = await open(from, "r");
+  try {
+    // Not "a+": positional writes to an O_APPEND file land at its end on Linux.
+    const dst = await open(to, constants.O_RDWR | constants.O_CREAT, 0o600);
+    try {
+      if (size !== undefined) await dst.truncate(size);
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await src.read(buf, 0, length, offset);
+      if (bytesRead !== length) throw new Error(`${from}: short read at ${offset}`);
+      await dst.write(buf, 0, length, offset);
+    } finally {
+      await dst.close();
+    }
+  } finally {
+    await src.close();
+  }
 }

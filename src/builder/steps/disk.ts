@@ -153,8 +153,8 @@ export async function diskStep(ctx: BuildContext): Promise<string | string[]> {
       files.push({ from: join(tmp, removable), to: `/EFI/BOOT/${removable}` });
     }
     await fatPut(image, esp.offset, files, ctx.epoch);
-    if (spec.disk.firmware.includes("bios"))
-      await installBiosGrub(image, espFsUuid(espVolume), serial);
+    const bios = layout.partitions.find((p) => p.name === "bios");
+    if (bios) await installBiosGrub(image, espFsUuid(espVolume), serial, bios.offset + bios.bytes);
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
