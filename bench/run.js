@@ -5,7 +5,8 @@
 // engineering issue set one. Boots also give their breakdown (firmware,
 // loader, kernel, initrd, userspace: see BootBreakdown in src/runtime/console.ts)
 // as NAME.PHASE figures, and the guest's five slowest units in the median
-// run as NAME.slowest. The host's load average opens and closes the run,
+// run as NAME.slowest, with the critical chain its login prompt waited for
+// as NAME.critical_chain. The host's load average opens and closes the run,
 // so a figure measured on a busy machine says so.
 // BENCH_COLD=0 skips the cold build; BENCH_RUNS=N boots each N times (default 3);
 // BENCH_ARM64=0 skips the arm64 figures (the minimal example built for arm64
@@ -82,6 +83,9 @@ function bench(name, args) {
     console.log(
       JSON.stringify({ name: `${name}.slowest`, value: mid.slowest.slice(0, 5), unit: "s" }),
     );
+  // …and what its login prompt waited for (systemd-analyze critical-chain getty.target).
+  if (mid?.chain?.length)
+    console.log(JSON.stringify({ name: `${name}.critical_chain`, value: mid.chain, unit: "s" }));
 }
 
 const load = (when) => {

@@ -1,6 +1,16 @@
 import { createHash } from "node:crypto";
-import { closeSync, lstatSync, openSync, readdirSync, readlinkSync, readSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+} from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
 
 /** Beside the artifacts: one line per path of the root tree, sorted (what `kiln diff` reads). */
 export const CONTENTS_FILE = "contents.tsv";
@@ -35,6 +45,29 @@ export async function treeListing(root: string): Promise<string> {
   };
   visit(root, "");
   return `${lines.sort().join("\n")}\n`;
+}
+
+/**
+ * treeListing on a worker thread, so that the steps after it run meanwhile
+ * (0.6 s for a minimal root, beside a disk step of 1.4 s). Nothing may
+ * change or move the tree until it settles. Run from the TypeScript sources
+ * (unit tests) there is no compiled worker, and it runs here.
+ */
+export function treeListingBeside(root: string): Promise<string> {
+  const worker = new URL("./contents-worker.js", import.meta.url);
+  if (!existsSync(fileURLToPath(worker))) return treeListing(root);
+  return new Promise((resolve, reject) => {
+    const w = new Worker(worker, { workerData: root });
+    let listing: string | undefined;
+    w.once("message", (m: string) => {
+      listing = m;
+    });
+    w.once("error", reject);
+    w.once("exit", (code) => {
+      if (listing !== undefined) resolve(listing);
+      else reject(new Error(`listing ${root}: worker exited with ${code}`));
+    });
+  });
 }
 
 export function parseListing(text: string): Map<string, string> {

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rename, rm, stat, writeFile } from "node:fs/promises";
 import { basename, dirname, join, resolve } from "node:path";
-import { CONTENTS_FILE, treeListing } from "../artifact/contents.js";
+import { CONTENTS_FILE, treeListingBeside } from "../artifact/contents.js";
 import {
   type ArtifactRecord,
   type Manifest,
@@ -82,7 +82,11 @@ const STEPS: Record<StepId, StepFn> = {
     // The tree is final now: nothing the build wrote is dated after the epoch.
     if (ctx.epoch !== undefined) await clampTimes(ctx.root, ctx.epoch);
     ctx.facts.contents = CONTENTS_FILE;
-    await writeFile(join(ctx.stage, CONTENTS_FILE), await treeListing(ctx.root));
+    const listed = treeListingBeside(ctx.root).then((text) =>
+      writeFile(join(ctx.stage, CONTENTS_FILE), text),
+    );
+    listed.catch(() => {});
+    ctx.rootReads.push(listed);
     ctx.facts.installedBytes = await treeBytes(ctx.root);
     ctx.facts.packages = await listPackages(ctx.root);
     checkInstalledLimit(ctx);
@@ -147,6 +151,7 @@ export async function build(specPath: string, opts: BuildOptions = {}): Promise<
     credentials: [],
     artifacts: [],
     hashing: [],
+    rootReads: [],
     facts: {},
     steps: [],
     seed: plan.specHash,
@@ -211,7 +216,7 @@ async function manifestStep(ctx: BuildContext): Promise<void> {
     for (const raw of mirrorImages(ctx.stage, spec.name, mirrorsOf(spec)))
       await rm(raw, { force: true });
   checkCompressedLimit(ctx);
-  await Promise.all(ctx.hashing);
+  await Promise.all([...ctx.hashing, ...ctx.rootReads]);
   if (ctx.credentials.length)
     await writeCredentials(join(ctx.stage, "credentials"), ctx.credentials);
   const manifest = makeManifest(ctx);

@@ -53,6 +53,11 @@ export interface BuildContext {
    * beside a qcow2 conversion that is itself CPU-bound on one core.
    */
   hashing: Promise<void>[];
+  /**
+   * Reads of the finished root running beside later steps (its contents
+   * listing); a step that moves or changes the root awaits them first.
+   */
+  rootReads: Promise<void>[];
   /** What steps learn for later steps and the manifest. */
   facts: BuildFacts;
   /** Each finished step's time and note, for the manifest. */

@@ -3,6 +3,7 @@ import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CLOUDS, cloudsOf } from "../../config/clouds.js";
 import { APT_OFFERS } from "../../distro/mmdebstrap.js";
+import { packageVersion } from "../../distro/packages.js";
 import { KilnError } from "../../util/errors.js";
 import { cacheKey } from "../../util/hash.js";
 import { inRoot } from "../chroot.js";
@@ -31,10 +32,10 @@ export async function kernelStep(ctx: BuildContext): Promise<string | undefined>
   ctx.facts.kernelVersion = version;
   const pkg = ctx.plan.recipe.kernel;
   if (pkg && existsSync(join(root, APT_OFFERS.slice(1)))) {
-    const { stdout } = await inRoot(root, "dpkg-query", ["-W", "-f=${Version}", pkg]);
+    // From outside: dpkg-query in the chroot took 0.3 s of a 6 s rebuild.
     ctx.facts.kernelPackage = {
       name: pkg,
-      version: stdout.trim(),
+      version: await packageVersion(root, pkg),
       offered: parseMadison(await readFile(join(root, APT_OFFERS.slice(1)), "utf8"), pkg),
     };
   }

@@ -45,6 +45,7 @@ export const conversionSteps = Object.fromEntries(
 /** The root filesystem as a directory (moved, not copied: it is the last use of it). */
 export async function directoryStep(ctx: BuildContext): Promise<string> {
   const out = join(ctx.stage, `${ctx.spec.name}.rootfs`);
+  await Promise.all(ctx.rootReads);
   await rename(ctx.root, out);
   return out;
 }
