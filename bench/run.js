@@ -92,7 +92,19 @@ const load = (when) => {
   const [one, five] = loadavg();
   emit(`host.load1.${when}`, one, "load");
   emit(`host.load5.${when}`, five, "load");
+  // A rebuild waits on the disk as much as on the CPUs: the share of the last
+  // minute some task stalled on I/O (PSI), where the kernel has it.
+  const some = /^some .*avg60=([\d.]+)/m.exec(readPressure("io"));
+  if (some) emit(`host.io_pressure60.${when}`, Number(some[1]), "%");
 };
+
+function readPressure(kind) {
+  try {
+    return readFileSync(`/proc/pressure/${kind}`, "utf8");
+  } catch {
+    return "";
+  }
+}
 
 try {
   load("start");
