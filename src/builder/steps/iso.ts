@@ -27,6 +27,32 @@ export const ISO_MODULES = [
   "ext4",
 ];
 
+/** What isoGrubConfig's menu uses, for both platforms (all_video brings EFI's GOP). */
+const ISO_GRUB_MODULES = [
+  "normal",
+  "linux",
+  "iso9660",
+  "part_gpt",
+  "part_msdos",
+  "fat",
+  "ext2",
+  "serial",
+  "terminal",
+  "search",
+  "search_fs_uuid",
+  "configfile",
+  "echo",
+  "test",
+  "sleep",
+  "all_video",
+  "gzio",
+  "halt",
+  "reboot",
+  "cat",
+  "ls",
+  "true",
+];
+
 export function isoGrubConfig(name: string, version: string, cmdline: string): string {
   const entry = (title: string, extra: string) =>
     [
@@ -129,6 +155,17 @@ export async function isoStep(ctx: BuildContext): Promise<string> {
   );
   ctx.detail("grub-mkrescue");
   const out = join(ctx.stage, `${spec.name}.iso`);
-  await exec("grub-mkrescue", ["-o", out, tree]);
+  // Only the modules the ISO's grub.cfg needs (grub-mkrescue adds what they
+  // depend on), and no fonts, locales or themes: its menu is text on serial
+  // and screen. GRUB's share of the ISO 19.3 → 4.7 MiB.
+  await exec("grub-mkrescue", [
+    `--install-modules=${ISO_GRUB_MODULES.join(" ")}`,
+    "--fonts=",
+    "--locales=",
+    "--themes=",
+    "-o",
+    out,
+    tree,
+  ]);
   return out;
 }
