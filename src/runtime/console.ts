@@ -68,6 +68,8 @@ export function stripAnsi(text: string): string {
 
 export class ConsoleWatcher {
   private text = "";
+  /** The unfinished escape sequence a chunk ended with. */
+  private partial = "";
   private readonly clock: () => number;
   private readonly started: number;
   private result: BootState = { state: "booting" };
@@ -106,8 +108,16 @@ export class ConsoleWatcher {
   }
 
   feed(chunk: string): void {
+    // An escape sequence split across chunks would survive stripAnsi in
+    // pieces and break the text around it (SeaBIOS mirrors GRUB's screen to
+    // serial with a cursor move per word): its start waits for the rest.
+    let raw = this.partial + chunk;
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: an escape sequence is what it looks for
+    const cut = /\x1b[[()]?[0-9;?]*$/.exec(raw);
+    this.partial = cut ? cut[0] : "";
+    if (cut) raw = raw.slice(0, cut.index);
     const from = Math.max(0, this.text.length - 200);
-    this.text += stripAnsi(chunk);
+    this.text += stripAnsi(raw);
     this.mark(this.text.slice(from), (this.clock() - this.started) / 1000);
     if (this.result.state === "booting") this.armSilence();
     if (this.text.length > 2_000_000) this.text = this.text.slice(-1_000_000);

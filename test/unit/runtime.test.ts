@@ -74,6 +74,19 @@ describe("console watcher", () => {
     n.feed("Reached target multi-user.target - Multi-User System.\n");
     expect(n.breakdown()).toEqual({ userspace: 0.4 });
   });
+  it("sees the loader when an escape sequence is split across console chunks", () => {
+    let t = 0;
+    const w = new ConsoleWatcher({ clock: () => t });
+    t = 900;
+    w.feed("Booting from Hard Disk...\r\nGRUB loading.\r\n\x1b[0;30;4");
+    t = 1000;
+    w.feed("7mWelcome\x1b[1");
+    w.feed(";10H to GRUB!\r\n");
+    t = 9000;
+    w.feed("minimal login: ");
+    expect(w.breakdown()).toEqual({ firmware: 1 });
+    expect(w.tail(5)).not.toMatch(/\x1b|7m|;10H/);
+  });
   it("fills in a quiet console's kernel, initrd and systemd from the guest's boot report", () => {
     let t = 0;
     const w = new ConsoleWatcher({ clock: () => t });
