@@ -85,7 +85,8 @@ describe("console watcher", () => {
     t = 9000;
     w.feed("minimal login: ");
     expect(w.breakdown()).toEqual({ firmware: 1 });
-    expect(w.tail(5)).not.toMatch(/\x1b|7m|;10H/);
+    expect(w.tail(5)).not.toContain("\x1b");
+    expect(w.tail(5)).not.toMatch(/7m|;10H/);
   });
   it("fills in a quiet console's kernel, initrd and systemd from the guest's boot report", () => {
     let t = 0;
