@@ -24,14 +24,3 @@ export async function listPackages(root: string): Promise<PackageInfo[]> {
     })
     .sort((a, b) => a.name.localeCompare(b.name));
 }
-
-/** One installed package's version, read from outside like listPackages. */
-export async function packageVersion(root: string, name: string): Promise<string> {
-  const { stdout } = await exec("dpkg-query", [
-    `--admindir=${root}/var/lib/dpkg`,
-    "-W",
-    "-f=${Version}",
-    name,
-  ]);
-  return stdout.trim();
-}

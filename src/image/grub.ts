@@ -1,5 +1,5 @@
-import { constants, existsSync } from "node:fs";
-import { copyFile, mkdtemp, open, rm, stat, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { copyFile, mkdtemp, open, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exec } from "../util/exec.js";
@@ -95,8 +95,10 @@ export function installBiosGrub(
     const twin = join(dir, "twin.raw");
     const size = (await stat(image)).size;
     const tail = Math.min(BACKUP_GPT_BYTES, size - headBytes);
-    await copyRange(image, twin, 0, headBytes, size);
-    await copyRange(image, twin, size - tail, tail, size);
+    await writeFile(twin, "");
+    await truncate(twin, size);
+    await copyRange(image, twin, 0, headBytes);
+    await copyRange(image, twin, size - tail, tail);
     const fake = join(dir, "mountinfo");
     await writeFile(fake, `1 0 1:1 / / - fat ${twin}\n`);
     // `exec` keeps the shell's pid, so the bind over /proc/$$/mountinfo is the one grub-bios-setup reads.
@@ -127,20 +129,12 @@ export function installBiosGrub(
 /** The backup GPT: its 128 entries and header at the end of the disk. */
 const BACKUP_GPT_BYTES = 33 * 512;
 
-/** Copy `length` bytes at `offset` from one file to the same place in another (made `size` long). */
-async function copyRange(
-  from: string,
-  to: string,
-  offset: number,
-  length: number,
-  size?: number,
-): Promise<void> {
+/** Copy `length` bytes at `offset` from one file to the same place in another. */
+async function copyRange(from: string, to: string, offset: number, length: number): Promise<void> {
   const src = await open(from, "r");
   try {
-    // Not "a+": positional writes to an O_APPEND file land at its end on Linux.
-    const dst = await open(to, constants.O_RDWR | constants.O_CREAT, 0o600);
+    const dst = await open(to, "r+");
     try {
-      if (size !== undefined) await dst.truncate(size);
       const buf = Buffer.alloc(length);
       const { bytesRead } = await src.read(buf, 0, length, offset);
       if (bytesRead !== length) throw new Error(`${from}: short read at ${offset}`);

@@ -46,6 +46,8 @@ export const GRUB_MODULES_EFI = [...GRUB_MODULES_COMMON, "efi_gop", "all_video"]
 /** arm64 kernels are gzip-compressed Images: gzio lets `linux` unpack them as it reads. */
 export const GRUB_MODULES_EFI_ARM64 = [...GRUB_MODULES_COMMON, "efi_gop", "all_video", "gzio"];
 export const GRUB_MODULES_BIOS = [...GRUB_MODULES_COMMON, "biosdisk"];
+/** What an ISO's menu needs on both platforms (all_video brings EFI's GOP); grub-mkrescue adds the rest. */
+export const GRUB_MODULES_ISO = [...GRUB_MODULES_COMMON, "iso9660", "all_video"];
 
 /** GRUB's menu and prompts on the first serial port as well as the screen. */
 function serialLines(serial: boolean): string[] {

@@ -1,5 +1,6 @@
 import { copyFile, mkdir, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { GRUB_MODULES_ISO } from "../../image/grubcfg.js";
 import { partitionNumber, partitions, rootPartition } from "../../image/partitions.js";
 import { exec } from "../../util/exec.js";
 import { shellQuote } from "../../util/shell.js";
@@ -25,32 +26,6 @@ export const ISO_MODULES = [
   "squashfs",
   "overlay",
   "ext4",
-];
-
-/** What isoGrubConfig's menu uses, for both platforms (all_video brings EFI's GOP). */
-const ISO_GRUB_MODULES = [
-  "normal",
-  "linux",
-  "iso9660",
-  "part_gpt",
-  "part_msdos",
-  "fat",
-  "ext2",
-  "serial",
-  "terminal",
-  "search",
-  "search_fs_uuid",
-  "configfile",
-  "echo",
-  "test",
-  "sleep",
-  "all_video",
-  "gzio",
-  "halt",
-  "reboot",
-  "cat",
-  "ls",
-  "true",
 ];
 
 export function isoGrubConfig(name: string, version: string, cmdline: string): string {
@@ -159,7 +134,7 @@ export async function isoStep(ctx: BuildContext): Promise<string> {
   // depend on), and no fonts, locales or themes: its menu is text on serial
   // and screen. GRUB's share of the ISO 19.3 → 4.7 MiB.
   await exec("grub-mkrescue", [
-    `--install-modules=${ISO_GRUB_MODULES.join(" ")}`,
+    `--install-modules=${GRUB_MODULES_ISO.join(" ")}`,
     "--fonts=",
     "--locales=",
     "--themes=",
