@@ -9,7 +9,7 @@ import {
   readManifest,
 } from "../artifact/manifest.js";
 import { loadSpec } from "../config/load.js";
-import { parseSize, type Spec } from "../config/schema.js";
+import { parseSize, type Spec, trimmed } from "../config/schema.js";
 import { listPackages } from "../distro/packages.js";
 import { type Plan, planBuild, type StepId } from "../plan/plan.js";
 import { ensureBinfmt } from "../util/binfmt.js";
@@ -32,6 +32,7 @@ import { isoStep } from "./steps/iso.js";
 import { kernelStep } from "./steps/kernel.js";
 import { minimizeStep } from "./steps/minimize.js";
 import { mirrorImages, mirrorsOf } from "./steps/mirror.js";
+import { dropPackageManager } from "./steps/nano.js";
 import { netbootStep } from "./steps/netboot.js";
 import { ociStep } from "./steps/oci.js";
 import { conversionSteps, directoryStep, tarStep } from "./steps/outputs.js";
@@ -75,9 +76,16 @@ const STEPS: Record<StepId, StepFn> = {
   kernel: kernelStep,
   minimize: async (ctx) => {
     await minimizeStep(ctx);
-    if (ctx.spec.profile === "minimal") {
+    if (trimmed(ctx.spec)) {
       const cut = await trimBootWork(ctx);
       if (cut.length) log.debug(`boot work done at build time or ruled out: ${cut.join(", ")}`);
+    }
+    if (ctx.spec.profile === "nano") {
+      ctx.detail("removing the package manager (nano profile)");
+      const { removed, bytes, dead } = await dropPackageManager(ctx);
+      log.debug(`nano: removed ${removed.length} packages (${mib(bytes)}): ${removed.join(", ")}`);
+      if (dead.length)
+        log.debug(`nano: scripts without their interpreter removed: ${dead.join(", ")}`);
     }
     // The tree is final now: nothing the build wrote is dated after the epoch.
     if (ctx.epoch !== undefined) await clampTimes(ctx.root, ctx.epoch);

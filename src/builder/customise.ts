@@ -2,7 +2,7 @@ import { existsSync, lstatSync, readFileSync } from "node:fs";
 import { copyFile, mkdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { diskPath, requireDisk } from "../cloud/store.js";
-import { parseSize } from "../config/schema.js";
+import { parseSize, trimmed } from "../config/schema.js";
 import { listPackages } from "../distro/packages.js";
 import { loopPartition, partitionNumber, partitions, rootPartition } from "../image/partitions.js";
 import { noCloudSeed } from "../seed/nocloud.js";
@@ -195,12 +195,12 @@ async function aptInstall(
       "-o",
       "Dpkg::Options::=--force-confold",
       "install",
-      ...(spec.profile === "minimal" ? ["--no-install-recommends"] : []),
+      ...(trimmed(spec) ? ["--no-install-recommends"] : []),
       ...spec.packages,
     ],
     { env, hint: "is every name in packages: a package of the imported system's release?" },
   );
-  if (spec.profile === "minimal")
+  if (trimmed(spec))
     await inRoot(root, "sh", [
       "-c",
       "rm -rf /var/lib/apt/lists/* && mkdir -p /var/lib/apt/lists/partial",

@@ -1,4 +1,5 @@
 import { knownReleases } from "../distro/index.js";
+import { isPackageManagerPart } from "../distro/prune.js";
 import { DISK_CONVERSIONS, type Spec } from "./schema.js";
 
 /** One problem a rule found: where in the spec (a key path) and what. */
@@ -94,6 +95,37 @@ export const RULES: readonly Rule[] = [
           ]
         : [];
     },
+  },
+  {
+    name: "nano-own-root",
+    level: "error",
+    check: (s) =>
+      s.profile === "nano" && s.base
+        ? [
+            {
+              path: ["profile"],
+              message:
+                "profile nano removes the package manager from a root kiln bootstrapped; a customised import keeps its own (use minimal)",
+            },
+          ]
+        : [],
+  },
+  {
+    name: "nano-no-package-manager",
+    level: "error",
+    check: (s) =>
+      s.profile === "nano"
+        ? s.packages.flatMap((p, i) =>
+            isPackageManagerPart(p)
+              ? [
+                  {
+                    path: ["packages", i],
+                    message: `profile nano removes the package manager, and ${p} is part of it (use profile: minimal to keep it)`,
+                  },
+                ]
+              : [],
+          )
+        : [],
   },
   {
     name: "customised-import-layout",

@@ -185,9 +185,11 @@ export const specSchema = z
         "a system bus (systemctl as a user, hostnamectl, networkctl, busctl); false leaves it out",
       ),
     profile: z
-      .enum(["minimal", "standard"])
+      .enum(["minimal", "nano", "standard"])
       .default("minimal")
-      .describe("minimal: no docs, man pages, locales, info, recommends, apt lists or caches"),
+      .describe(
+        "minimal: no docs, man pages, locales, info, recommends, apt lists or caches; nano: minimal, then the package manager (apt, dpkg, debconf, perl) and the libraries only it used are removed (the package list stays in /usr/lib/kiln/packages; no apt-get install on the device); standard: all of Debian's files",
+      ),
     hostname: z
       .string()
       .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i, "not a valid host name")
@@ -416,9 +418,14 @@ function isRecord(v: unknown): v is Record<string, unknown> {
 
 export type Spec = z.output<typeof specSchema>;
 
-/** `kernel.keep_modules` as the build applies it: needed by default with the minimal profile. */
+/** The minimal profile's trimming applies (minimal, and nano which goes further). */
+export function trimmed(spec: Pick<Spec, "profile">): boolean {
+  return spec.profile !== "standard";
+}
+
+/** `kernel.keep_modules` as the build applies it: needed by default with a trimmed profile. */
 export function keepModulesPolicy(spec: Pick<Spec, "kernel" | "profile">): "needed" | "all" {
-  return spec.kernel.keep_modules ?? (spec.profile === "minimal" ? "needed" : "all");
+  return spec.kernel.keep_modules ?? (trimmed(spec) ? "needed" : "all");
 }
 export type SpecInput = z.input<typeof specSchema>;
 export type Check = Spec["tests"][number];

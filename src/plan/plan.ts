@@ -4,6 +4,7 @@ import {
   keepModulesPolicy,
   type OutputFormat,
   type Spec,
+  trimmed,
 } from "../config/schema.js";
 import type { RootfsRecipe } from "../distro/mmdebstrap.js";
 import { cacheKey } from "../util/hash.js";
@@ -126,9 +127,7 @@ export function planBuild(spec: Spec, canonicalSpec: string): Plan {
       title: `minimize (${spec.profile} profile)`,
       key: cacheKey(rootKey, spec.profile),
       cached: false,
-      ...(spec.profile === "minimal"
-        ? { reuses: "the kernel modules compressed for the same root" }
-        : {}),
+      ...(trimmed(spec) ? { reuses: "the kernel modules compressed for the same root" } : {}),
     },
   ];
   const outputs = new Set(spec.outputs);

@@ -1,5 +1,5 @@
 import { cloudsOf } from "../config/clouds.js";
-import type { Spec } from "../config/schema.js";
+import { type Spec, trimmed } from "../config/schema.js";
 import { distroDriver } from "../distro/index.js";
 import { APT_OFFERS, MINIMAL_PATH_FILTERS, type RootfsRecipe } from "../distro/mmdebstrap.js";
 
@@ -50,7 +50,7 @@ export function rootfsRecipe(spec: Spec, o: { container?: boolean } = {}): Rootf
     "--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr",
     `--include=${packages.join(",")}`,
   ];
-  if (spec.profile === "minimal") for (const f of MINIMAL_PATH_FILTERS) args.push(`--dpkgopt=${f}`);
+  if (trimmed(spec)) for (const f of MINIMAL_PATH_FILTERS) args.push(`--dpkgopt=${f}`);
   // What the suites offered for the kernel when the root was made (apt's lists are gone
   // afterwards): the build and the image's own checks compare it with what is installed.
   if (!o.container)

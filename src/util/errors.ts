@@ -25,6 +25,11 @@ export const ERROR_CODES = {
   SPEC_EXTENDS_CYCLE: { exit: 1, meaning: "specs extend each other in a circle" },
   SPEC_TIMEZONE: { exit: 1, meaning: "the spec's time zone is not in the image's tzdata" },
   SPEC_FILE_SOURCE: { exit: 1, meaning: "a files: source does not exist" },
+  PROFILE_NANO: {
+    exit: 1,
+    meaning:
+      "the nano profile cannot drop the package manager: a kept package needs perl, or a program's library would be gone",
+  },
   SPEC_KERNEL_MODULE: { exit: 1, meaning: "a kernel.extra_modules name the kernel does not have" },
   TOOL_MISSING: {
     exit: 1,

@@ -17,6 +17,7 @@ const SECONDS: Record<string, number> = {
   netboot: 177,
   reproducible: 117,
   build: 101,
+  nano: 90,
   "netboot-integrity": 78,
   fleet: 49,
   publish: 30,

@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { chmod, cp, mkdir, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { CLOUDS, cloudsOf } from "../../config/clouds.js";
+import { trimmed } from "../../config/schema.js";
 import { containerOnly } from "../../plan/plan.js";
 import { networkdUnits } from "../../render/networkd.js";
 import { readAsset } from "../../util/assets.js";
@@ -89,7 +90,7 @@ export async function configureStep(ctx: BuildContext): Promise<void> {
   await systemctl(root, "disable", spec.services.disable);
   await systemctl(root, "mask", [
     ...spec.services.mask,
-    ...(spec.profile === "minimal" ? await presentUnits(root, minimalMasked(spec)) : []),
+    ...(trimmed(spec) ? await presentUnits(root, minimalMasked(spec)) : []),
   ]);
 }
 

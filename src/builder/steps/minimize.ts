@@ -1,6 +1,7 @@
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { mkdir, rename, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { trimmed } from "../../config/schema.js";
 import { exec } from "../../util/exec.js";
 import { cacheKey } from "../../util/hash.js";
 import { cacheDir } from "../../util/paths.js";
@@ -28,7 +29,7 @@ export async function minimizeStep(ctx: BuildContext): Promise<void> {
     "var/log/alternatives.log",
     "var/log/bootstrap.log",
   ];
-  if (ctx.spec.profile !== "minimal") return removeGlobs(root, globs);
+  if (!trimmed(ctx.spec)) return removeGlobs(root, globs);
   globs.push("usr/lib/udev/hwdb.bin", "etc/udev/hwdb.bin");
   await removeGlobs(root, globs);
   // dpkg keeps the directories of paths it filtered out.

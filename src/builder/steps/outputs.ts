@@ -14,8 +14,14 @@ export async function tarStep(ctx: BuildContext): Promise<string> {
 }
 
 const QEMU_IMG: Record<DiskConversion, { ext: string; args: string[] }> = {
-  // zstd-compressed (QEMU >= 5.1 reads it): much faster to write than zlib.
-  qcow2: { ext: "qcow2", args: ["-c", "-o", "compression_type=zstd", "-O", "qcow2"] },
+  // zstd-compressed (QEMU >= 5.1 reads it): much faster to write than zlib. Each
+  // cluster is compressed alone: 256 KiB ones give zstd more to work with than
+  // the default 64 KiB (minimal: 56.1 -> 54.0 MiB, 1.8 -> 1.3 s); larger ones
+  // lose more in half-used clusters than they gain.
+  qcow2: {
+    ext: "qcow2",
+    args: ["-c", "-o", "compression_type=zstd,cluster_size=256k", "-O", "qcow2"],
+  },
   // monolithicSparse: what VMware Workstation/Player and VirtualBox open as is.
   vmdk: { ext: "vmdk", args: ["-O", "vmdk"] },
   vdi: { ext: "vdi", args: ["-O", "vdi"] },

@@ -1,0 +1,190 @@
+import { existsSync } from "node:fs";
+import {
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  readlink,
+  rm,
+  rmdir,
+  writeFile,
+} from "node:fs/promises";
+import { dirname, isAbsolute, join } from "node:path";
+import { PACKAGE_LIST } from "../../distro/packages.js";
+import { packageManagerRemoval, parseDpkgStatus } from "../../distro/prune.js";
+import { neededLibraries } from "../../util/elf.js";
+import { KilnError } from "../../util/errors.js";
+import type { BuildContext } from "../context.js";
+
+/** The package manager's state and configuration, beyond the files its packages list. */
+const STATE = [
+  "var/lib/dpkg",
+  "var/lib/apt",
+  "var/cache/apt",
+  "var/cache/debconf",
+  "var/lib/ucf",
+  "var/log/apt",
+  "etc/apt",
+  "etc/dpkg",
+  "var/lib/kiln/apt-offers",
+  // Hooks and completions of programs that are gone (mkinitramfs, kernel postinst, shells' completion engines).
+  "usr/share/initramfs-tools",
+  "etc/initramfs-tools",
+  "etc/kernel",
+  "usr/share/bash-completion",
+  "usr/share/zsh",
+  "usr/share/bug",
+  "usr/share/lintian",
+];
+
+/** Where a program whose interpreter went with the package manager (pam-auth-update: perl) may be. */
+const SCRIPT_DIRS = ["usr/bin", "usr/sbin", "usr/lib", "usr/libexec", "usr/share"];
+
+/** Directories whose symlinks may point into what was removed (alternatives, enabled units). */
+const LINK_DIRS = ["etc/alternatives", "etc/systemd/system", "usr/bin", "usr/sbin", "etc/rc0.d"];
+
+/**
+ * Flatcar Nano's idea on a Debian root: after the minimal profile's cuts,
+ * remove the package manager (apt, dpkg, debconf, perl and the install-time
+ * helpers) and every library only they used, then prove every program left
+ * still finds its libraries. The image cannot install packages afterwards;
+ * it is rebuilt instead.
+ */
+export async function dropPackageManager(
+  ctx: BuildContext,
+): Promise<{ removed: string[]; bytes: number; dead: string[] }> {
+  const { root } = ctx;
+  const info = join(root, "var/lib/dpkg/info");
+  const installed = parseDpkgStatus(await readFile(join(root, "var/lib/dpkg/status"), "utf8"));
+  const { remove, kept } = packageManagerRemoval(installed, ctx.spec.packages);
+  const listOf = async (name: string, arch: string) => {
+    for (const f of [`${name}:${arch}.list`, `${name}.list`]) {
+      if (existsSync(join(info, f))) return (await readFile(join(info, f), "utf8")).split("\n");
+    }
+    return [];
+  };
+  // A directory (or a file, with diversions) a kept package also lists stays.
+  const keptPaths = new Set<string>();
+  for (const p of kept) for (const l of await listOf(p.name, p.arch)) keptPaths.add(l);
+  const files: string[] = [];
+  const dirs: string[] = [];
+  let bytes = 0;
+  for (const p of installed.filter((q) => remove.includes(q.name))) {
+    for (const l of await listOf(p.name, p.arch)) {
+      if (!l.startsWith("/") || l === "/." || keptPaths.has(l)) continue;
+      const st = await lstat(join(root, l)).catch(() => undefined);
+      if (!st) continue;
+      if (st.isDirectory()) dirs.push(l);
+      else {
+        files.push(l);
+        bytes += st.isFile() && st.nlink === 1 ? st.size : 0;
+      }
+    }
+  }
+  for (const f of files) await rm(join(root, f), { force: true });
+  // Deepest first; a directory something else still uses is not empty and stays.
+  for (const d of dirs.sort((a, b) => b.length - a.length))
+    await rmdir(join(root, d)).catch(() => {});
+  for (const s of STATE) await rm(join(root, s), { recursive: true, force: true });
+  const dead = await removeOrphanScripts(root);
+  for (const d of LINK_DIRS) await removeDangling(root, d);
+
+  await mkdir(join(root, dirname(PACKAGE_LIST)), { recursive: true });
+  await writeFile(
+    join(root, PACKAGE_LIST),
+    kept
+      .map((p) => `${p.name}\t${p.version}\t${p.installedKiB}\n`)
+      .sort()
+      .join(""),
+  );
+  await checkLibraries(root);
+  return { removed: remove, bytes, dead };
+}
+
+/** Executable scripts whose `#!` interpreter is not in the root any more: nothing can run them. */
+async function removeOrphanScripts(root: string): Promise<string[]> {
+  const dead: string[] = [];
+  for (const d of SCRIPT_DIRS) {
+    if (!existsSync(join(root, d))) continue;
+    for (const e of await readdir(join(root, d), { withFileTypes: true, recursive: true })) {
+      if (!e.isFile()) continue;
+      const path = join(e.parentPath, e.name);
+      const st = await lstat(path);
+      if (!(st.mode & 0o111) || st.size < 4) continue;
+      const fh = await open(path, "r");
+      const head = Buffer.alloc(128);
+      const { bytesRead } = await fh.read(head, 0, 128, 0).finally(() => fh.close());
+      const text = head.subarray(0, bytesRead).toString("latin1");
+      const interp = /^#!\s*(\/\S+)/.exec(text)?.[1];
+      if (!interp) continue;
+      // "#!/usr/bin/env perl": the program env runs must be there.
+      const viaEnv = /^#!\s*\/usr\/bin\/env\s+([^\s/]+)/.exec(text)?.[1];
+      const needs = viaEnv ? [`usr/bin/${viaEnv}`, `usr/sbin/${viaEnv}`] : [interp];
+      if (needs.some((n) => existsSync(join(root, n)))) continue;
+      await rm(path);
+      dead.push(path.slice(root.length));
+    }
+  }
+  return dead;
+}
+
+/** Symlinks under DIR (recursively) whose target, resolved inside the root, is gone. */
+async function removeDangling(root: string, dir: string): Promise<void> {
+  const abs = join(root, dir);
+  if (!existsSync(abs)) return;
+  for (const e of await readdir(abs, { withFileTypes: true, recursive: true })) {
+    if (!e.isSymbolicLink()) continue;
+    const link = join(e.parentPath, e.name);
+    if (!(await resolvesInRoot(root, link))) await rm(link);
+  }
+}
+
+/** Follow a symlink chain the way the booted system would: absolute targets inside ROOT. */
+async function resolvesInRoot(root: string, link: string): Promise<boolean> {
+  let at = link;
+  for (let hop = 0; hop < 40; hop++) {
+    const target = await readlink(at);
+    // Masked units point at /dev/null, which exists on the booted system only.
+    if (target === "/dev/null") return true;
+    at = isAbsolute(target) ? join(root, target) : join(dirname(at), target);
+    const st = await lstat(at).catch(() => undefined);
+    if (!st) return false;
+    if (!st.isSymbolicLink()) return true;
+  }
+  return false;
+}
+
+/** Where the programs and libraries of a merged-/usr root are (the kernel's modules aside). */
+const ELF_DIRS = ["usr/bin", "usr/sbin", "usr/lib", "usr/libexec", "usr/lib64"];
+
+/**
+ * Every dynamically linked program and library left must still find its
+ * libraries: each DT_NEEDED name is a file somewhere under the library
+ * directories (a name in a private directory, libsystemd-shared, is found
+ * through its program's RUNPATH).
+ */
+export async function checkLibraries(root: string): Promise<void> {
+  const present = new Set<string>();
+  const elves: string[] = [];
+  for (const d of ELF_DIRS) {
+    if (!existsSync(join(root, d))) continue;
+    for (const e of await readdir(join(root, d), { withFileTypes: true, recursive: true })) {
+      const path = join(e.parentPath, e.name);
+      if (path.startsWith(join(root, "usr/lib/modules/"))) continue;
+      present.add(e.name);
+      if (e.isFile()) elves.push(path);
+    }
+  }
+  const missing: string[] = [];
+  for (const f of elves) {
+    for (const n of (await neededLibraries(f)) ?? [])
+      if (!present.has(n)) missing.push(`${f.slice(root.length)} needs ${n}`);
+  }
+  if (missing.length)
+    throw new KilnError(
+      "PROFILE_NANO",
+      `after removing the package manager, ${missing.length} librar${missing.length === 1 ? "y is" : "ies are"} missing: ${missing.slice(0, 5).join("; ")}${missing.length > 5 ? "; …" : ""}`,
+      { hint: "add the package of the library to packages:, or use profile: minimal" },
+    );
+}
