@@ -36,6 +36,9 @@ const TARGETS = {
   "serve.boot-script.rps": 10_000,
   "size.installed": 120,
   "size.qcow2": 45,
+  // The same size targets for the profile without a package manager (examples/nano.yaml).
+  "size.installed.nano": 120,
+  "size.qcow2.nano": 45,
   "build.warm": 3,
   "build.one-file": 5,
 };
@@ -166,6 +169,21 @@ try {
   run(["build", "examples/netboot.yaml", "-o", nbDir, "-q"]);
   bench("ready.tcg.netboot", ["vm", "--netboot", join(nbDir, "netboot.netboot"), "--accel", "tcg"]);
   emit("size.netboot", dirBytes(join(nbDir, "netboot.netboot")) / 1048576, "MiB");
+  // profile nano: the minimal server without its package manager.
+  const nanoDir = join(out, "nano");
+  run(["build", "examples/nano.yaml", "-o", nanoDir, "-q"]);
+  const nm = JSON.parse(readFileSync(join(nanoDir, "manifest.json"), "utf8"));
+  emit("size.installed.nano", nm.sizes.installed / 1048576, "MiB");
+  emit("size.qcow2.nano", nm.artifacts.find((a) => a.format === "qcow2").size / 1048576, "MiB");
+  emit("packages.nano", nm.packages.length, "count");
+  bench("ready.tcg.bios.nano", [
+    "vm",
+    join(nanoDir, "nano.qcow2"),
+    "--firmware",
+    "bios",
+    "--accel",
+    "tcg",
+  ]);
   if (process.env.BENCH_ARM64 !== "0") {
     const armDir = join(out, "arm64");
     const spec = join(out, "minimal-arm64.yaml");
