@@ -13,6 +13,14 @@ export interface PackageInfo {
   installedKiB: number;
 }
 
+/** PACKAGE_LIST's text: a line per package, name, version and KiB tab-separated, by name. */
+export function formatPackageList(pkgs: readonly PackageInfo[]): string {
+  return pkgs
+    .map((p) => `${p.name}\t${p.version}\t${p.installedKiB}\n`)
+    .sort()
+    .join("");
+}
+
 /** Read the image's package database from outside (no chroot needed). */
 export async function listPackages(root: string): Promise<PackageInfo[]> {
   if (!existsSync(join(root, "var/lib/dpkg/status")) && existsSync(join(root, PACKAGE_LIST))) {

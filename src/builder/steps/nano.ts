@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { type Dirent, existsSync } from "node:fs";
 import {
   lstat,
   mkdir,
@@ -11,7 +11,7 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
-import { PACKAGE_LIST } from "../../distro/packages.js";
+import { formatPackageList, PACKAGE_LIST } from "../../distro/packages.js";
 import { packageManagerRemoval, parseDpkgStatus } from "../../distro/prune.js";
 import { neededLibraries } from "../../util/elf.js";
 import { KilnError } from "../../util/errors.js";
@@ -70,7 +70,8 @@ export async function dropPackageManager(
   const files: string[] = [];
   const dirs: string[] = [];
   let bytes = 0;
-  for (const p of installed.filter((q) => remove.includes(q.name))) {
+  const gone = new Set(remove);
+  for (const p of installed.filter((q) => gone.has(q.name))) {
     for (const l of await listOf(p.name, p.arch)) {
       if (!l.startsWith("/") || l === "/." || keptPaths.has(l)) continue;
       const st = await lstat(join(root, l)).catch(() => undefined);
@@ -88,16 +89,10 @@ export async function dropPackageManager(
     await rmdir(join(root, d)).catch(() => {});
   for (const s of STATE) await rm(join(root, s), { recursive: true, force: true });
   const dead = await removeOrphanScripts(root);
-  for (const d of LINK_DIRS) await removeDangling(root, d);
+  await removeDangling(root, LINK_DIRS);
 
   await mkdir(join(root, dirname(PACKAGE_LIST)), { recursive: true });
-  await writeFile(
-    join(root, PACKAGE_LIST),
-    kept
-      .map((p) => `${p.name}\t${p.version}\t${p.installedKiB}\n`)
-      .sort()
-      .join(""),
-  );
+  await writeFile(join(root, PACKAGE_LIST), formatPackageList(kept));
   await checkLibraries(root);
   return { removed: remove, bytes, dead };
 }
@@ -105,39 +100,44 @@ export async function dropPackageManager(
 /** Executable scripts whose `#!` interpreter is not in the root any more: nothing can run them. */
 async function removeOrphanScripts(root: string): Promise<string[]> {
   const dead: string[] = [];
-  for (const d of SCRIPT_DIRS) {
-    if (!existsSync(join(root, d))) continue;
-    for (const e of await readdir(join(root, d), { withFileTypes: true, recursive: true })) {
-      if (!e.isFile()) continue;
-      const path = join(e.parentPath, e.name);
-      const st = await lstat(path);
-      if (!(st.mode & 0o111) || st.size < 4) continue;
-      const fh = await open(path, "r");
-      const head = Buffer.alloc(128);
-      const { bytesRead } = await fh.read(head, 0, 128, 0).finally(() => fh.close());
-      const text = head.subarray(0, bytesRead).toString("latin1");
-      const interp = /^#!\s*(\/\S+)/.exec(text)?.[1];
-      if (!interp) continue;
-      // "#!/usr/bin/env perl": the program env runs must be there.
-      const viaEnv = /^#!\s*\/usr\/bin\/env\s+([^\s/]+)/.exec(text)?.[1];
-      const needs = viaEnv ? [`usr/bin/${viaEnv}`, `usr/sbin/${viaEnv}`] : [interp];
-      if (needs.some((n) => existsSync(join(root, n)))) continue;
-      await rm(path);
-      dead.push(path.slice(root.length));
-    }
+  for (const { path, entry } of await entriesUnder(root, SCRIPT_DIRS)) {
+    if (!entry.isFile()) continue;
+    const st = await lstat(path);
+    if (!(st.mode & 0o111) || st.size < 4) continue;
+    const fh = await open(path, "r");
+    const head = Buffer.alloc(128);
+    const { bytesRead } = await fh.read(head, 0, 128, 0).finally(() => fh.close());
+    const text = head.subarray(0, bytesRead).toString("latin1");
+    const interp = /^#!\s*(\/\S+)/.exec(text)?.[1];
+    if (!interp) continue;
+    // "#!/usr/bin/env perl": the program env runs must be there.
+    const viaEnv = /^#!\s*\/usr\/bin\/env\s+([^\s/]+)/.exec(text)?.[1];
+    const needs = viaEnv ? [`usr/bin/${viaEnv}`, `usr/sbin/${viaEnv}`] : [interp];
+    if (needs.some((n) => existsSync(join(root, n)))) continue;
+    await rm(path);
+    dead.push(path.slice(root.length));
   }
   return dead;
 }
 
-/** Symlinks under DIR (recursively) whose target, resolved inside the root, is gone. */
-async function removeDangling(root: string, dir: string): Promise<void> {
-  const abs = join(root, dir);
-  if (!existsSync(abs)) return;
-  for (const e of await readdir(abs, { withFileTypes: true, recursive: true })) {
-    if (!e.isSymbolicLink()) continue;
-    const link = join(e.parentPath, e.name);
-    if (!(await resolvesInRoot(root, link))) await rm(link);
+/** Every entry below each of DIRS (relative to ROOT; missing ones skipped), recursively. */
+async function entriesUnder(
+  root: string,
+  dirs: readonly string[],
+): Promise<{ path: string; entry: Dirent }[]> {
+  const out: { path: string; entry: Dirent }[] = [];
+  for (const d of dirs) {
+    if (!existsSync(join(root, d))) continue;
+    for (const entry of await readdir(join(root, d), { withFileTypes: true, recursive: true }))
+      out.push({ path: join(entry.parentPath, entry.name), entry });
   }
+  return out;
+}
+
+/** Symlinks under DIRS (recursively) whose target, resolved inside the root, is gone. */
+async function removeDangling(root: string, dirs: readonly string[]): Promise<void> {
+  for (const { path, entry } of await entriesUnder(root, dirs))
+    if (entry.isSymbolicLink() && !(await resolvesInRoot(root, path))) await rm(path);
 }
 
 /** Follow a symlink chain the way the booted system would: absolute targets inside ROOT. */
@@ -167,14 +167,11 @@ const ELF_DIRS = ["usr/bin", "usr/sbin", "usr/lib", "usr/libexec", "usr/lib64"];
 export async function checkLibraries(root: string): Promise<void> {
   const present = new Set<string>();
   const elves: string[] = [];
-  for (const d of ELF_DIRS) {
-    if (!existsSync(join(root, d))) continue;
-    for (const e of await readdir(join(root, d), { withFileTypes: true, recursive: true })) {
-      const path = join(e.parentPath, e.name);
-      if (path.startsWith(join(root, "usr/lib/modules/"))) continue;
-      present.add(e.name);
-      if (e.isFile()) elves.push(path);
-    }
+  const modules = join(root, "usr/lib/modules/");
+  for (const { path, entry } of await entriesUnder(root, ELF_DIRS)) {
+    if (path.startsWith(modules)) continue;
+    present.add(entry.name);
+    if (entry.isFile()) elves.push(path);
   }
   const missing: string[] = [];
   for (const f of elves) {
