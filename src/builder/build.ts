@@ -82,8 +82,11 @@ const STEPS: Record<StepId, StepFn> = {
     }
     if (ctx.spec.profile === "nano") {
       ctx.detail("removing the package manager (nano profile)");
-      const { removed, bytes, dead } = await dropPackageManager(ctx);
+      const { removed, bytes, dead, unloaded } = await dropPackageManager(ctx);
       log.debug(`nano: removed ${removed.length} packages (${mib(bytes)}): ${removed.join(", ")}`);
+      log.debug(
+        `nano: PAM modules no pam.d file names, and libraries only they needed: ${unloaded.join(", ")}`,
+      );
       if (dead.length)
         log.debug(`nano: scripts without their interpreter removed: ${dead.join(", ")}`);
     }

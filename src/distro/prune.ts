@@ -154,3 +154,19 @@ export function packageManagerRemoval(installed: StatusEntry[], keep: Iterable<s
     .sort();
   return { remove, kept: installed.filter((p) => reachable.has(p.name)) };
 }
+
+/**
+ * The PAM modules a set of /etc/pam.d files names (file names, e.g.
+ * pam_unix.so), comments left out. A module no configuration names is never
+ * loaded, so the nano profile can remove it and the libraries only it needed.
+ */
+export function pamModulesNamed(configs: string[]): Set<string> {
+  const named = new Set<string>();
+  for (const text of configs) {
+    for (const line of text.split("\n")) {
+      const code = line.replace(/#.*/, "");
+      for (const m of code.matchAll(/(?:^|[\s/])(pam_[\w.-]+\.so)(?=\s|$)/g)) named.add(m[1]!);
+    }
+  }
+  return named;
+}

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { checkLibraries } from "../../src/builder/steps/nano.js";
 import { loadSpec } from "../../src/config/load.js";
-import { packageManagerRemoval, parseDpkgStatus } from "../../src/distro/prune.js";
+import { packageManagerRemoval, pamModulesNamed, parseDpkgStatus } from "../../src/distro/prune.js";
 import { neededLibraries } from "../../src/util/elf.js";
 import { KilnError, SpecError } from "../../src/util/errors.js";
 
@@ -66,6 +66,14 @@ describe("profile nano: what goes with the package manager", () => {
 });
 
 describe("profile nano: every program left finds its libraries", () => {
+  it("finds the PAM modules pam.d names, by name or path, not in comments", () => {
+    const named = pamModulesNamed([
+      "# session optional pam_mail.so standard\n@include common-auth\n",
+      "auth [success=1 default=ignore] pam_unix.so nullok\naccount required /usr/lib/x86_64-linux-gnu/security/pam_access.so\nsession optional pam_systemd.so # pam_userdb.so\n",
+    ]);
+    expect([...named].sort()).toEqual(["pam_access.so", "pam_systemd.so", "pam_unix.so"]);
+  });
+
   it("reads DT_NEEDED from an ELF file and nothing from a text file", async () => {
     expect(await neededLibraries("/usr/bin/true")).toContain("libc.so.6");
     expect(await neededLibraries("/etc/os-release")).toBeUndefined();

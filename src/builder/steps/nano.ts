@@ -12,7 +12,7 @@ import {
 } from "node:fs/promises";
 import { dirname, isAbsolute, join } from "node:path";
 import { formatPackageList, PACKAGE_LIST } from "../../distro/packages.js";
-import { packageManagerRemoval, parseDpkgStatus } from "../../distro/prune.js";
+import { packageManagerRemoval, pamModulesNamed, parseDpkgStatus } from "../../distro/prune.js";
 import { neededLibraries } from "../../util/elf.js";
 import { KilnError } from "../../util/errors.js";
 import type { BuildContext } from "../context.js";
@@ -53,7 +53,7 @@ const LINK_DIRS = ["etc/alternatives", "etc/systemd/system", "usr/bin", "usr/sbi
  */
 export async function dropPackageManager(
   ctx: BuildContext,
-): Promise<{ removed: string[]; bytes: number; dead: string[] }> {
+): Promise<{ removed: string[]; bytes: number; dead: string[]; unloaded: string[] }> {
   const { root } = ctx;
   const info = join(root, "var/lib/dpkg/info");
   const installed = parseDpkgStatus(await readFile(join(root, "var/lib/dpkg/status"), "utf8"));
@@ -87,14 +87,84 @@ export async function dropPackageManager(
   // Deepest first; a directory something else still uses is not empty and stays.
   for (const d of dirs.sort((a, b) => b.length - a.length))
     await rmdir(join(root, d)).catch(() => {});
+  const unloaded = await dropUnusedPamModules(root);
+  bytes += unloaded.bytes;
+  // A library package whose every file went with the modules is gone too (its docs go with it).
+  const left: typeof kept = [];
+  for (const p of kept) {
+    const own = (await listOf(p.name, p.arch)).filter((l) => l.startsWith("/") && l !== "/.");
+    const body = own.filter((l) => !l.startsWith("/usr/share/doc/"));
+    const stats = await Promise.all(body.map((l) => lstat(join(root, l)).catch(() => undefined)));
+    const emptied = body.length > 0 && stats.every((st) => !st || st.isDirectory());
+    if (!emptied || !unloaded.paths.some((u) => body.includes(u))) {
+      left.push(p);
+      continue;
+    }
+    remove.push(p.name);
+    for (const l of own.filter((x) => x.startsWith("/usr/share/doc/")).reverse())
+      await rm(join(root, l), { force: true, recursive: true });
+  }
+  remove.sort();
   for (const s of STATE) await rm(join(root, s), { recursive: true, force: true });
   const dead = await removeOrphanScripts(root);
   await removeDangling(root, LINK_DIRS);
 
   await mkdir(join(root, dirname(PACKAGE_LIST)), { recursive: true });
-  await writeFile(join(root, PACKAGE_LIST), formatPackageList(kept));
+  await writeFile(join(root, PACKAGE_LIST), formatPackageList(left));
   await checkLibraries(root);
-  return { removed: remove, bytes, dead };
+  return { removed: remove, bytes, dead, unloaded: unloaded.paths };
+}
+
+/**
+ * PAM modules no /etc/pam.d file names are never loaded: remove them, then
+ * each library one of them needed that no program or library left needs
+ * (pam_userdb.so took libdb, 1.8 MB). Only libraries a removed module named
+ * are candidates, never one that something may dlopen by itself.
+ */
+async function dropUnusedPamModules(root: string): Promise<{ paths: string[]; bytes: number }> {
+  const pamd = join(root, "etc/pam.d");
+  if (!existsSync(pamd)) return { paths: [], bytes: 0 };
+  const configs: string[] = [];
+  for (const f of await readdir(pamd, { withFileTypes: true }))
+    if (f.isFile()) configs.push(await readFile(join(pamd, f.name), "utf8"));
+  const named = pamModulesNamed(configs);
+  const paths: string[] = [];
+  let bytes = 0;
+  let candidates = new Set<string>();
+  const drop = async (path: string) => {
+    const st = await lstat(path);
+    if (st.isFile() && st.nlink === 1) bytes += st.size;
+    for (const n of (await neededLibraries(path)) ?? []) candidates.add(n);
+    await rm(path);
+    paths.push(path.slice(root.length));
+  };
+  for (const { path, entry } of await entriesUnder(root, ["usr/lib"])) {
+    if (!entry.isFile() || !/^pam_.*\.so$/.test(entry.name)) continue;
+    if (!path.endsWith(`/security/${entry.name}`) || named.has(entry.name)) continue;
+    await drop(path);
+  }
+  // Libraries can need libraries: repeat until a round frees nothing.
+  while (candidates.size) {
+    const wanted = candidates;
+    candidates = new Set();
+    const { elves, byName } = await libraryFiles(root);
+    const stillNeeded = new Set<string>();
+    for (const f of elves) for (const n of (await neededLibraries(f)) ?? []) stillNeeded.add(n);
+    for (const name of wanted) {
+      if (stillNeeded.has(name)) continue;
+      for (const path of byName.get(name) ?? []) {
+        const st = await lstat(path);
+        // The soname is often a link to the versioned file: both go.
+        if (st.isSymbolicLink()) {
+          const target = join(dirname(path), await readlink(path));
+          await rm(path);
+          paths.push(path.slice(root.length));
+          if (existsSync(target)) await drop(target);
+        } else await drop(path);
+      }
+    }
+  }
+  return { paths, bytes };
 }
 
 /** Executable scripts whose `#!` interpreter is not in the root any more: nothing can run them. */
@@ -155,6 +225,24 @@ async function resolvesInRoot(root: string, link: string): Promise<boolean> {
   return false;
 }
 
+/**
+ * The regular files under ELF_DIRS (programs and libraries, the kernel's
+ * modules aside), and every entry there by file name: what the loader can find.
+ */
+async function libraryFiles(
+  root: string,
+): Promise<{ elves: string[]; byName: Map<string, string[]> }> {
+  const byName = new Map<string, string[]>();
+  const elves: string[] = [];
+  const modules = join(root, "usr/lib/modules/");
+  for (const { path, entry } of await entriesUnder(root, ELF_DIRS)) {
+    if (path.startsWith(modules)) continue;
+    byName.set(entry.name, [...(byName.get(entry.name) ?? []), path]);
+    if (entry.isFile()) elves.push(path);
+  }
+  return { elves, byName };
+}
+
 /** Where the programs and libraries of a merged-/usr root are (the kernel's modules aside). */
 const ELF_DIRS = ["usr/bin", "usr/sbin", "usr/lib", "usr/libexec", "usr/lib64"];
 
@@ -165,14 +253,8 @@ const ELF_DIRS = ["usr/bin", "usr/sbin", "usr/lib", "usr/libexec", "usr/lib64"];
  * through its program's RUNPATH).
  */
 export async function checkLibraries(root: string): Promise<void> {
-  const present = new Set<string>();
-  const elves: string[] = [];
-  const modules = join(root, "usr/lib/modules/");
-  for (const { path, entry } of await entriesUnder(root, ELF_DIRS)) {
-    if (path.startsWith(modules)) continue;
-    present.add(entry.name);
-    if (entry.isFile()) elves.push(path);
-  }
+  const { elves, byName } = await libraryFiles(root);
+  const present = new Set(byName.keys());
   const missing: string[] = [];
   for (const f of elves) {
     for (const n of (await neededLibraries(f)) ?? [])
