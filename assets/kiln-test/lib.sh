@@ -4,6 +4,9 @@
 # framed line: KILN:<index>:<exit>:<base64 stdout>:<base64 stderr>:END
 # bash, not sh: the HTTP check uses bash's /dev/tcp (minimal images have no curl).
 
+# Said first, so that a host waiting in vain can tell "never started" from "stuck".
+printf '\nKILN:START:END\n' >/dev/console
+
 out=$(mktemp)
 err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT

@@ -8,6 +8,8 @@ export interface TargetReport {
   /** Where the seconds to ready went. */
   breakdown?: BootBreakdown;
   bootError?: string;
+  /** Ready, but the checks did not all report back: why, with the console's last lines. */
+  checksError?: string;
   results: CheckResult[];
 }
 

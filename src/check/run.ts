@@ -1,7 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Check } from "../config/schema.js";
-import { checkScript, DONE_MARK, testUnit } from "../render/checks.js";
+import { checkScript, DONE_MARK, START_MARK, testUnit } from "../render/checks.js";
 import type { Accel } from "../runtime/accel.js";
 import {
   blankDisk,
@@ -209,13 +209,24 @@ async function bootOnce(
           ...(accel ? { accel } : {}),
         };
       }
-      if (checks.length) await guest.watcher.waitForText(DONE_MARK, o.checksTimeoutMs);
+      const finished =
+        !checks.length || (await guest.watcher.waitForText(DONE_MARK, o.checksTimeoutMs));
       const { results } = parseResults(guest.watcher.output);
       return {
         target,
         ready: true,
         readySeconds: Math.round(state.seconds * 10) / 10,
         breakdown: guest.watcher.breakdown(state.seconds),
+        ...(finished
+          ? {}
+          : {
+              checksError: checksUnfinished(
+                guest.watcher.output,
+                results.length,
+                o.checksTimeoutMs,
+                guest.watcher.tail(40),
+              ),
+            }),
         results: evaluate(checks, results),
         ...(accel ? { accel } : {}),
       };
@@ -234,6 +245,20 @@ async function bootOnce(
     await eph?.dispose();
     await unpacked?.dispose();
   }
+}
+
+/** Why the checks did not all come back: never started (the unit's target not reached), or stuck. */
+export function checksUnfinished(
+  consoleText: string,
+  reported: number,
+  timeoutMs: number,
+  tail: string,
+): string {
+  const s = Math.round(timeoutMs / 1000);
+  const why = !consoleText.includes(START_MARK)
+    ? `the check unit had not started ${s} s after ready (kiln-test.service runs after multi-user.target: a unit before it is still starting?)`
+    : `the checks started but ${reported ? `stopped after ${reported} result(s)` : "none reported"} within ${s} s`;
+  return `${why}\n--- last console lines ---\n${tail}`;
 }
 
 /**

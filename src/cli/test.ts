@@ -191,6 +191,7 @@ function printTarget(r: Awaited<ReturnType<typeof runTarget>>): void {
       c.passed ? `    ✓ ${c.name}` : `    ✗ ${c.name}: expected ${c.expected}, got ${c.actual}`,
     );
   }
+  if (r.checksError) console.log(`  ${r.checksError}`);
 }
 
 async function resolveArtifact(

@@ -120,7 +120,10 @@ async function bootstrap(o: CachedRootfsOptions, target: string, epoch?: number)
   await mkdir(cacheDir("rootfs"), { recursive: true });
   const partial = `${target}.partial-${process.pid}`;
   await mkdir(o.scratch, { recursive: true });
-  const drop = onCleanup(`partial rootfs ${partial}`, () => rm(partial, { force: true }));
+  const drop = onCleanup(`partial rootfs ${partial}`, async () => {
+    await rm(partial, { force: true });
+    await rm(debsOf(partial), { force: true });
+  });
   try {
     await exec(
       "mmdebstrap",

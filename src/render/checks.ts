@@ -9,6 +9,7 @@ import { shellQuote } from "../util/shell.js";
  */
 export const RESULT_RE = /KILN:(\d+):(-?\d+):([A-Za-z0-9+/=]*):([A-Za-z0-9+/=]*):END/g;
 export const DONE_MARK = "KILN:DONE:END";
+export const START_MARK = "KILN:START:END";
 
 export function testUnit(): string {
   return readAsset("kiln-test/kiln-test.service");

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { evaluate, parseResults } from "../../src/check/evaluate.js";
 import { junitXml } from "../../src/check/junit.js";
-import { targetsFor, testInjection } from "../../src/check/run.js";
+import { checksUnfinished, targetsFor, testInjection } from "../../src/check/run.js";
 import { specSchema } from "../../src/config/schema.js";
 import { checkScript } from "../../src/render/checks.js";
 import { initrdWith } from "../../src/runtime/ephemeral.js";
@@ -44,6 +44,7 @@ describe("guest check script", () => {
     const out = execFileSync("bash", ["-c", script]).toString();
     const { results, done } = parseResults(out);
     expect(done).toBe(true);
+    expect(out).toContain("KILN:START:END");
     expect(results).toEqual([{ index: 0, exit: 2, stdout: "hi\n", stderr: "" }]);
   });
 });
@@ -76,6 +77,15 @@ describe("evaluation", () => {
       passed: false,
       actual: expect.stringContaining("no result"),
     });
+  });
+
+  it("checks that never came back say whether the unit started, with the console's tail", () => {
+    const never = checksUnfinished("login: ", 0, 180_000, "login: ");
+    expect(never).toMatch(/^the check unit had not started 180 s after ready .*multi-user\.target/);
+    expect(never).toContain("--- last console lines ---\nlogin: ");
+    expect(checksUnfinished("KILN:START:END\nKILN:0:0:::END", 1, 60_000, "x")).toMatch(
+      /^the checks started but stopped after 1 result\(s\) within 60 s/,
+    );
   });
 
   it("JUnit XML escapes and counts", () => {
