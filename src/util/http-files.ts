@@ -1,4 +1,4 @@
-import { createReadStream, type Stats } from "node:fs";
+import { close as closeFd, open as openFd, read as readFd, type Stats } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { isAbsolute, join, normalize, relative, sep } from "node:path";
@@ -61,16 +61,86 @@ export async function serveFile(
     res.end();
     return status;
   }
-  await new Promise<void>((resolve) => {
-    const s = createReadStream(real, { start, end });
-    s.on("error", () => {
-      res.destroy();
-      resolve();
-    });
-    res.on("close", resolve);
-    s.pipe(res);
-  });
+  await sendRange(real, start, end, res);
   return status;
+}
+
+/**
+ * Buffers for sendRange, reused across responses: a read stream allocates a
+ * new 64 KiB chunk for every read, and with 50 clients fetching a 56 MiB
+ * initrd the server's memory grew by ~90 MiB of garbage waiting for the
+ * collector. One buffer per response in flight, handed back when it ends,
+ * keeps memory flat: at most CHUNK times the clients being served.
+ */
+const CHUNK = 256 * 1024;
+const POOL_MAX = 64;
+const pool: Buffer[] = [];
+
+/**
+ * Bytes start..end of `path` to `res`, one pooled buffer at a time, each read
+ * only once the last is written. Callbacks, not promises: at ~6,000 chunks a
+ * second, every promise and closure per chunk is garbage that grows the
+ * collector's young generation (RSS +90 MiB in 40 s with async/await).
+ */
+function sendRange(path: string, start: number, end: number, res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    openFd(path, "r", (err, fd) => {
+      if (err) {
+        res.destroy();
+        return resolve();
+      }
+      const buf = pool.pop() ?? Buffer.allocUnsafeSlow(CHUNK);
+      let at = start;
+      let gone = false;
+      const finish = () => {
+        res.off("close", onClose);
+        closeFd(fd, () => {
+          // Nothing writes from it now: the last write called back, or the socket
+          // closed, which drops what was still queued.
+          if (pool.length < POOL_MAX) pool.push(buf);
+          resolve();
+        });
+      };
+      // A client that goes away mid-file ends the loop; a write it leaves
+      // pending may never call back.
+      const onClose = () => {
+        if (gone) return;
+        gone = true;
+        finish();
+      };
+      res.once("close", onClose);
+      const next = (): void => {
+        if (gone) return;
+        if (at > end) {
+          gone = true;
+          res.end();
+          return finish();
+        }
+        readFd(fd, buf, 0, Math.min(CHUNK, end - at + 1), at, (rerr, n) => {
+          if (gone) return;
+          // The file shrank under us (or failed): the promised length cannot be sent.
+          if (rerr || n === 0) {
+            gone = true;
+            res.destroy();
+            return finish();
+          }
+          at += n;
+          res.write(n === CHUNK ? buf : buf.subarray(0, n), (werr) => {
+            if (werr) {
+              if (!gone) {
+                gone = true;
+                res.destroy();
+                finish();
+              }
+              return;
+            }
+            next();
+          });
+        });
+      };
+      next();
+    });
+  });
 }
 
 /** root + rel, or undefined if rel is absolute, has NULs, or climbs out of root. */

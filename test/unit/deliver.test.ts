@@ -91,6 +91,29 @@ describe("boot server", () => {
     expect(head.headers.get("content-length")).toBe("10");
   });
 
+  it("serves a file of many buffers whole and in ranges, also after a client left mid-file", async () => {
+    const big = Buffer.alloc(1024 * 1024 + 7);
+    for (let i = 0; i < big.length; i++) big[i] = (i * 7 + (i >> 12)) & 0xff;
+    writeFileSync(join(dir, "bundle", "big"), big);
+    // Clients that go away after the first bytes: each response's buffer must come back.
+    for (let i = 0; i < 70; i++) {
+      const ctl = new AbortController();
+      const r = await fetch(`${base}/artifacts/web/big`, { signal: ctl.signal });
+      await r.body!.getReader().read();
+      ctl.abort();
+    }
+    const whole = Buffer.from(await (await fetch(`${base}/artifacts/web/big`)).arrayBuffer());
+    expect(whole.equals(big)).toBe(true);
+    const from = 256 * 1024 - 3;
+    const part = await fetch(`${base}/artifacts/web/big`, {
+      headers: { Range: `bytes=${from}-${from + 600_000}` },
+    });
+    expect(part.status).toBe(206);
+    expect(Buffer.from(await part.arrayBuffer()).equals(big.subarray(from, from + 600_001))).toBe(
+      true,
+    );
+  });
+
   it("refuses bad input with a 4xx, never a file outside the served roots", async () => {
     for (const p of ["..%2Fsecret", "%2e%2e/secret", "..%2F..%2Fsecret", "%2e%2e%2fsecret"]) {
       const r = await fetch(`${base}/artifacts/web/${p}`);
