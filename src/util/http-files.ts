@@ -114,7 +114,8 @@ function sendRange(path: string, start: number, end: number, res: ServerResponse
         if (at > end) {
           gone = true;
           res.end();
-          return finish();
+          finish();
+          return;
         }
         readFd(fd, buf, 0, Math.min(CHUNK, end - at + 1), at, (rerr, n) => {
           if (gone) return;
@@ -122,7 +123,8 @@ function sendRange(path: string, start: number, end: number, res: ServerResponse
           if (rerr || n === 0) {
             gone = true;
             res.destroy();
-            return finish();
+            finish();
+            return;
           }
           at += n;
           res.write(n === CHUNK ? buf : buf.subarray(0, n), (werr) => {
