@@ -5,6 +5,7 @@ import type { Spec } from "../config/schema.js";
 import type { PackageInfo } from "../distro/packages.js";
 import type { Plan } from "../plan/plan.js";
 import type { Credential } from "../util/credentials.js";
+import type { TarMember } from "../util/tar-format.js";
 import type { RootSource } from "./up-to-date.js";
 
 /** What steps find out and later steps (or the manifest) read. */
@@ -33,6 +34,15 @@ export interface BuildFacts {
 }
 
 /** Everything the build steps share. Each step reads what earlier ones left here. */
+export interface DeferredModules {
+  tar: string;
+  version: string;
+  /** The member name of usr/lib/modules/VERSION/kernel/ (as the tar spells it, with its "/"). */
+  dir: string;
+  /** The tar's members below it, and itself if the tar holds it. */
+  members: TarMember[];
+}
+
 export interface BuildContext {
   loaded: LoadedSpec;
   spec: Spec;
@@ -71,6 +81,11 @@ export interface BuildContext {
   source: RootSource;
   /** The cached root the build started from (its cache file's name), for caches keyed by it. */
   rootId?: string;
+  /**
+   * Kernel modules left in the cached root's tar when it was unpacked: the
+   * kernel step unpacks only those it keeps (see modules.ts, modulesToDefer).
+   */
+  deferredModules?: DeferredModules;
   /** The build's key (see up-to-date.ts), recorded in the manifest. */
   buildKey?: string;
   /** SOURCE_DATE_EPOCH: no time in an artifact is later; set by the rootfs step. */

@@ -6,6 +6,7 @@ import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import { createGunzip } from "node:zlib";
 import { KilnError } from "../util/errors.js";
+import { listTar, type TarMember } from "../util/tar-format.js";
 import {
   addImage,
   blobPath,
@@ -17,7 +18,6 @@ import {
   verifyBlob,
   writeLayer,
 } from "./layout.js";
-import { listTar, type TarMember } from "./tar.js";
 
 /**
  * KubeVirt's containerDisk: a disk image as the one file under /disk/ of a

@@ -4,6 +4,7 @@ import { KilnError } from "../util/errors.js";
 import { ExecError, exec } from "../util/exec.js";
 import { removeTree } from "../util/fsx.js";
 import { log, step } from "../util/log.js";
+import { listTar } from "../util/tar-format.js";
 import {
   ANNOTATION,
   extractMember,
@@ -14,7 +15,6 @@ import {
 import { blobPath } from "./layout.js";
 import { sumIn } from "./push.js";
 import { type Access, NotInRegistry, pullToLayout, type RegistryRef, refText } from "./registry.js";
-import { listTar } from "./tar.js";
 
 export interface FetchedDisk {
   /** The disk, extracted under the scratch directory with its name in the image (NAME.qcow2). */

@@ -4,7 +4,7 @@ import { mkdir, rename, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { pipeline } from "node:stream/promises";
 import { KilnError } from "../util/errors.js";
-import { padding, TAR_END, type TarHeader, tarHeader } from "./tar.js";
+import { padding, TAR_END, type TarHeader, tarHeader } from "../util/tar-format.js";
 
 /**
  * OCI image layouts written and read by kiln itself (no umoci): blobs are

@@ -165,6 +165,10 @@ export const ERROR_CODES = {
     meaning: "a blob from a registry is missing or does not hash to its digest; nothing was stored",
   },
   OCI_LAYER_BAD: { exit: 1, meaning: "an image layer is not a tar archive kiln can read" },
+  ROOT_CACHE_BAD: {
+    exit: 1,
+    meaning: "a cached root filesystem is not a tar archive kiln can read (kiln build --refresh)",
+  },
   OCI_NOT_DISK: {
     exit: 1,
     meaning:

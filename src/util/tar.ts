@@ -8,8 +8,32 @@ import { type ExecOptions, type ExecResult, exec } from "./exec.js";
 const KEEP_OWNERS_AND_XATTRS = ["--numeric-owner", "--xattrs", "--xattrs-include=*"];
 
 /** Unpack `tar` into the existing directory `dir`. */
-export function extractTree(tar: string, dir: string, o: ExecOptions = {}): Promise<ExecResult> {
-  return exec("tar", [...KEEP_OWNERS_AND_XATTRS, "-C", dir, "-xf", tar], o);
+export function extractTree(
+  tar: string,
+  dir: string,
+  o: ExecOptions = {},
+  select: {
+    /** Members (and what is below them) left out, as GNU tar patterns. */
+    exclude?: string[];
+    /** A file listing the only members to unpack, exactly as named, one a line. */
+    only?: string;
+  } = {},
+): Promise<ExecResult> {
+  return exec(
+    "tar",
+    [
+      ...KEEP_OWNERS_AND_XATTRS,
+      ...(select.exclude?.length
+        ? ["--wildcards", ...select.exclude.map((e) => `--exclude=${e}`)]
+        : []),
+      "-C",
+      dir,
+      "-xf",
+      tar,
+      ...(select.only ? ["--no-recursion", "--verbatim-files-from", "-T", select.only] : []),
+    ],
+    o,
+  );
 }
 
 /**

@@ -1,13 +1,21 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
+  deferredPattern,
   moduleClosure,
+  modulesToDefer,
   neededModules,
   parseAliases,
   parseSoftdeps,
+  unpackKept,
 } from "../../src/builder/steps/modules.js";
 import { parseModulesDep } from "../../src/builder/steps/netboot.js";
 import { keepModulesPolicy, specSchema } from "../../src/config/schema.js";
 import { planBuild } from "../../src/plan/plan.js";
+import { extractTree } from "../../src/util/tar.js";
 
 // A small modules.dep in the kernel's own format (paths relative to /usr/lib/modules/VER).
 const DEP = `kernel/drivers/virtio/virtio.ko.zst:
@@ -122,5 +130,62 @@ describe("kernel.keep_modules and kernel.extra_modules", () => {
       )!.title;
     expect(title({})).toBe("kernel (needed modules only) and tiny initrd");
     expect(title({ keep_modules: "all" })).toBe("kernel and tiny initrd");
+  });
+});
+
+describe("the cached root unpacked without the modules it drops", () => {
+  it("leaves the newest kernel's kernel/ tree in the tar and unpacks only what is kept", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kiln-mods-"));
+    try {
+      const src = join(dir, "src");
+      const files = [
+        "boot/vmlinuz-6.1.0-1",
+        "boot/vmlinuz-6.1.0-2",
+        "usr/lib/modules/6.1.0-2/modules.dep",
+        "usr/lib/modules/6.1.0-2/kernel/drivers/net/virtio_net.ko",
+        "usr/lib/modules/6.1.0-2/kernel/drivers/gpu/drm.ko",
+        "usr/lib/modules/6.1.0-1/kernel/drivers/net/virtio_net.ko",
+        "etc/motd",
+      ];
+      for (const f of files) {
+        mkdirSync(dirname(join(src, f)), { recursive: true });
+        writeFileSync(join(src, f), f.endsWith("drm.ko") ? "x".repeat(1000) : f);
+      }
+      const tar = join(dir, "root.tar");
+      execFileSync("tar", ["-C", src, "-cf", tar, "."]);
+      const spec = specSchema.parse({ name: "t", profile: "minimal" });
+      const plan = planBuild(spec, "{}");
+      const d = await modulesToDefer({ spec, plan }, tar);
+      expect(d).toMatchObject({ version: "6.1.0-2", dir: "./usr/lib/modules/6.1.0-2/kernel/" });
+      const root = join(dir, "root");
+      mkdirSync(root);
+      await extractTree(tar, root, {}, { exclude: [deferredPattern(d!)] });
+      expect(existsSync(join(root, "etc/motd"))).toBe(true);
+      expect(existsSync(join(root, "usr/lib/modules/6.1.0-2/modules.dep"))).toBe(true);
+      expect(existsSync(join(root, "usr/lib/modules/6.1.0-2/kernel"))).toBe(false);
+      // An older kernel's modules are not the step's to prune: unpacked as they are.
+      expect(
+        existsSync(join(root, "usr/lib/modules/6.1.0-1/kernel/drivers/net/virtio_net.ko")),
+      ).toBe(true);
+      const ctx = { root, work: dir } as unknown as Parameters<typeof unpackKept>[0];
+      const r = await unpackKept(ctx, d!, "6.1.0-2", new Set(["kernel/drivers/net/virtio_net.ko"]));
+      expect(r).toEqual({ dropped: ["kernel/drivers/gpu/drm.ko"], droppedBytes: 1000 });
+      expect(
+        readFileSync(
+          join(root, "usr/lib/modules/6.1.0-2/kernel/drivers/net/virtio_net.ko"),
+          "utf8",
+        ),
+      ).toBe("usr/lib/modules/6.1.0-2/kernel/drivers/net/virtio_net.ko");
+      expect(existsSync(join(root, "usr/lib/modules/6.1.0-2/kernel/drivers/gpu"))).toBe(false);
+      // A spec with its own file in the module tree unpacks everything.
+      const own = specSchema.parse({
+        name: "t",
+        profile: "minimal",
+        files: [{ path: "/usr/lib/modules/extra.conf", content: "" }],
+      });
+      expect(await modulesToDefer({ spec: own, plan: planBuild(own, "{}") }, tar)).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

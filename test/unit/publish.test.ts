@@ -36,7 +36,7 @@ import {
   refText,
   withCredentials,
 } from "../../src/publish/registry.js";
-import { listTar, TAR_END, tarHeader } from "../../src/publish/tar.js";
+import { listTar, TAR_END, tarHeader } from "../../src/util/tar-format.js";
 import { hostileDisks, layoutOf } from "../integration/fixtures/hostile-disks.js";
 
 const TMP = mkdtempSync(join(tmpdir(), "kiln-unit-publish-"));

@@ -1,11 +1,13 @@
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { basename, dirname, join, relative } from "node:path";
 import { CLOUDS, cloudsOf } from "../../config/clouds.js";
 import { keepModulesPolicy, type Spec } from "../../config/schema.js";
 import { KilnError } from "../../util/errors.js";
+import { extractTree } from "../../util/tar.js";
+import { listTar } from "../../util/tar-format.js";
 import { inRoot } from "../chroot.js";
-import type { BuildContext } from "../context.js";
+import type { BuildContext, DeferredModules } from "../context.js";
 import { ISO_MODULES } from "./iso.js";
 import { NETBOOT_MODULES, parseModulesDep } from "./netboot.js";
 
@@ -210,6 +212,13 @@ export async function pruneModules(ctx: BuildContext, version: string): Promise<
 
   const dropped: string[] = [];
   let droppedBytes = 0;
+  const deferred = ctx.deferredModules;
+  if (deferred) {
+    ctx.deferredModules = undefined;
+    const picked = await unpackKept(ctx, deferred, version, keep);
+    dropped.push(...picked.dropped);
+    droppedBytes += picked.droppedBytes;
+  }
   for (const file of await filesUnder(join(dir, "kernel"))) {
     const rel = relative(dir, file);
     if (keep.has(rel)) continue;
@@ -217,7 +226,7 @@ export async function pruneModules(ctx: BuildContext, version: string): Promise<
     dropped.push(rel);
     await rm(file);
   }
-  await removeEmptyDirs(join(dir, "kernel"));
+  if (existsSync(join(dir, "kernel"))) await removeEmptyDirs(join(dir, "kernel"));
   await inRoot(ctx.root, "depmod", [version]);
   const nameOf = (p: string) =>
     modName(
@@ -239,6 +248,88 @@ export async function pruneModules(ctx: BuildContext, version: string): Promise<
     list: `/${DROPPED_LIST}`,
   };
   ctx.detail(`${keep.size} modules kept, ${dropped.length} dropped`);
+}
+
+/**
+ * Which modules to leave in the cached root's tar when it is unpacked: all of
+ * the newest kernel's kernel/ tree, when the spec keeps only the needed ones
+ * and the kernel step will pick them (it unpacks those alone, unpackKept).
+ * A rebuild otherwise wrote the cloud kernel's 1,359 module files (88 MiB)
+ * only to delete nine in ten of them and then replace the rest with the
+ * cached compressed tree. Nothing is deferred for a spec whose files go
+ * into the module tree, or a root without modules.dep (nothing is pruned).
+ */
+export async function modulesToDefer(
+  ctx: Pick<BuildContext, "spec" | "plan">,
+  tar: string,
+): Promise<DeferredModules | undefined> {
+  const { spec } = ctx;
+  if (keepModulesPolicy(spec) !== "needed" || !ctx.plan.steps.some((s) => s.id === "kernel"))
+    return undefined;
+  if (spec.files.some((f) => f.path.startsWith("/usr/lib/modules"))) return undefined;
+  const members = await listTar(tar, {
+    maxMembers: 1_000_000,
+    code: "ROOT_CACHE_BAD",
+    what: `the cached root ${basename(tar)}`,
+  });
+  // The version the kernel step will choose: the last of /boot's vmlinuz-*, sorted.
+  const versions = members
+    .map((m) => /^(?:\.\/)?boot\/vmlinuz-([^/]+)$/.exec(m.name)?.[1])
+    .filter((v): v is string => v !== undefined)
+    .sort();
+  const version = versions[versions.length - 1];
+  if (!version) return undefined;
+  const strip = (n: string) => n.replace(/^\.\//, "");
+  const dep = members.find((m) => strip(m.name) === `usr/lib/modules/${version}/modules.dep`);
+  if (!dep) return undefined;
+  const kernelDir = dep.name.replace(/modules\.dep$/, "kernel/");
+  return {
+    tar,
+    version,
+    dir: kernelDir,
+    members: members.filter((m) => m.name === kernelDir || m.name.startsWith(kernelDir)),
+  };
+}
+
+/** GNU tar's pattern for what modulesToDefer leaves in the tar. */
+export function deferredPattern(d: DeferredModules): string {
+  return d.dir.replace(/\/$/, "");
+}
+
+/**
+ * Unpack from the cached root's tar the modules pruneModules keeps, with the
+ * directories above them (so those keep the tar's modes and owners), and
+ * say what stayed behind.
+ */
+export async function unpackKept(
+  ctx: BuildContext,
+  d: DeferredModules,
+  version: string,
+  keep: Set<string>,
+): Promise<{ dropped: string[]; droppedBytes: number }> {
+  const top = d.dir.replace(/kernel\/$/, "");
+  const dirs = new Set<string>();
+  for (const rel of keep)
+    for (let p = dirname(rel); p !== "." && p !== "/"; p = dirname(p)) dirs.add(p);
+  const wanted: string[] = [];
+  const dropped: string[] = [];
+  let droppedBytes = 0;
+  for (const m of d.members) {
+    const rel = m.name.slice(top.length).replace(/\/$/, "");
+    if (m.type === "5") {
+      if (dirs.has(rel)) wanted.push(m.name);
+    } else if (keep.has(rel)) wanted.push(m.name);
+    else {
+      dropped.push(rel);
+      droppedBytes += m.size;
+    }
+  }
+  // A different kernel chosen than the tar's newest (a spec's own /boot file): unpack all of it.
+  if (version !== d.version) wanted.splice(0, wanted.length, ...d.members.map((m) => m.name));
+  const list = join(ctx.work, "modules-kept.list");
+  await writeFile(list, `${wanted.join("\n")}\n`);
+  await extractTree(d.tar, ctx.root, {}, { only: list });
+  return version === d.version ? { dropped, droppedBytes } : { dropped: [], droppedBytes: 0 };
 }
 
 async function filesUnder(dir: string): Promise<string[]> {

@@ -7,6 +7,7 @@ import { age, cachedRootfs } from "../../distro/rootfs-cache.js";
 import { cacheKey } from "../../util/hash.js";
 import { extractTree } from "../../util/tar.js";
 import type { BuildContext } from "../context.js";
+import { deferredPattern, modulesToDefer } from "./modules.js";
 
 /**
  * The root filesystem from mmdebstrap. The result is cached as a tarball
@@ -71,5 +72,7 @@ async function startFrom(
   process.env.SOURCE_DATE_EPOCH = String(epoch);
   ctx.facts.root = root;
   await mkdir(ctx.root, { recursive: true });
-  await extractTree(tar, ctx.root);
+  const deferred = await modulesToDefer(ctx, tar);
+  await extractTree(tar, ctx.root, {}, deferred ? { exclude: [deferredPattern(deferred)] } : {});
+  if (deferred) ctx.deferredModules = deferred;
 }

@@ -1,12 +1,13 @@
 import { open } from "node:fs/promises";
-import { KilnError } from "../util/errors.js";
+import { type ErrorCode, KilnError } from "./errors.js";
 
 /**
- * Just enough tar for OCI layers, in both directions: a writer for the
- * headers kiln's own layers need (a directory and regular files, every
- * field fixed, so the same input gives the same bytes), and a reader that
- * lists what a registry sent without unpacking anything, so a hostile layer
- * can be judged whole before a byte of it reaches the disk store.
+ * Just enough tar, in both directions: a writer for the headers kiln's own
+ * OCI layers need (a directory and regular files, every field fixed, so the
+ * same input gives the same bytes), and a reader that lists an archive
+ * without unpacking anything: a hostile layer from a registry is judged
+ * whole before a byte of it reaches the disk store, and the build looks up
+ * which kernel modules a cached root holds before unpacking only those it keeps.
  */
 
 export const BLOCK = 512;
@@ -96,8 +97,9 @@ function number(b: Buffer, at: number, width: number): number {
   return text ? Number.parseInt(text, 8) : 0;
 }
 
-const bad = (why: string) =>
-  new KilnError("OCI_LAYER_BAD", `the layer is not a tar archive kiln can read: ${why}`);
+/** What is wrong with an archive; listTar says whose archive it is (see its `code`). */
+class Malformed extends Error {}
+const bad = (why: string) => new Malformed(why);
 
 /** A pax extended header's records ("LEN key=value\n"…); only path, linkpath and size matter here. */
 function paxRecords(body: Buffer): Record<string, string> {
@@ -122,8 +124,22 @@ function paxRecords(body: Buffer): Record<string, string> {
  * member's content lies inside the file; pax and GNU long-name headers are
  * folded into the member they describe.
  */
-export async function listTar(path: string, o: { maxMembers?: number } = {}): Promise<TarMember[]> {
-  const max = o.maxMembers ?? 100_000;
+export async function listTar(
+  path: string,
+  o: { maxMembers?: number; code?: ErrorCode; what?: string } = {},
+): Promise<TarMember[]> {
+  try {
+    return await readMembers(path, o.maxMembers ?? 100_000);
+  } catch (err) {
+    if (!(err instanceof Malformed)) throw err;
+    throw new KilnError(
+      o.code ?? "OCI_LAYER_BAD",
+      `${o.what ?? "the layer"} is not a tar archive kiln can read: ${err.message}`,
+    );
+  }
+}
+
+async function readMembers(path: string, max: number): Promise<TarMember[]> {
   const fh = await open(path, "r");
   try {
     const total = (await fh.stat()).size;
