@@ -40,7 +40,7 @@ export interface DeferredModules {
   /** The member name of usr/lib/modules/VERSION/kernel/ (as the tar spells it, with its "/"). */
   dir: string;
   /** The tar's members below it, and itself if the tar holds it. */
-  members: TarMember[];
+  members: Pick<TarMember, "name" | "type" | "size">[];
 }
 
 export interface BuildContext {

@@ -81,7 +81,8 @@ export async function cachedRootfs(o: CachedRootfsOptions): Promise<CachedRootfs
   if (suites) await writeFile(`${tar}.json`, `${JSON.stringify(suites, null, 2)}\n`);
   // Older roots of the same recipe only hold outdated packages now.
   for (const old of entriesOf(dir, o.key).filter((f) => f !== tar))
-    for (const f of [old, `${old}.json`, debsOf(old)]) await rm(f, { force: true });
+    for (const f of [old, `${old}.json`, debsOf(old), kernelIndexOf(old)])
+      await rm(f, { force: true });
   return {
     tar,
     bootstrapped: true,
@@ -94,6 +95,11 @@ export async function cachedRootfs(o: CachedRootfsOptions): Promise<CachedRootfs
 /** Beside a cached root: `apt-get download --print-uris` of every package in it (what `kiln lock` writes down). */
 export function debsOf(tar: string): string {
   return `${tar}.debs`;
+}
+
+/** Beside a cached root: its /boot and module-tree members, listed once (see modules.ts, modulesToDefer). */
+export function kernelIndexOf(tar: string): string {
+  return `${tar}.kernel.json`;
 }
 
 /** The cached roots of one recipe, newest first. */

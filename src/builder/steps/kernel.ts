@@ -9,7 +9,7 @@ import { cacheKey } from "../../util/hash.js";
 import { inRoot } from "../chroot.js";
 import type { BuildContext } from "../context.js";
 import { StepCache } from "../step-cache.js";
-import { initrdModules, pruneModules } from "./modules.js";
+import { initrdModules, newestKernel, pruneModules } from "./modules.js";
 
 /**
  * Kernel version, initrd and the stable /vmlinuz and /initrd.img links GRUB
@@ -17,11 +17,7 @@ import { initrdModules, pruneModules } from "./modules.js";
  */
 export async function kernelStep(ctx: BuildContext): Promise<string | undefined> {
   const { root, spec } = ctx;
-  const versions = readdirSync(join(root, "boot"))
-    .filter((f) => f.startsWith("vmlinuz-"))
-    .map((f) => f.slice("vmlinuz-".length))
-    .sort();
-  const version = versions[versions.length - 1];
+  const version = newestKernel(readdirSync(join(root, "boot")));
   if (!version) {
     throw new KilnError("BUILD_NO_KERNEL", "the image has no kernel in /boot", {
       hint: "set kernel.package to a linux-image package of the distribution",

@@ -66,7 +66,12 @@ export async function dropPackageManager(
   };
   // A directory (or a file, with diversions) a kept package also lists stays.
   const keptPaths = new Set<string>();
-  for (const p of kept) for (const l of await listOf(p.name, p.arch)) keptPaths.add(l);
+  const keptLists = new Map<string, string[]>();
+  for (const p of kept) {
+    const list = await listOf(p.name, p.arch);
+    keptLists.set(p.name, list);
+    for (const l of list) keptPaths.add(l);
+  }
   const files: string[] = [];
   const dirs: string[] = [];
   let bytes = 0;
@@ -90,13 +95,18 @@ export async function dropPackageManager(
   const unloaded = await dropUnusedPamModules(root);
   bytes += unloaded.bytes;
   // A library package whose every file went with the modules is gone too (its docs go with it).
+  const unloadedSet = new Set(unloaded.paths);
   const left: typeof kept = [];
   for (const p of kept) {
-    const own = (await listOf(p.name, p.arch)).filter((l) => l.startsWith("/") && l !== "/.");
+    const own = keptLists.get(p.name)!.filter((l) => l.startsWith("/") && l !== "/.");
     const body = own.filter((l) => !l.startsWith("/usr/share/doc/"));
-    const stats = await Promise.all(body.map((l) => lstat(join(root, l)).catch(() => undefined)));
-    const emptied = body.length > 0 && stats.every((st) => !st || st.isDirectory());
-    if (!emptied || !unloaded.paths.some((u) => body.includes(u))) {
+    // Only a package that lost a file here can have been emptied here.
+    const emptied =
+      body.some((l) => unloadedSet.has(l)) &&
+      (await Promise.all(body.map((l) => lstat(join(root, l)).catch(() => undefined)))).every(
+        (st) => !st || st.isDirectory(),
+      );
+    if (!emptied) {
       left.push(p);
       continue;
     }
@@ -128,40 +138,48 @@ async function dropUnusedPamModules(root: string): Promise<{ paths: string[]; by
   for (const f of await readdir(pamd, { withFileTypes: true }))
     if (f.isFile()) configs.push(await readFile(join(pamd, f.name), "utf8"));
   const named = pamModulesNamed(configs);
+  // One read of every ELF's DT_NEEDED, then counted down as files go: a
+  // library whose count reaches zero is needed by nothing left.
+  const { elves, byName } = await libraryFiles(root);
+  const needs = new Map<string, string[]>();
+  const users = new Map<string, number>();
+  for (const f of elves) {
+    const n = (await neededLibraries(f)) ?? [];
+    needs.set(f, n);
+    for (const x of n) users.set(x, (users.get(x) ?? 0) + 1);
+  }
   const paths: string[] = [];
   let bytes = 0;
-  let candidates = new Set<string>();
+  const unneeded: string[] = [];
   const drop = async (path: string) => {
-    const st = await lstat(path);
+    const st = await lstat(path).catch(() => undefined);
+    if (!st) return; // gone already, through another of its names
     if (st.isFile() && st.nlink === 1) bytes += st.size;
-    for (const n of (await neededLibraries(path)) ?? []) candidates.add(n);
+    for (const n of needs.get(path) ?? []) {
+      const left = users.get(n)! - 1;
+      users.set(n, left);
+      if (left === 0) unneeded.push(n);
+    }
     await rm(path);
     paths.push(path.slice(root.length));
   };
-  for (const { path, entry } of await entriesUnder(root, ["usr/lib"])) {
-    if (!entry.isFile() || !/^pam_.*\.so$/.test(entry.name)) continue;
-    if (!path.endsWith(`/security/${entry.name}`) || named.has(entry.name)) continue;
+  for (const path of elves) {
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    if (!/^pam_.*\.so$/.test(name) || !path.endsWith(`/security/${name}`) || named.has(name))
+      continue;
     await drop(path);
   }
-  // Libraries can need libraries: repeat until a round frees nothing.
-  while (candidates.size) {
-    const wanted = candidates;
-    candidates = new Set();
-    const { elves, byName } = await libraryFiles(root);
-    const stillNeeded = new Set<string>();
-    for (const f of elves) for (const n of (await neededLibraries(f)) ?? []) stillNeeded.add(n);
-    for (const name of wanted) {
-      if (stillNeeded.has(name)) continue;
-      for (const path of byName.get(name) ?? []) {
-        const st = await lstat(path);
-        // The soname is often a link to the versioned file: both go.
-        if (st.isSymbolicLink()) {
-          const target = join(dirname(path), await readlink(path));
-          await rm(path);
-          paths.push(path.slice(root.length));
-          if (existsSync(target)) await drop(target);
-        } else await drop(path);
-      }
+  // Libraries can need libraries: what a dropped library needed may be unneeded now.
+  while (unneeded.length) {
+    for (const path of byName.get(unneeded.pop()!) ?? []) {
+      const st = await lstat(path).catch(() => undefined);
+      // The soname is often a link to the versioned file: both go.
+      if (st?.isSymbolicLink()) {
+        const target = join(dirname(path), await readlink(path));
+        await rm(path);
+        paths.push(path.slice(root.length));
+        await drop(target);
+      } else await drop(path);
     }
   }
   return { paths, bytes };
